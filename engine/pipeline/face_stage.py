@@ -1,0 +1,49 @@
+"""Detect → keep the best faces → track → align: a frame in, its aligned crops out.
+
+Runs in the stream's own worker so full frames never cross to the analyzer; only the small
+aligned crops do.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..config import FaceSection
+from ..plugin import build
+from ..registry import ALIGNERS, DETECTORS, TRACKERS
+from ..types import FaceCrops, FramePacket
+
+
+class FaceStage:
+    def __init__(self, cfg: FaceSection) -> None:
+        self.cfg = cfg
+        self.detector = build(DETECTORS, cfg.detector.name, cfg.detector.options, "face.detector")
+        self.aligner = build(ALIGNERS, cfg.align.name, cfg.align.options, "face.align")
+        self.tracker = build(TRACKERS, cfg.tracker.name, cfg.tracker.options, "face.tracker")
+
+    def start(self) -> None:
+        for p in (self.detector, self.aligner, self.tracker):
+            p.start()
+
+    def process(self, pkt: FramePacket) -> FaceCrops:
+        lat = dict(pkt.latency_ms)
+        t0 = time.perf_counter()
+        faces = self.detector.detect(pkt.image)
+        if len(faces) > self.cfg.max_faces:
+            faces = faces[np.argsort(-faces.score)[: self.cfg.max_faces]]
+        t1 = time.perf_counter()
+        faces = self.tracker.update(faces, pkt.meta.frame)
+        t2 = time.perf_counter()
+        crops = self.aligner.crop(pkt.image, faces)
+        t3 = time.perf_counter()
+        lat.update(detect=(t1 - t0) * 1e3, track=(t2 - t1) * 1e3, align=(t3 - t2) * 1e3)
+        return FaceCrops(pkt.meta, faces, crops, lat)
+
+    def on_stream_end(self) -> None:
+        self.tracker.reset()
+
+    def stop(self) -> None:
+        for p in (self.detector, self.aligner, self.tracker):
+            p.stop()

@@ -1,0 +1,161 @@
+"""The validated types every stage shares: frames in, faces through, results out.
+
+Dataclasses of parallel numpy arrays (supervision's ``Detections`` style): validated on
+construction with errors that give the expected and the actual shape, indexable by a mask or
+indices to give a new object of the same type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+#: canonical expression labels, in the order auflow's outputs use (DESIGN.md)
+EXPRESSIONS: tuple[str, ...] = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+#: kinds of model provenance a result may carry (wire format v1 `models`)
+ModelKind = Literal["trained", "teacher", "distilled", "user", "untrained"]
+MODEL_KINDS: tuple[str, ...] = ("trained", "teacher", "distilled", "user", "untrained")
+
+
+def _check(name: str, arr: np.ndarray, shape: tuple, dtype_kind: str | None = None) -> None:
+    """``shape`` may hold ints or None (any size). Raises ValueError naming expected vs actual."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(arr).__name__}")
+    ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape))
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    if dtype_kind and arr.dtype.kind not in dtype_kind:
+        raise ValueError(f"{name} must have dtype kind {dtype_kind!r}, got {arr.dtype}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where an output came from: wire-format ``models[output]``."""
+
+    name: str
+    kind: ModelKind
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+
+    def to_wire(self) -> dict:
+        return {"name": self.name, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """Identity and timing of one decoded frame (carried by every per-frame type)."""
+
+    cam: str
+    sid: str
+    frame: int  # index of the decoded frame in the session
+    pts: int | None
+    time_base: tuple[int, int]
+    t_capture_ns: int  # wall clock (time.time_ns) when the frame left the decoder
+    width: int
+    height: int
+
+    @property
+    def timestamp(self) -> float | None:
+        """Presentation time in seconds, or None when the container gives no pts."""
+        if self.pts is None:
+            return None
+        return self.pts * self.time_base[0] / self.time_base[1]
+
+
+@dataclass
+class FramePacket:
+    """A decoded frame: BGR uint8 (H, W, 3) plus its identity and timing."""
+
+    meta: FrameMeta
+    image: np.ndarray
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check("FramePacket.image", self.image, (self.meta.height, self.meta.width, 3), "u")
+
+
+@dataclass
+class Faces:
+    """Detected faces in one frame, as parallel arrays.
+
+    bbox (N, 4) float32 x1, y1, x2, y2 in frame pixels; score (N,) float32; kps (N, 5, 2) float32
+    in InsightFace/arcface order (left eye, right eye, nose, left mouth corner, right mouth corner);
+    track (N,) int64, -1 where no tracker has confirmed the face.
+    """
+
+    bbox: np.ndarray
+    score: np.ndarray
+    kps: np.ndarray
+    track: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.bbox = np.asarray(self.bbox, dtype=np.float32).reshape(-1, 4)
+        n = len(self.bbox)
+        self.score = np.asarray(self.score, dtype=np.float32)
+        self.kps = np.asarray(self.kps, dtype=np.float32)
+        if self.kps.size == 0:
+            self.kps = self.kps.reshape(0, 5, 2)
+        self.track = np.full(n, -1, np.int64) if self.track is None else np.asarray(self.track, np.int64)
+        _check("Faces.score", self.score, (n,))
+        _check("Faces.kps", self.kps, (n, 5, 2))
+        _check("Faces.track", self.track, (n,))
+
+    @classmethod
+    def empty(cls) -> Faces:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.bbox)
+
+    def __getitem__(self, idx) -> Faces:
+        idx = np.atleast_1d(np.arange(len(self))[idx])
+        return Faces(self.bbox[idx], self.score[idx], self.kps[idx], self.track[idx])
+
+    def with_track(self, track: np.ndarray) -> Faces:
+        return replace(self, track=np.asarray(track, np.int64))
+
+
+@dataclass
+class FaceCrops:
+    """Aligned face crops of one frame: what leaves the face stage. crops (N, S, S, 3) BGR uint8."""
+
+    meta: FrameMeta
+    faces: Faces
+    crops: np.ndarray
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.faces)
+        size = self.crops.shape[1] if self.crops.ndim == 4 else None
+        _check("FaceCrops.crops", self.crops, (n, size, size, 3), "u")
+
+
+@dataclass
+class FaceResults:
+    """Per-face model outputs for one frame.
+
+    ``outputs[name]`` is (N, C) float32 probabilities whose column labels are ``labels[name]``
+    (``au``: AU names such as "AU01"; ``expr``: canonical expression names). ``models[name]`` says
+    which model produced each output and whether it is trained.
+    """
+
+    meta: FrameMeta
+    faces: Faces
+    outputs: dict[str, np.ndarray]
+    labels: dict[str, tuple[str, ...]]
+    models: dict[str, ModelInfo]
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.faces)
+        for name, arr in self.outputs.items():
+            if name not in self.labels:
+                raise ValueError(f"FaceResults output {name!r} has no labels")
+            if name not in self.models:
+                raise ValueError(f"FaceResults output {name!r} has no model provenance")
+            _check(f"FaceResults.outputs[{name!r}]", arr, (n, len(self.labels[name])))

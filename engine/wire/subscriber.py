@@ -1,0 +1,310 @@
+"""Reads auflow's wire format v1 from one or many publishers and reports lost messages.
+
+::
+
+    from auflow import subscribe
+
+    for msg in subscribe("tcp://127.0.0.1:5555", topics=["result/cam1/", "eos/cam1/"], timeout_s=30):
+        if msg.gap:
+            print(f"lost {msg.gap} results of {msg.cam} before this one")
+        print(msg.type, msg.header.get("seq"), len(msg.header.get("faces", [])))
+
+One SUB socket connects to every endpoint; ZeroMQ itself reconnects (with backoff) when a
+publisher restarts, so the iterator keeps going across publisher restarts — the restarted
+publisher's new session id (``sid``) starts a new ``seq`` count.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from types import EllipsisType
+
+import zmq
+
+from auflow.engine.errors import ConfigError, WireError
+from auflow.engine.wire.format import MAX_MESSAGE_BYTES, SchemaVersionError, decode
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GapTracker", "Message", "SessionGaps", "Subscriber", "subscribe"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One decoded message.
+
+    ``header`` is the decoded msgpack map (unknown keys kept); ``topic`` the ZeroMQ topic it came
+    on (``"result/cam1/"``); ``gap`` the number of ``result`` messages of its ``(cam, sid)`` that this
+    subscriber missed just before it: 0 normally; on an ``eos``, the results lost at the end.
+    """
+
+    header: dict
+    topic: str
+    gap: int = 0
+
+    @property
+    def type(self) -> str:
+        return self.header["type"]
+
+    @property
+    def cam(self) -> str:
+        return self.header["cam"]
+
+    @property
+    def sid(self) -> str:
+        return self.header["sid"]
+
+
+@dataclass
+class SessionGaps:
+    """What one subscriber saw of the results of one ``(cam, sid)`` session."""
+
+    first_seq: int
+    last_seq: int
+    received: int
+    lost: int
+
+
+class GapTracker:
+    """Counts lost ``result`` messages per ``(cam, sid)`` from their ``seq`` (0, 1, 2, … per session).
+
+    ``count_missed_start``: a session first seen at seq k counts the k results before it as lost
+    (right for a subscriber started with the run; a viewer joining a live camera late may turn it
+    off). ``expects_results(cam)`` says whether this subscriber subscribes to that camera's results;
+    an ``eos`` of a session it saw no result of counts its results as lost only then.
+    An ``eos`` closes the session's record; totals stay in :attr:`lost` and :attr:`lost_by_cam`.
+    """
+
+    def __init__(self, count_missed_start: bool = True, expects_results: Callable[[str], bool] | None = None) -> None:
+        self.count_missed_start = count_missed_start
+        self.expects_results = expects_results or (lambda cam: True)
+        self.sessions: dict[tuple[str, str], SessionGaps] = {}
+        #: results lost over all sessions
+        self.lost = 0
+        self.lost_by_cam: dict[str, int] = {}
+
+    def update(self, header: dict) -> int:
+        """Account for a decoded header; returns the number of results missed just before it."""
+        mtype = header.get("type")
+        key = (header["cam"], header["sid"])
+        if mtype == "result":
+            gap = self._on_result(key, header["seq"])
+        elif mtype == "eos":
+            gap = self._on_eos(key, header["last_seq"])
+        else:
+            return 0
+        if gap:
+            self.lost += gap
+            self.lost_by_cam[key[0]] = self.lost_by_cam.get(key[0], 0) + gap
+            logger.warning("lost %d result message(s) of cam %r session %r before this %s", gap, *key, mtype)
+        return gap
+
+    def _on_result(self, key: tuple[str, str], seq: int) -> int:
+        s = self.sessions.get(key)
+        if s is None:
+            gap = max(seq, 0) if self.count_missed_start else 0
+            self.sessions[key] = SessionGaps(first_seq=seq, last_seq=seq, received=1, lost=gap)
+            return gap
+        expected = s.last_seq + 1
+        if seq < expected:
+            # one publisher socket keeps order, so this is a publisher bug or a reused sid
+            logger.warning("seq of cam %r session %r went back from %d to %d", *key, s.last_seq, seq)
+            gap = 0
+        else:
+            gap = seq - expected
+        s.last_seq = seq
+        s.received += 1
+        s.lost += gap
+        return gap
+
+    def _on_eos(self, key: tuple[str, str], last_seq: int) -> int:
+        s = self.sessions.pop(key, None)
+        if s is None:
+            if self.count_missed_start and self.expects_results(key[0]):
+                return max(last_seq + 1, 0)
+            return 0
+        return max(last_seq - s.last_seq, 0)
+
+
+def _expects_results(topics: tuple[str, ...], cam: str) -> bool:
+    """Whether a subscription to ``topics`` receives the results of ``cam`` (prefix matching)."""
+    result_topic = f"result/{cam}/"
+    return any(result_topic.startswith(t) for t in topics)
+
+
+class Subscriber:
+    """A SUB socket connected to every endpoint, yielding :class:`Message` objects.
+
+    Iterating stops (and closes the socket) after ``timeout_s`` seconds without a valid message;
+    ``None`` waits forever. ``topics`` are ZeroMQ prefixes (``"result/cam1/"``, ``"status/"``; None:
+    everything); keep the trailing ``/`` so that ``cam1`` does not match ``cam10``.
+
+    Malformed messages are skipped, counted in :attr:`garbage` and logged. With ``tolerant``
+    (default) a newer schema version is read for the keys it shares with v1; with
+    ``tolerant=False`` it raises :class:`SchemaVersionError` from the iterator.
+    A frame over ``max_message_bytes`` makes ZeroMQ drop the connection to that publisher (it then
+    reconnects), so no publisher can make a subscriber allocate without bound.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | list[str],
+        topics: list[str] | None = None,
+        timeout_s: float | None = None,
+        tolerant: bool = True,
+        *,
+        hwm: int = 1000,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        count_missed_start: bool = True,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not self.endpoints:
+            raise ConfigError("subscribe needs at least one endpoint, e.g. tcp://127.0.0.1:5555")
+        if topics is not None and len(topics) == 0:
+            raise ConfigError("topics is empty, so nothing would arrive; pass None to receive everything")
+        self.topics = [""] if topics is None else [t.decode() if isinstance(t, bytes) else str(t) for t in topics]
+        self.timeout_s = timeout_s
+        self.tolerant = tolerant
+        self.max_message_bytes = max_message_bytes
+        # a function of the topics, not a bound method: no reference cycle keeps a socket alive
+        self.gaps = GapTracker(count_missed_start, expects_results=partial(_expects_results, tuple(self.topics)))
+        #: malformed messages skipped
+        self.garbage = 0
+        #: valid messages received
+        self.received = 0
+
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
+        self._socket: zmq.Socket | None = None
+        sock = self._context.socket(zmq.SUB)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, hwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)  # exponential backoff up to 5 s
+            for ep in self.endpoints:
+                try:
+                    sock.connect(ep)
+                except zmq.ZMQError as exc:
+                    raise ConfigError(f"cannot connect to {ep!r}: {exc}; an endpoint looks like tcp://127.0.0.1:5555") from None
+            for t in self.topics:
+                sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        except BaseException:
+            sock.close(linger=0)
+            if self._own_context:
+                self._context.term()
+            raise
+        self._socket = sock
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def _recv_frames(self) -> list[bytes] | int:
+        """One whole multipart message; keeps at most 3 frames (returns the frame count past that)."""
+        sock = self._socket
+        frames = [sock.recv(zmq.NOBLOCK)]
+        count = 1
+        while sock.getsockopt(zmq.RCVMORE):
+            part = sock.recv(zmq.NOBLOCK)  # the parts of a message arrive together
+            count += 1
+            if count <= 3:
+                frames.append(part)
+        return frames if count <= 3 else count
+
+    def _skip(self, reason: str) -> None:
+        self.garbage += 1
+        if self.garbage <= 10 or self.garbage % 1000 == 0:
+            logger.warning("skipped malformed message #%d: %s", self.garbage, reason)
+
+    def recv(self, timeout_s: float | None | EllipsisType = ...) -> Message | None:
+        """The next valid message, or None after ``timeout_s`` (default: the subscriber's) without one."""
+        if self._socket is None:
+            raise WireError("subscriber is closed")
+        timeout_s = self.timeout_s if timeout_s is ... else timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            wait_ms = 1000 if deadline is None else max(0, min(1000, int((deadline - time.monotonic()) * 1000)))
+            if self._socket.poll(wait_ms, zmq.POLLIN):
+                got = self._recv_frames()
+                if isinstance(got, int):
+                    self._skip(f"{got} frames, a wire v1 message has 2 [topic, header]")
+                    continue
+                try:
+                    header = decode(got, tolerant=self.tolerant, max_bytes=self.max_message_bytes)
+                except SchemaVersionError:
+                    raise
+                except WireError as exc:
+                    self._skip(str(exc))
+                    continue
+                self.received += 1
+                gap = self.gaps.update(header)
+                return Message(header=header, topic=bytes(got[0]).decode(), gap=gap)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def messages(self, timeout_s: float | None | EllipsisType = ...) -> Iterator[Message]:
+        """Messages until ``timeout_s`` (default: the subscriber's) passes without one.
+
+        Unlike plain iteration, this leaves the subscriber open: the caller closes it.
+        """
+        while (msg := self.recv(timeout_s)) is not None:
+            yield msg
+
+    def __iter__(self) -> Iterator[Message]:
+        return self
+
+    def __next__(self) -> Message:
+        """The next message; on timeout the subscriber closes itself and iteration stops."""
+        if self._socket is None:
+            raise StopIteration
+        msg = self.recv()
+        if msg is None:
+            self.close()
+            raise StopIteration
+        return msg
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._socket is None
+
+    def close(self) -> None:
+        """Close the socket (pending messages are discarded). Safe to call twice."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+            if self._own_context:
+                self._context.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # a `for ... in subscribe(...)` loop left with `break` drops the last reference here
+        try:
+            self.close()
+        except Exception:  # interpreter teardown: zmq may already be gone
+            pass
+
+
+def subscribe(
+    endpoints: str | list[str],
+    topics: list[str] | None = None,
+    timeout_s: float | None = None,
+    tolerant: bool = True,
+) -> Subscriber:
+    """Iterate over decoded messages from one or many publishers (see :class:`Subscriber`).
+
+    The returned :class:`Subscriber` is already connected; it is an ``Iterator[Message]`` that
+    also exposes ``.gaps`` (a :class:`GapTracker`), ``.garbage`` and ``.close()``, and works as a
+    context manager. ZeroMQ reconnects to a restarted publisher by itself.
+    """
+    return Subscriber(endpoints, topics=topics, timeout_s=timeout_s, tolerant=tolerant)

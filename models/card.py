@@ -1,0 +1,70 @@
+"""Model cards: what a model is, what it takes, what it was trained on.
+
+Every model built by ``create_model`` carries ``model.card``; every checkpoint carries the card
+it was saved with. ``kind`` is what the wire format reports as provenance: a model without
+trained weights is ``untrained`` and says so in every result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from auflow.engine.errors import ModelError
+from auflow.engine.types import MODEL_KINDS
+
+
+@dataclass
+class ModelCard:
+    name: str  # registry name, e.g. "me_graphau"
+    task: str  # "au" | "expr"
+    labels: tuple[str, ...]  # output column names ("AU01", … or canonical expressions)
+    config: dict[str, Any] = field(default_factory=dict)  # kwargs that rebuild the model
+    input_size: int = 112  # square crop side the model takes
+    input_channels: int = 3  # 3 = RGB, 1 = grayscale
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # on [0, 1] inputs
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    kind: str = "untrained"  # trained | teacher | distilled | user | untrained
+    multilabel: bool = True  # sigmoid per label (AUs) vs softmax over labels (expressions)
+    training: dict[str, Any] = field(default_factory=dict)  # data, protocol, metrics, teacher…
+    paper: str = ""
+
+    def __post_init__(self) -> None:
+        self.labels = tuple(self.labels)
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        if self.kind not in MODEL_KINDS:
+            raise ModelError(f"model card kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelCard:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | Path, card: ModelCard | None = None) -> Path:
+    """Write ``{"card": dict, "state_dict": …}``; plain tensors and dicts only (weights_only loadable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    card = card or model.card
+    torch.save({"card": card.to_dict(), "state_dict": model.state_dict()}, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """Read a checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist: train one (`auflow train`) or point the config at yours")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ModelError(f"checkpoint {path} is not a readable auflow checkpoint: {e}") from e
+    if not isinstance(blob, dict) or "card" not in blob or "state_dict" not in blob:
+        raise ModelError(f"checkpoint {path} has no card/state_dict: not written by auflow")
+    return ModelCard.from_dict(blob["card"]), blob["state_dict"]

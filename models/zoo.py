@@ -1,0 +1,4 @@
+"""Imports every module that registers models, so ``MODELS`` knows all names on first lookup."""
+
+from auflow.models.au import me_graphau  # noqa: F401
+from auflow.models.expr import fer  # noqa: F401

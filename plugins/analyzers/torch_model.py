@@ -1,0 +1,94 @@
+"""Any model of the registry run as an analyzer: crops in, named probabilities out.
+
+Preprocessing comes from the model's card (input size, channels, mean/std on [0, 1] pixels), so
+a new model needs no new analyzer. The card's ``kind`` is the provenance every result carries:
+a model without trained weights is reported ``untrained`` and a warning says so once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import cv2
+import numpy as np
+
+from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.registry import ANALYZERS
+from auflow.engine.types import ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@ANALYZERS.register("model")
+class TorchModelAnalyzer(Plugin):
+    class Config(PluginConfig):
+        model: str
+        checkpoint: str | None = None
+        output: str | None = None
+        options: dict[str, Any] = {}
+
+    def __init__(self, config: PluginConfig | None = None) -> None:
+        super().__init__(config)
+        self.model = None
+        self.card = None
+        self.device = "cpu"
+        self.outputs: dict[str, tuple[str, ...]] = {}
+        self.provenance: dict[str, ModelInfo] = {}
+
+    def start(self, device: str = "cpu") -> None:
+        import torch
+
+        from auflow.models import create_model
+
+        self.device = resolve_device(device)
+        model = create_model(self.config.model, checkpoint=self.config.checkpoint, **self.config.options)
+        self.model = model.eval().to(self.device)
+        self.card = card = model.card
+        if self.config.checkpoint and card.kind == "untrained":
+            card.kind = "user"
+        name = self.config.output or card.task
+        self.output = name
+        self.outputs = {name: tuple(card.labels)}
+        self.provenance = {name: ModelInfo(card.name, card.kind)}
+        if card.kind == "untrained":
+            log.warning("%s has no trained weights: its %r output is random and every result marks it 'untrained'", card.name, name)
+        c = len(card.mean)
+        self._mean = torch.tensor(card.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        self._std = torch.tensor(card.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+
+    def preprocess(self, crops: np.ndarray):
+        """(N, S, S, 3) BGR uint8 → (N, C, s, s) float on the device, normalised as the card says."""
+        import torch
+
+        card = self.card
+        size = card.input_size
+        if crops.shape[1] != size:
+            interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
+            crops = np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops]) if len(crops) else np.zeros((0, size, size, 3), np.uint8)
+        if card.input_channels == 1:
+            x = np.stack([cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) for c in crops])[:, None] if len(crops) else np.zeros((0, 1, size, size), np.uint8)
+        else:
+            x = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2))  # BGR → RGB, NCHW
+        t = torch.from_numpy(x).to(self.device, non_blocking=True).float().div_(255.0)
+        return (t - self._mean) / self._std
+
+    def analyze(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        if len(crops) == 0:
+            return {self.output: np.zeros((0, len(self.card.labels)), np.float32)}
+        with torch.inference_mode():
+            probs = self.model(self.preprocess(crops))
+        return {self.output: probs.float().cpu().numpy()}
+
+    def stop(self) -> None:
+        self.model = None

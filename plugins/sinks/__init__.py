@@ -1,0 +1,3 @@
+"""Result sinks: files written from the message stream."""
+
+from . import jsonl  # noqa: F401

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
+
+from helpers import write_face_video  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """gpu tests skip cleanly where torch sees no CUDA device."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="no CUDA device on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def face_video(tmp_path_factory) -> Path:
+    """40 frames, 320×240, one real face (scikit-image's astronaut) moving across."""
+    return write_face_video(tmp_path_factory.mktemp("video") / "astronaut.mp4")
+
+
+@pytest.fixture(scope="session")
+def not_a_video(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("bad") / "notes.mp4"
+    p.write_text("this is a text file, not a video\n")
+    return p

@@ -1,0 +1,41 @@
+"""Builders the tests share: generated videos with a real face, small config files."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+
+def astronaut_bgr() -> np.ndarray:
+    """scikit-image's public-domain astronaut photo (one real face), BGR uint8 512×512."""
+    spec = importlib.util.find_spec("skimage")
+    path = Path(spec.origin).parent / "data" / "astronaut.png"
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, f"cannot read {path}"
+    return img
+
+
+def write_face_video(path: Path, frames: int = 40, size: tuple[int, int] = (320, 240), fps: int = 25,
+                     codec: str = "libx264") -> Path:
+    """A video of the astronaut's face drifting slowly across the frame (known: one face per frame)."""
+    w, h = size
+    face = astronaut_bgr()[20:300, 100:380]  # the head and shoulders
+    face = cv2.resize(face, (h * 3 // 4, h * 3 // 4))
+    fh, fw = face.shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            canvas = np.full((h, w, 3), 90, np.uint8)
+            x = int((w - fw) * (0.2 + 0.6 * i / max(frames - 1, 1)))
+            y = (h - fh) // 2
+            canvas[y:y + fh, x:x + fw] = face
+            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

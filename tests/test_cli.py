@@ -1,0 +1,73 @@
+"""The CLI's errors are one clear line and a non-zero exit; doctor works without GPU/TensorRT."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+AUFLOW = [sys.executable, "-m", "auflow.engine.cli.main"]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    return subprocess.run([*AUFLOW, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def error_lines(p: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in p.stderr.splitlines() if ln.strip()]
+
+
+def test_missing_file(tmp_path):
+    p = run_cli("run", str(tmp_path / "missing.mp4"), "--publish", "none", "--out", str(tmp_path / "o"))
+    assert p.returncode != 0
+    lines = error_lines(p)
+    assert len(lines) == 1, p.stderr
+    assert "missing.mp4: no such file" in lines[0]
+    assert "Traceback" not in p.stderr
+
+
+def test_text_file_renamed_mp4(not_a_video, tmp_path):
+    p = run_cli("run", str(not_a_video), "--publish", "none", "--out", str(tmp_path / "o"))
+    assert p.returncode != 0
+    lines = error_lines(p)
+    assert len(lines) == 1, p.stderr
+    assert "notes.mp4: not a readable video" in lines[0]
+
+
+def test_config_with_typo(tmp_path, face_video):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("analyzer:\n  batch: 4\n  max_wiat_ms: 3\n")
+    p = run_cli("run", str(face_video), "--config", str(cfg), "--publish", "none")
+    assert p.returncode != 0
+    lines = error_lines(p)
+    assert len(lines) == 1, p.stderr
+    assert "max_wiat_ms" in lines[0] and "line 3" in lines[0] and "max_wait_ms" in lines[0]
+
+    p = run_cli("config", "validate", str(cfg))
+    assert p.returncode != 0 and "max_wiat_ms" in p.stderr
+
+
+def test_config_show_applies_overrides():
+    p = run_cli("config", "show", "--set", "analyzer.batch=48")
+    assert p.returncode == 0, p.stderr
+    assert "batch: 48" in p.stdout and "detector:" in p.stdout
+
+
+def test_doctor_without_gpu_or_tensorrt():
+    p = run_cli("doctor")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "torch cuda" in out and "no CUDA device" in out
+    assert "tensorrt" in out.lower() and "not available" in out
+    assert "demo_video" in out and "fer_hdf5" in out
+    assert "me_graphau" in out and "untrained" in out
+
+
+def test_models_list():
+    p = run_cli("models", "list")
+    assert p.returncode == 0, p.stderr
+    assert "fer" in p.stdout and "trained" in p.stdout and "happiness" in p.stdout
