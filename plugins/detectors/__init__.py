@@ -1,0 +1,7 @@
+"""Face detectors with 5 landmarks, registered in ``DETECTORS`` by name.
+
+Importing this package registers them and stays cheap: ``yunet`` imports yuface and
+``retinaface`` imports torch only when a detector starts.
+"""
+
+from . import retinaface, yunet  # noqa: F401  (registers "retinaface", "yunet")
