@@ -48,7 +48,6 @@ def run_demo(out: Console, console: Console, out_dir: Path | None, overrides: li
     threads: list[threading.Thread] = []
 
     def on_ready(endpoint: str) -> None:
-        console.print(f"publishing on [bold]{endpoint}[/]; a subscriber is connecting")
         t = threading.Thread(target=listen, args=(endpoint,), name="demo-subscriber", daemon=True)
         t.start()
         threads.append(t)

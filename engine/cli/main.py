@@ -96,7 +96,6 @@ def run(
     cfg = load_config(config, overrides)
     with RunProgress(console) as progress:
         outcome = runner.run(cfg, sources, run_dir=out_dir, on_result=progress.update,
-                             on_publish_ready=lambda ep: console.print(f"publishing on [bold]{ep}[/]"),
                              on_pipeline=install_signal_handlers)
     print_summary(out, outcome)
     if outcome.errors:

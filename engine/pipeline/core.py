@@ -283,7 +283,7 @@ class Pipeline:
             now = time.perf_counter()
             if now >= next_status:
                 for st in self.stats.values():
-                    if st.state != "ended":
+                    if st.state != "ended" and st.sid:  # no session yet: nothing to report under
                         self._status(st)
                 next_status = now + interval
             try:
@@ -297,8 +297,8 @@ class Pipeline:
                 st = self.stats[item.cam]
                 st.state, st.reason, st.t_end = "ended", item.reason, time.perf_counter()
                 st.error = st.error or item.error
-                if item.error:
-                    log.error("%s", st.error)
+                if not item.sid:
+                    continue  # the stream never opened: there is no session to end
                 self._status(st)
                 self._emit(wire.eos_message(item.cam, item.sid, item.reason, st.last_seq))
                 for s in self.sinks:
