@@ -39,3 +39,12 @@ def write_face_video(path: Path, frames: int = 40, size: tuple[int, int] = (320,
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

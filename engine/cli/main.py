@@ -102,6 +102,8 @@ def run(
         for line in outcome.errors:
             console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(3)
+    if any(s.reason == "interrupted" for s in outcome.stats.values()):
+        raise typer.Exit(130)  # stopped by a signal, cleanly: outputs are complete up to eos
 
 
 @app.command()
