@@ -50,6 +50,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline_bench.py
+	$(BIN)/python bench/readme_table.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .pytest-exit

@@ -39,10 +39,11 @@ class RunProgress:
 def print_summary(console: Console, outcome: RunOutcome) -> None:
     table = Table(title=f"run {outcome.run_dir}", title_justify="left")
     for col in ("camera", "frames", "with face", "faces", "tracks", "fps", "end"):
-        table.add_column(col, justify="right" if col not in ("camera", "end") else "left")
+        table.add_column(col, justify="right" if col not in ("camera", "end") else "left",
+                         overflow="fold", no_wrap=col != "camera")
     for cam, s in outcome.stats.items():
         main_track = max(s.tracks.values(), default=0)
         table.add_row(cam, str(s.frames_out), f"{s.frames_with_face} ({100 * s.frames_with_face / max(s.frames_out, 1):.1f}%)",
-                      str(s.faces), f"{len(s.tracks)} (longest {main_track})", f"{s.fps:.1f}", s.reason or "?")
+                      str(s.faces), f"{len(s.tracks)} (max {main_track})", f"{s.fps:.1f}", s.reason or "?")
     console.print(table)
     console.print(f"outputs: {outcome.run_dir}/ (config.yaml, summary.json, <camera>.jsonl)")

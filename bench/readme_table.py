@@ -1,0 +1,56 @@
+"""Regenerate the README's figures table from bench/results/*.json (between the FIGURES markers).
+
+    python bench/readme_table.py          # rewrites README.md in place
+    python bench/readme_table.py --check  # exit 1 if README.md is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- FIGURES:START (bench/readme_table.py) -->", "<!-- FIGURES:END -->"
+
+
+def pipeline_rows(results: list[dict]) -> str:
+    head = ("| date | machine | detector | models | decode only fps | decode+detect fps | models only faces/s | "
+            "end-to-end fps | e2e / decode+detect | e2e latency p50/p95 ms |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for r in results:
+        m = r["machine"]
+        mach = f"{m.get('gpu') or m['cpu']}, {m['cores']} cores"
+        lat = r["end_to_end"]["latency_ms_capture_to_publish"]
+        rows.append(f"| {r['date']} | {mach} | {r['detector']} | {', '.join(r['models'])} | {r['decode_only']['fps']} | "
+                    f"{r['decode_detect']['fps']} | {r['model_only']['faces_per_s_all_models']} | {r['end_to_end']['fps']} | "
+                    f"{r['ratio_e2e_to_decode_detect']} | {lat.get('p50')}/{lat.get('p95')} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def render() -> str:
+    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("pipeline-*.json")), key=lambda r: r["date"])
+    body = ["Measured by `make bench` (`bench/pipeline_bench.py`) on the demo clip (472 frames, 640×360), all stages "
+            "in the same run. JSON in `bench/results/`.", "", pipeline_rows(results) if results else "(no results yet)"]
+    return START + "\n" + "\n".join(body) + END
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"README.md has no {START} … {END} block")
+    before, rest = text.split(START, 1)
+    _, after = rest.split(END, 1)
+    new = before + render() + after
+    if args.check:
+        sys.exit(0 if new == text else 1)
+    readme.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
