@@ -48,3 +48,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two x1, y1, x2, y2 boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def start_watched_run(video: Path, out_dir: Path, *extra: str):
+    """`auflow run VIDEO` in a subprocess, publishing to a plain pyzmq SUB socket that is already
+    connected (the run waits for it). Returns (process, socket); the caller closes both."""
+    import os
+    import subprocess
+    import sys
+
+    import zmq
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 1000)
+    sub.connect(endpoint)
+    proc = subprocess.Popen([sys.executable, "-m", "auflow.engine.cli.main", "run", str(video), "--publish", endpoint,
+                             "--wait-subscribers", "1", "--out", str(out_dir), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, COLUMNS="200"))
+    return proc, sub

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import av
 import msgpack
 import pytest
 import zmq
-from helpers import free_port
+from helpers import start_watched_run
 
 
 def count_frames(path) -> int:
@@ -22,16 +19,8 @@ def count_frames(path) -> int:
 
 @pytest.mark.slow
 def test_run_publishes_one_result_per_frame_then_eos(face_video, tmp_path):
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.RCVTIMEO, 1000)
-    sub.connect(endpoint)
     out_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "auflow.engine.cli.main", "run", str(face_video), "--publish", endpoint,
-                             "--wait-subscribers", "1", "--out", str(out_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, COLUMNS="200"))
+    proc, sub = start_watched_run(face_video, out_dir)
     msgs: list[tuple[str, dict]] = []
     deadline = time.monotonic() + 240
     try:

@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import msgpack
 import pytest
 import zmq
 
-from helpers import free_port, write_face_video
+from helpers import start_watched_run, write_face_video
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_flushes_sinks_and_publishes_eos(tmp_path, signum):
     video = write_face_video(tmp_path / "long.mp4", frames=400)
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.RCVTIMEO, 1000)
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    sub.connect(endpoint)
     out_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "auflow.engine.cli.main", "run", str(video), "--publish", endpoint,
-                             "--wait-subscribers", "1", "--out", str(out_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, COLUMNS="200"))
+    proc, sub = start_watched_run(video, out_dir)
     results, eos, sent = [], None, False
     deadline = time.monotonic() + 240
     try:

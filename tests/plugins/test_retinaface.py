@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import box_iou
+
 from auflow.engine.assets import asset_path
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.plugin import build
@@ -29,13 +31,6 @@ def retina() -> RetinaFaceDetector:
     det = build(DETECTORS, "retinaface")
     det.start()
     return det
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def assert_faces_equal(a, b, atol=1e-3, score_atol=1e-5):
@@ -126,7 +121,7 @@ def test_same_face_as_yunet(retina, demo_sample):
         a, b = yunet.detect(frame), retina.detect(frame)
         assert len(a) == len(b) == 1
         assert b.score[0] > 0.9
-        assert _iou(a.bbox[0], b.bbox[0]) >= 0.7
+        assert box_iou(a.bbox[0], b.bbox[0]) >= 0.7
         iod = np.linalg.norm(a.kps[0, 0] - a.kps[0, 1])
         d = np.linalg.norm(a.kps[0] - b.kps[0], axis=1) / iod
         assert d[[0, 1, 3, 4]].max() < 0.3, "eyes and mouth corners (same arcface order)"

@@ -5,6 +5,8 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import box_iou
+
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.plugin import build
 from auflow.engine.registry import DETECTORS
@@ -20,13 +22,6 @@ def yunet() -> YuNetDetector:
     det = build(DETECTORS, "yunet")
     det.start()
     return det
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def assert_plausible_face(faces: Faces, frame_shape) -> None:
@@ -83,7 +78,7 @@ def test_downscaled_detection_maps_back_to_frame_pixels(demo_sample):
     for frame in demo_sample[::4]:
         a, b = full.detect(frame), half.detect(frame)
         assert len(a) == len(b) == 1
-        assert _iou(a.bbox[0], b.bbox[0]) > 0.8
+        assert box_iou(a.bbox[0], b.bbox[0]) > 0.8
         iod = np.linalg.norm(a.kps[0, 0] - a.kps[0, 1])
         assert np.linalg.norm(a.kps[0] - b.kps[0], axis=1).max() < 0.35 * iod
 
