@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -59,6 +59,9 @@ class ModelSpec(Section):
     output: str | None = Field(None, description="output key (default: the model's task, 'au' or 'expr')")
     checkpoint: str | None = Field(None, description="weights + card written by auflow; none = the model's own default")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory/analyzer")
+    backend: Literal["eager", "compile", "onnx", "tensorrt"] = Field("eager", description="how the model runs (registry models only)")
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp16/bf16 need a CUDA device")
+    channels_last: bool = False
 
 
 class AnalyzerSection(Section):

@@ -71,3 +71,12 @@ def test_models_list():
     p = run_cli("models", "list")
     assert p.returncode == 0, p.stderr
     assert "fer" in p.stdout and "trained" in p.stdout and "happiness" in p.stdout
+
+
+def test_export_onnx_with_card(tmp_path):
+    target = tmp_path / "fer.onnx"
+    p = run_cli("export", "fer", "--backend", "onnx", "--out", str(target))
+    assert p.returncode == 0, p.stderr
+    assert target.is_file() and (tmp_path / "fer.onnx.card.json").is_file()
+    p = run_cli("export", "fer", "--backend", "tensorrt")
+    assert p.returncode != 0 and "built at run time" in p.stderr

@@ -19,18 +19,19 @@ from ..types import FaceCrops, FaceResults, ModelInfo
 log = logging.getLogger(__name__)
 
 
-def build_analyzer(spec: ModelSpec, where: str) -> Plugin:
+def build_analyzer(spec: ModelSpec, where: str, batch: int = 16) -> Plugin:
     """A registered analyzer by name, or a registered model wrapped by the generic 'model' analyzer."""
     if spec.name in ANALYZERS or ":" in spec.name:
         return build(ANALYZERS, spec.name, spec.options, where)
-    opts = {"model": spec.name, "checkpoint": spec.checkpoint, "output": spec.output, "options": spec.options}
+    opts = {"model": spec.name, "checkpoint": spec.checkpoint, "output": spec.output, "options": spec.options,
+            "backend": spec.backend, "precision": spec.precision, "channels_last": spec.channels_last, "batch": batch}
     return build(ANALYZERS, "model", opts, where)
 
 
 class Analyzer:
     def __init__(self, cfg: AnalyzerSection) -> None:
         self.cfg = cfg
-        self.plugins = [build_analyzer(m, f"analyzer.models.{i}") for i, m in enumerate(cfg.models)]
+        self.plugins = [build_analyzer(m, f"analyzer.models.{i}", cfg.batch) for i, m in enumerate(cfg.models)]
         self.labels: dict[str, tuple[str, ...]] = {}
         self.models: dict[str, ModelInfo] = {}
 

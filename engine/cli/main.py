@@ -143,6 +143,22 @@ def doctor() -> None:
     run_doctor(out)
 
 
+@app.command()
+@guarded
+def export(
+    model: str = typer.Argument(..., help="registered model name, e.g. me_graphau"),
+    backend: str = typer.Option("onnx", "--backend", "-b", help="onnx (file with dynamic batch) | torch (checkpoint)"),
+    path: Optional[Path] = typer.Option(None, "--out", "-o", help="output file (default: MODEL.onnx / MODEL.pt)"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="weights + card to export (default: the model's own)"),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="model factory option, e.g. --option backbone=resnet18"),
+    batch: int = typer.Option(16, "--batch", help="example batch used to trace the graph"),
+) -> None:
+    """Write a model's artefact (ONNX or checkpoint) with its card beside it."""
+    from .export_cmd import run_export
+
+    run_export(out, model, backend, path, checkpoint, list(option or []), batch)
+
+
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 app.add_typer(models_app, name="models")
 

@@ -77,19 +77,20 @@ class TFSamePad(nn.Module):
     """Pads H and W exactly as TF's ``padding="same"`` would for kernel k and stride s.
 
     ``value=-inf`` for max-pooling (TF ignores padded cells there), 0 for convolutions.
-    The amounts are Python ints from the (static) input shape, so export sees a constant pad.
+    The amounts are fixed at construction from the (static) input side ``n``, so tracing and
+    export see constant Python ints rather than shape arithmetic on tensors.
     """
 
-    def __init__(self, k: int, s: int, value: float = 0.0) -> None:
+    def __init__(self, k: int, s: int, n: int, value: float = 0.0) -> None:
         super().__init__()
-        self.k, self.s, self.value = k, s, value
+        self.n, self.value = n, value
+        before, after = tf_same_pad(n, k, s)
+        self.pad = (before, after, before, after)  # F.pad order: left, right, top, bottom
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = tf_same_pad(x.shape[-2], self.k, self.s)
-        left, right = tf_same_pad(x.shape[-1], self.k, self.s)
-        if top == bottom == left == right == 0:
+        if not any(self.pad):
             return x
-        return F.pad(x, (left, right, top, bottom), value=self.value)
+        return F.pad(x, self.pad, value=self.value)
 
 
 class SeparableConv(nn.Module):
@@ -107,15 +108,15 @@ class SeparableConv(nn.Module):
 class XceptionBlock(nn.Module):
     """One residual block: (sep-conv, BN, ReLU, sep-conv, BN, max-pool 3×3/2 same) + (1×1/2 conv, BN)."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, n: int) -> None:
         super().__init__()
-        self.residual = nn.Sequential(TFSamePad(1, 2), nn.Conv2d(cin, cout, 1, stride=2, bias=False),
+        self.residual = nn.Sequential(TFSamePad(1, 2, n), nn.Conv2d(cin, cout, 1, stride=2, bias=False),
                                       nn.BatchNorm2d(cout, eps=KERAS_BN_EPS))
         self.sep1 = SeparableConv(cin, cout)
         self.bn1 = nn.BatchNorm2d(cout, eps=KERAS_BN_EPS)
         self.sep2 = SeparableConv(cout, cout)
         self.bn2 = nn.BatchNorm2d(cout, eps=KERAS_BN_EPS)
-        self.pool_pad = TFSamePad(3, 2, value=float("-inf"))
+        self.pool_pad = TFSamePad(3, 2, n, value=float("-inf"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.sep1(x)))
@@ -140,10 +141,10 @@ class FerMiniXception(nn.Module):
             nn.Conv2d(1, c, 3, bias=False), nn.BatchNorm2d(c, eps=KERAS_BN_EPS), nn.ReLU(),
             nn.Conv2d(c, c, 3, bias=False), nn.BatchNorm2d(c, eps=KERAS_BN_EPS), nn.ReLU(),
         )
-        blocks, cin = [], c
+        blocks, cin, n = [], c, INPUT_SIZE - 4  # after the two "valid" 3×3 convs
         for cout in BLOCK_CHANNELS:
-            blocks.append(XceptionBlock(cin, cout))
-            cin = cout
+            blocks.append(XceptionBlock(cin, cout, n))
+            cin, n = cout, -(-n // 2)
         self.blocks = nn.Sequential(*blocks)  # 60 → 30 → 15 → 8 → 4
         self.head = nn.Conv2d(cin, num_classes, 3, padding=1, bias=True)  # 3×3/1 "same"
 

@@ -8,7 +8,7 @@ a model without trained weights is reported ``untrained`` and a warning says so 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -35,6 +35,10 @@ class TorchModelAnalyzer(Plugin):
         checkpoint: str | None = None
         output: str | None = None
         options: dict[str, Any] = {}
+        backend: Literal["eager", "compile", "onnx", "tensorrt"] = "eager"
+        precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+        channels_last: bool = False
+        batch: int = 16  # the largest batch the backend is built for (ONNX/TensorRT shapes)
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
@@ -47,12 +51,14 @@ class TorchModelAnalyzer(Plugin):
     def start(self, device: str = "cpu") -> None:
         import torch
 
+        from auflow.engine.analyzer.backends import load_backend
         from auflow.models import create_model
 
+        cfg = self.config
         self.device = resolve_device(device)
-        model = create_model(self.config.model, checkpoint=self.config.checkpoint, **self.config.options)
-        self.model = model.eval().to(self.device)
+        model = create_model(cfg.model, checkpoint=cfg.checkpoint, **cfg.options)
         self.card = card = model.card
+        self.model = load_backend(cfg.backend, model, card, self.device, cfg.precision, cfg.channels_last, cfg.batch)
         if self.config.checkpoint and card.kind == "untrained":
             card.kind = "user"
         name = self.config.output or card.task
@@ -86,9 +92,13 @@ class TorchModelAnalyzer(Plugin):
 
         if len(crops) == 0:
             return {self.output: np.zeros((0, len(self.card.labels)), np.float32)}
-        with torch.inference_mode():
-            probs = self.model(self.preprocess(crops))
-        return {self.output: probs.float().cpu().numpy()}
+        step = self.config.batch  # never more than the backend was built for
+        parts = []
+        for i in range(0, len(crops), step):
+            with torch.inference_mode():
+                x = self.preprocess(crops[i:i + step])
+            parts.append(self.model(x).astype(np.float32, copy=False))
+        return {self.output: np.concatenate(parts)}
 
     def stop(self) -> None:
         self.model = None

@@ -1,0 +1,182 @@
+"""Backends by name. See the package docstring."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class Runner:
+    """``runner(x) -> np.ndarray``; ``x`` is a normalised float32 tensor on the runner's device."""
+
+    name = "base"
+
+    def __init__(self, fn: Callable, device: str) -> None:
+        self._fn = fn
+        self.device = device
+
+    def __call__(self, x) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self._fn(x)
+        return out.float().cpu().numpy() if hasattr(out, "cpu") else np.asarray(out, np.float32)
+
+
+def _dtype(precision: str):
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def _prepare(model, device: str, precision: str, channels_last: bool):
+    import torch
+
+    if precision != "fp32" and not device.startswith("cuda"):
+        raise ConfigError(f"precision {precision} needs a CUDA device (the analyzer runs on {device}); use fp32 on CPU")
+    model = model.eval().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def eager(model, card, device: str, precision: str = "fp32", channels_last: bool = False, batch: int = 16) -> Runner:
+    import torch
+
+    model = _prepare(model, device, precision, channels_last)
+    dtype = _dtype(precision)
+
+    def fn(x):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if dtype is torch.float32:
+            return model(x)
+        with torch.autocast(device_type="cuda", dtype=dtype):
+            return model(x)
+
+    r = Runner(fn, device)
+    r.name = "eager"
+    return r
+
+
+def compiled(model, card, device: str, precision: str = "fp32", channels_last: bool = False, batch: int = 16,
+             mode: str | None = None) -> Runner:
+    """torch.compile (inductor). On CUDA ``mode="max-autotune"`` adds CUDA graphs; compiles on first call."""
+    import torch
+
+    base = eager(model, card, device, precision, channels_last, batch)
+    compiled_fn = torch.compile(base._fn, mode=mode or ("max-autotune" if device.startswith("cuda") else None), dynamic=False)
+    r = Runner(compiled_fn, device)
+    r.name = "compile"
+    return r
+
+
+def export_onnx(model, card, path: str | Path, batch: int = 16, opset: int = 17) -> Path:
+    """Write an ONNX file with a dynamic batch axis and the card beside it (``<file>.card.json``)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.zeros(batch, card.input_channels, card.input_size, card.input_size)
+    model = model.eval().cpu()
+    import warnings
+
+    with warnings.catch_warnings():
+        # export-time notices only (the TorchScript exporter announcing its successor, constant
+        # folding skipped for strided slices); the parity tests check the exported graph itself
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["probs"], opset_version=opset,
+                          dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, dynamo=False)
+    path.with_suffix(path.suffix + ".card.json").write_text(json.dumps(card.to_dict(), indent=2))
+    return path
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("AUFLOW_CACHE", Path.home() / ".cache" / "auflow"))
+
+
+def _state_hash(model) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def onnx(model, card, device: str, precision: str = "fp32", channels_last: bool = False, batch: int = 16,
+         path: str | Path | None = None) -> Runner:
+    """ONNX Runtime: CUDA provider when ``device`` is cuda and the provider exists, else CPU."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError("backend 'onnx' needs onnxruntime: pip install 'auflow[onnx]'") from None
+    if precision != "fp32":
+        raise ConfigError("backend 'onnx' runs fp32 here; use backend 'eager' or 'compile' for fp16/bf16")
+    path = Path(path) if path else _cache_dir() / "onnx" / f"{card.name}-{_state_hash(model)}.onnx"
+    if not path.is_file():
+        export_onnx(model, card, path, batch)
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ModelError("backend 'onnx' on cuda needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
+        providers.insert(0, "CUDAExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=providers)
+
+    def fn(x):
+        return np.asarray(session.run(["probs"], {"input": x.detach().cpu().numpy().astype(np.float32)})[0])
+
+    r = Runner(fn, device)
+    r.name = "onnx"
+    return r
+
+
+def tensorrt(model, card, device: str, precision: str = "fp16", channels_last: bool = False, batch: int = 16) -> Runner:
+    """TensorRT through torch-tensorrt. UNTESTED ON HARDWARE: TensorRT cannot be installed where
+    auflow is developed (PyPI's tensorrt wheels fetch from a host these machines cannot reach)."""
+    try:
+        import torch_tensorrt  # noqa: F401 - lazy: optional extra
+    except Exception as e:  # noqa: BLE001 - any import failure means the backend is absent
+        raise ModelError(f"backend 'tensorrt' needs torch-tensorrt and TensorRT on a CUDA machine "
+                         f"(pip install 'auflow[tensorrt]'); import failed: {type(e).__name__}: {e}") from None
+    import torch
+
+    if not device.startswith("cuda"):
+        raise ConfigError("backend 'tensorrt' needs a CUDA device")
+    model = _prepare(model, device, "fp32", channels_last)
+    dtype = _dtype(precision)
+    shape = (card.input_channels, card.input_size, card.input_size)
+    trt_input = torch_tensorrt.Input(min_shape=(1, *shape), opt_shape=(batch, *shape), max_shape=(batch, *shape), dtype=torch.float32)
+    trt_model = torch_tensorrt.compile(model, ir="dynamo", inputs=[trt_input], enabled_precisions={dtype, torch.float32})
+    r = Runner(trt_model, device)
+    r.name = "tensorrt"
+    log.warning("backend 'tensorrt' is untested on hardware by the auflow project: check its parity with eager on your machine")
+    return r
+
+
+BACKENDS: dict[str, Callable[..., Runner]] = {"eager": eager, "compile": compiled, "onnx": onnx, "tensorrt": tensorrt}
+
+
+def load_backend(name: str, model, card, device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
+                 batch: int = 16) -> Runner:
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}") from None
+    return factory(model, card, device, precision=precision, channels_last=channels_last, batch=batch)
