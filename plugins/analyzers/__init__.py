@@ -1,3 +1,3 @@
 """Per-face analyzers: registry models wrapped as analyzers, and teachers."""
 
-from . import torch_model  # noqa: F401
+from . import mediapipe_au, torch_model  # noqa: F401
