@@ -38,11 +38,46 @@ class PluginSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ReconnectSection(Section):
+    """How a live source (RTSP, HTTP, webcam) comes back after it drops."""
+
+    initial_s: float = Field(1.0, gt=0, description="wait before the first reconnect attempt; doubles after each failure")
+    max_s: float = Field(30.0, gt=0, description="longest wait between attempts")
+    jitter: float = Field(0.2, ge=0, le=1, description="each wait varies by up to this fraction, so cameras that "
+                                                       "fell together do not retry together")
+    max_attempts: int | None = Field(None, ge=1, description="failed attempts in a row before the stream is given up; "
+                                                             "null = never give up")
+    retry_first: bool = Field(False, description="also retry when the very first connection fails "
+                                                 "(default: fail at once with a clear error)")
+    on_end: Literal["auto", "reconnect", "end"] = Field(
+        "auto", description="a live stream that ends: auto = reconnect unless it has a known length (an HLS playlist "
+                            "with an end)")
+    max_restarts: int = Field(3, ge=0, description="times a live stream's worker process is restarted after it crashes")
+
+
 class SourceSection(Section):
-    cam: str | None = Field(None, description="camera id used in topics; default: derived from the file name")
+    cam: str | None = Field(None, description="camera id used in topics; default: derived from the file name or URL")
     decode_threads: int = Field(0, ge=0, description="FFmpeg decoder threads, 0 = FFmpeg's choice")
-    queue: int = Field(32, ge=1, description="frames buffered after decode; files wait when it is full")
-    open_timeout_s: float = Field(5.0, gt=0)
+    queue: int = Field(32, ge=1, description="files: decoded frames buffered before the face stage; decode waits "
+                                             "when it is full")
+    live_queue: int = Field(2, ge=1, description="live sources: newest frames kept; older ones are dropped and counted")
+    open_timeout_s: float = Field(5.0, gt=0, description="seconds an open (connect, probe) may take")
+    read_timeout_s: float = Field(5.0, gt=0, description="seconds a read may block before the stream counts as broken")
+    watchdog_s: float = Field(5.0, gt=0, description="live sources: no decoded frame for this long = the stream is "
+                                                     "dead, reconnect")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP over TCP (default: nothing lost behind NAT) "
+                                                                     "or UDP")
+    hwaccel: Literal["auto", "cpu", "cuda"] = Field("auto", description="decode on the GPU (NVDEC) when one exists "
+                                                                        "(auto), or force cpu/cuda")
+    analyze_fps: float | None = Field(None, gt=0, description="analyse at most this many frames per second "
+                                                              "(deterministic; skipped frames are counted)")
+    workers: Literal["process", "thread"] = Field("process", description="each stream decodes and finds faces in its "
+                                                                         "own spawned process, or thread")
+    parallel: int = Field(1, ge=1, description="files of a batch (a folder, a glob, several files) processed at once")
+    resume: bool = Field(True, description="batches: skip files the run directory's manifest.json marks done")
+    webcam_size: str | None = Field(None, description="webcams: capture size such as 1280x720 (default: the device's)")
+    webcam_fps: float | None = Field(None, gt=0, description="webcams: capture rate (default: the device's)")
+    reconnect: ReconnectSection = ReconnectSection()
 
 
 class FaceSection(Section):

@@ -71,7 +71,8 @@ def install_signal_handlers(pipe) -> None:
 @app.command()
 @guarded
 def run(
-    sources: list[str] = typer.Argument(..., help="video files (one stream each)"),
+    sources: list[str] = typer.Argument(..., help="video files, folders or quoted globs of videos (a batch, resumable), "
+                                        "image folders, rtsp:// or http(s):// URLs, webcams (/dev/video0)"),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
     publish: Optional[str] = typer.Option(None, "--publish", "-p", help="ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:5555; 'none' = off"),
@@ -80,7 +81,10 @@ def run(
     wait_subscribers: Optional[int] = typer.Option(None, "--wait-subscribers", help="wait for N subscribers before the first frame"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Analyse videos: faces, AUs and expressions, published live and written to files."""
+    """Analyse videos and cameras: faces, AUs and expressions, published live and written to files.
+
+    A folder or glob of videos is a batch: re-running the same command skips what it finished.
+    """
     from ..config import load_config
     from .. import runner
     from .progress import RunProgress, print_summary
@@ -97,7 +101,11 @@ def run(
     with RunProgress(console) as progress:
         outcome = runner.run(cfg, sources, run_dir=out_dir, on_result=progress.update,
                              on_pipeline=install_signal_handlers)
-    print_summary(out, outcome)
+    if outcome.skipped:
+        out.print(f"skipped {len(outcome.skipped)} file(s) already done (see {outcome.run_dir / 'manifest.json'}; "
+                  "--set source.resume=false to redo them)", highlight=False)
+    if outcome.stats:
+        print_summary(out, outcome)
     if outcome.errors:
         for line in outcome.errors:
             console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
@@ -194,6 +202,68 @@ def config_validate(config: Path = typer.Argument(..., help="YAML config to chec
 
     load_config(config)
     out.print(f"{config}: ok")
+
+
+@app.command()
+@guarded
+def train(
+    config: Path = typer.Argument(..., help="training config, e.g. configs/train/me_graphau_synthetic.yaml"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="override a value: --set train.batch_size=32 (repeatable)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (default: the config's out)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the output directory's last finished epoch"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train a model by its paper's recipe; writes model.pt (weights + card) and per-epoch metrics."""
+    from .train_cmd import run_train
+
+    setup_logging(verbose)
+    run_train(out, config, list(set_ or []), out_dir, resume)
+
+
+@app.command("eval")
+@guarded
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="model.pt written by auflow train"),
+    data: str = typer.Argument(..., help="'synthetic', or a BP4D / DISFA / EmotioNet directory (or bp4d:DIR)"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="test fold 1-3 (default: the one the card was trained for)"),
+    split: str = typer.Option("test", "--split", help="test | train | all"),
+    batch: int = typer.Option(64, "--batch"),
+    device: str = typer.Option("cpu", "--device"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="decision threshold (default: the training config's, 0.5)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the metrics as JSON here"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Per-AU F1 and accuracy of a checkpoint on a dataset split."""
+    from .train_cmd import run_eval
+
+    setup_logging(verbose)
+    run_eval(out, checkpoint, data, fold, split, batch, device, threshold, json_path)
+
+
+@app.command()
+@guarded
+def report(
+    run_dir: Path = typer.Argument(..., help="a run directory (auflow run --out DIR)"),
+    out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default: RUN_DIR/report.html)"),
+) -> None:
+    """A self-contained HTML page of a run: AU and expression timelines per track, faces, fps, latency."""
+    from .report_cmd import run_report
+
+    run_report(out, run_dir, out_path)
+
+
+@app.command()
+@guarded
+def keys(
+    name: str = typer.Argument(..., help="base name of the key pair: writes NAME.key (secret) and NAME.pub (public)"),
+    out_dir: Path = typer.Option(Path("."), "--out", "-o", help="folder to write the key files in"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing key files"),
+) -> None:
+    """Make a CURVE key pair for encrypted publishing (server) or subscribing (client)."""
+    from ..wire.curve import write_keypair
+
+    pub, sec = write_keypair(out_dir, name, overwrite=force)
+    out.print(f"public key: {pub}\nsecret key: {sec} (mode 0600: keep it private)", highlight=False)
 
 
 def main() -> None:

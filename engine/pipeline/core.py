@@ -1,25 +1,28 @@
-"""The run: sources → face stage → analyzer → publisher and sinks, wired by bounded queues.
+"""The run: stream workers → analyzer → publisher and sinks, wired by bounded queues.
 
-Threads, one role each:
-- per stream, a *decode* thread (PyAV) and a *face* thread (detect, track, align);
+- per stream, a *worker* (a spawned process by default, see :mod:`..sources.worker`) decodes,
+  reconnects, decimates and runs the face stage, and sends back only aligned crops; in this process
+  a *collector* thread per stream reads them, follows the stream's sessions and restarts a live
+  stream's worker when it crashes (``source.reconnect.max_restarts``);
 - one *analyzer* thread shared by all streams (dynamic batches across streams);
 - the calling thread *publishes*: it numbers results per (cam, sid), sends them on ZeroMQ and to
-  the sinks, and emits a `status` heartbeat per camera every `status_interval_s`.
+  the sinks, emits a ``status`` heartbeat per camera every ``status_interval_s``, an ``eos`` for
+  every session that ends, and starts the next files of a batch (``source.parallel`` at a time).
 
-Files are lossless: every queue is bounded and a full queue makes decode wait. A stream that
-fails (cannot open, breaks mid-way) ends with one error line and an `eos` with reason "error";
-the other streams go on. ``stop()`` (SIGINT/SIGTERM) ends every stream at its next frame; what is
-in flight is still analysed, published and written, then every stream gets its `eos`.
+Files are lossless: every queue is bounded and a full queue makes decode wait. A stream that fails
+(cannot open, breaks, its worker dies) ends with one error line and an ``eos`` with reason
+"error"; the other streams go on. ``stop()`` (SIGINT/SIGTERM) ends every stream at its next frame;
+what is in flight is still analysed, published and written, then every session gets its ``eos``.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..analyzer.core import Analyzer
@@ -28,57 +31,26 @@ from ..errors import AuflowError
 from ..plugin import Plugin, build
 from ..registry import SINKS
 from ..sources.core import Source
+from ..sources.worker import WorkerSpec
 from ..types import FaceCrops
 from ..wire import format as wire
 from .face_stage import FaceStage
+from .stats import EndOfStream, StreamStats
+from .streams import WorkerHandle
 
 log = logging.getLogger(__name__)
 
+_FINISH = object()  # tells the analyzer thread that no stream will send anything more
 
-@dataclass
-class EndOfStream:
-    """Travels behind a stream's last frame through every queue."""
-
-    cam: str
-    sid: str
-    reason: str  # "end" | "error" | "interrupted"
-    error: str | None = None
-
-
-@dataclass
-class StreamStats:
-    cam: str
-    uri: str
-    sid: str = ""
-    state: str = "connecting"
-    total_frames: int | None = None
-    frames_in: int = 0
-    frames_out: int = 0
-    faces: int = 0
-    frames_with_face: int = 0
-    dropped: int = 0
-    decode_errors: int = 0
-    last_seq: int = -1
-    error: str | None = None
-    reason: str | None = None
-    t_start: float = field(default_factory=time.perf_counter)
-    t_end: float | None = None
-    tracks: dict[int, int] = field(default_factory=dict)  # track id → frames it appears in
-    # for the fps figures of the status heartbeat
-    _last_in: int = 0
-    _last_out: int = 0
-    _last_t: float = field(default_factory=time.perf_counter)
-
-    @property
-    def fps(self) -> float:
-        end = self.t_end or time.perf_counter()
-        return self.frames_out / max(end - self.t_start, 1e-9)
+__all__ = ["EndOfStream", "Pipeline", "StreamStats"]
 
 
 class Pipeline:
     def __init__(self, cfg: RunConfig, sources: list[Source], run_dir: str | Path,
                  on_result: Callable[[StreamStats], None] | None = None,
-                 on_publish_ready: Callable[[str], None] | None = None) -> None:
+                 on_publish_ready: Callable[[str], None] | None = None,
+                 on_stream_end: Callable[[StreamStats], None] | None = None,
+                 on_stream_start: Callable[[StreamStats], None] | None = None) -> None:
         if not sources:
             raise AuflowError("no sources to run")
         cams = [s.cam for s in sources]
@@ -89,23 +61,34 @@ class Pipeline:
         self.run_dir = Path(run_dir)
         self.on_result = on_result
         self.on_publish_ready = on_publish_ready
-        self.stats = {s.cam: StreamStats(s.cam, s.uri) for s in sources}
+        self.on_stream_end = on_stream_end
+        self.on_stream_start = on_stream_start
+        self.stats = {s.cam: StreamStats(s.cam, s.uri, live=s.live, total_frames=s.total_frames) for s in sources}
         self._stop = threading.Event()
-        self._stream_stop = {s.cam: threading.Event() for s in sources}  # one stream's failure
         qsize = cfg.source.queue
-        self._frames = {s.cam: queue.Queue(maxsize=qsize) for s in sources}
-        self._crops: queue.Queue = queue.Queue(maxsize=qsize * len(sources))
-        self._results: queue.Queue = queue.Queue(maxsize=qsize * len(sources))
+        n_live = sum(s.live for s in sources)
+        width = n_live + min(cfg.source.parallel, len(sources) - n_live)
+        self._crops: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
+        self._results: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
         self.analyzer = Analyzer(cfg.analyzer)
-        self.face_stages = {s.cam: FaceStage(cfg.face) for s in sources}
+        FaceStage(cfg.face)  # builds (no I/O) to fail here, once, on a bad face config; workers build their own
         self.sinks: list[Plugin] = [build(SINKS, s.name, s.options, f"sinks.{i}") for i, s in enumerate(cfg.sinks)]
         self.publisher = None
+        # files wait their turn (source.parallel at a time); live streams all start at once
+        self._pending: collections.deque[Source] = collections.deque(s for s in sources if not s.live)
+        self._live = [s for s in sources if s.live]
+        self._active: set[str] = set()
+        self.handles: dict[str, WorkerHandle] = {}
         self._threads: list[threading.Thread] = []
         self._fatal: BaseException | None = None
+        self._stop_forwarded = False
+        self._seqs: dict[tuple[str, str], int] = {}  # results sent per (cam, sid)
 
     # ------------------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask every stream to end at its next frame (what is in flight is still delivered)."""
+        """Ask every stream to end at its next frame (what is in flight is still delivered).
+
+        Safe from a signal handler: only sets a flag; the publishing thread tells the workers."""
         self._stop.set()
 
     @property
@@ -122,62 +105,99 @@ class Pipeline:
                 if self._fatal is not None:
                     raise RuntimeError("pipeline failed") from self._fatal
 
-    # -- per stream ------------------------------------------------------------------------------
-    def _decode(self, src: Source) -> None:
+    # -- streams -----------------------------------------------------------------------------------
+    def _start_stream(self, src: Source) -> None:
+        spec = WorkerSpec(src.uri, src.cam, self.cfg.source.model_dump(mode="json"), self.cfg.face.model_dump(mode="json"),
+                          logging.getLogger().getEffectiveLevel())
+        handle = WorkerHandle(spec, self.cfg.source.workers, self.cfg.source.queue)
+        self.handles[src.cam] = handle
+        self._active.add(src.cam)
         st = self.stats[src.cam]
-        q = self._frames[src.cam]
-        reason, error = "end", None
-        try:
-            src.open()
-            st.sid, st.total_frames, st.state = src.sid, src.total_frames, "live"
-            for pkt in src.frames():
-                self._put(q, pkt)
-                st.frames_in += 1
-                if self._stream_stop[src.cam].is_set():
-                    break  # the face stage failed: it reports the error
-                if self._stop.is_set():
-                    reason = "interrupted"
-                    break
-        except AuflowError as e:
-            reason, error = "error", str(e)
-        except Exception as e:  # noqa: BLE001 - one broken stream must not end the others
-            log.exception("stream %s failed", src.cam)
-            reason, error = "error", f"{src.uri}: {type(e).__name__}: {e}"
-        finally:
-            st.decode_errors = src.decode_errors
-            src.close()
-            self._put(q, EndOfStream(src.cam, st.sid, reason, error))
+        st.t_start = st._last_t = time.perf_counter()
+        handle.start()
+        t = threading.Thread(target=self._collect, args=(src.cam,), name=f"auflow-collect-{src.cam}", daemon=True)
+        self._threads.append(t)
+        t.start()
+        if self.on_stream_start is not None:
+            self.on_stream_start(st)
 
-    def _faces(self, cam: str) -> None:
-        stage = self.face_stages[cam]
-        q = self._frames[cam]
-        failed: str | None = None
+    def _schedule(self) -> None:
+        """Start files while fewer than ``source.parallel`` run; after stop(), start nothing more."""
+        if self._stop.is_set():
+            while self._pending:
+                st = self.stats[self._pending.popleft().cam]
+                st.state, st.reason = "ended", "not started"
+            return
+        running_files = sum(1 for cam in self._active if not self.stats[cam].live)
+        while self._pending and running_files < self.cfg.source.parallel:
+            self._start_stream(self._pending.popleft())
+            running_files += 1
+
+    def _collect(self, cam: str) -> None:
+        try:
+            self._collect_stream(cam)
+        except RuntimeError:
+            if self._fatal is None:  # else: the run is failing and says why elsewhere
+                raise
+
+    def _collect_stream(self, cam: str) -> None:
+        """Read one stream's worker: forward crops and session ends in order, follow its state,
+        restart a crashed live worker."""
+        st = self.stats[cam]
+        policy = self.cfg.source.reconnect
         while True:
-            item = q.get()
-            if isinstance(item, EndOfStream):
-                if failed and item.reason != "error":
-                    item.reason, item.error = "error", failed
-                stage.on_stream_end()
-                self._put(self._crops, item)
+            handle = self.handles[cam]
+            final, open_sid, problem, crashed = False, None, None, False
+            for kind, payload, counters in handle.messages():
+                if kind == "log":
+                    level, name, text = payload
+                    logging.getLogger(name).log(level, "%s" if text.startswith(cam) else f"{cam}: %s", text)
+                    continue
+                if kind == "crops":
+                    if counters.sid == st.sid:
+                        st.session = counters
+                    self._put(self._crops, payload)
+                elif kind == "state":
+                    if payload.sid != st.sid:
+                        st.sid, st.session = payload.sid, counters
+                    st.state, open_sid = payload.state, payload.sid
+                    if payload.state == "live":
+                        st.sessions += 1
+                elif kind == "end":
+                    if counters.sid == st.sid:
+                        st.session = counters
+                    st.close_session(counters)
+                    open_sid = None
+                    final = final or payload.final
+                    self._put(self._crops, EndOfStream(cam, payload.sid, payload.reason, payload.error, payload.final, counters))
+                elif kind == "fatal":
+                    problem = payload
+                elif kind == "crashed":
+                    crashed, problem = True, f"{cam}: worker process died (exit code {payload})"
+            handle.close()
+            if final:
                 return
-            if failed:
-                continue  # drain the decoder so it can finish
-            try:
-                self._put(self._crops, stage.process(item))
-            except Exception as e:  # noqa: BLE001
-                log.exception("face stage of %s failed", cam)
-                failed = f"{cam}: face stage failed: {type(e).__name__}: {e}"
-                self._stream_stop[cam].set()
+            restart = crashed and st.live and st.restarts < policy.max_restarts and not self._stop.is_set()
+            log.error("%s%s", problem or f"{cam}: worker ended without a reason", "; restarting it" if restart else "")
+            if open_sid is not None or not restart:
+                self._put(self._crops, EndOfStream(cam, open_sid or "", "error", problem, not restart, st.session))
+            if not restart:
+                return
+            st.restarts += 1
+            if self._stop.wait(min(policy.max_s, policy.initial_s * 2 ** (st.restarts - 1))):
+                self._put(self._crops, EndOfStream(cam, "", "interrupted", None, True, st.session))
+                return
+            self.handles[cam] = WorkerHandle(handle.spec, handle.mode, handle.queue_size)
+            self.handles[cam].start()
 
     # -- shared ----------------------------------------------------------------------------------
     def _analyze(self) -> None:
         cfg = self.cfg.analyzer
-        open_streams = len(self.sources)
         pending: list[FaceCrops] = []
         n_faces = 0
         t_first = 0.0
         try:
-            while open_streams:
+            while True:
                 timeout = None
                 if pending:
                     timeout = max(0.0, t_first + cfg.max_wait_ms / 1e3 - time.perf_counter())
@@ -199,8 +219,9 @@ class Pipeline:
                         self._put(self._results, res)
                     pending, n_faces = [], 0
                 if isinstance(item, EndOfStream):
-                    open_streams -= 1
                     self._put(self._results, item)
+                elif item is _FINISH:
+                    return
         except BaseException as e:  # noqa: BLE001 - a model failure ends the run; say so downstream
             self._fatal = e
             log.exception("analyzer failed")
@@ -213,15 +234,19 @@ class Pipeline:
         for s in self.sinks:
             s.write(msg)
 
-    def _status(self, st: StreamStats) -> None:
+    def _status(self, st: StreamStats, sid: str | None = None, counters=None) -> None:
         now = time.perf_counter()
         dt = max(now - st._last_t, 1e-9)
-        fps_in = (st.frames_in - st._last_in) / dt
-        fps_out = (st.frames_out - st._last_out) / dt
+        fps_in = max(0, st.frames_in - st._last_in) / dt
+        fps_out = max(0, st.frames_out - st._last_out) / dt
         st._last_in, st._last_out, st._last_t = st.frames_in, st.frames_out, now
-        queues = {"frames": self._frames[st.cam].qsize(), "crops": self._crops.qsize(), "results": self._results.qsize()}
-        self._emit(wire.status_message(st.cam, st.sid, st.state, round(fps_in, 2), round(fps_out, 2), st.dropped,
-                                       st.decode_errors, queues, st.last_seq))
+        sid = sid or st.sid
+        c = counters if counters is not None else st.session
+        queues = {"frames": c.queue, "crops": self._crops.qsize(), "results": self._results.qsize()}
+        last_seq = self._seqs.get((st.cam, sid), 0) - 1
+        # `dropped` counts every deliberately skipped frame (docs/protocol.md); `decimated`: those analyze_fps skipped
+        self._emit(wire.status_message(st.cam, sid, st.state, round(fps_in, 2), round(fps_out, 2), c.dropped + c.decimated,
+                                       c.decode_errors, queues, last_seq, decimated=c.decimated, frames=c.frames))
 
     def run(self) -> dict[str, StreamStats]:
         """Run to the end of every stream (or ``stop()``); returns per-camera statistics."""
@@ -242,22 +267,32 @@ class Pipeline:
                 started.append(s)
             self.analyzer.start()
             started.append(self.analyzer)
-            for fs in self.face_stages.values():
-                fs.start()
-                started.append(fs)
             if self.publisher is not None and pub_cfg.wait_subscribers:
                 log.info("waiting for %d subscriber(s) on %s", pub_cfg.wait_subscribers, self.publisher.bound_endpoint)
                 if not self.publisher.wait_for_subscribers(pub_cfg.wait_subscribers, pub_cfg.wait_timeout_s):
                     log.warning("no subscriber after %.0f s: starting anyway", pub_cfg.wait_timeout_s)
-            self._start_threads()
+            analyzer = threading.Thread(target=self._analyze, name="auflow-analyzer", daemon=True)
+            self._threads.append(analyzer)
+            analyzer.start()
+            for src in self._live:
+                self._start_stream(src)
             self._publish_loop()
         except BaseException as e:
             self._fatal = self._fatal or e
             raise
         finally:
             self._stop.set()
+            if self._fatal is not None:
+                try:
+                    self._crops.put_nowait(_FINISH)  # an analyzer still waiting for input ends too
+                except queue.Full:
+                    pass
+            for h in list(self.handles.values()):
+                h.request_stop()
             for t in self._threads:
                 t.join(timeout=5.0)
+            for h in list(self.handles.values()):
+                h.close(grace_s=5.0 if self._fatal is not None else 30.0)
             for obj in reversed(started):
                 try:
                     obj.stop()
@@ -265,25 +300,22 @@ class Pipeline:
                     log.exception("error while stopping %s", type(obj).__name__)
         return self.stats
 
-    def _start_threads(self) -> None:
-        for src in self.sources:
-            for target, args, role in ((self._decode, (src,), "decode"), (self._faces, (src.cam,), "faces")):
-                t = threading.Thread(target=target, args=args, name=f"auflow-{role}-{src.cam}", daemon=True)
-                self._threads.append(t)
-        self._threads.append(threading.Thread(target=self._analyze, name="auflow-analyzer", daemon=True))
-        for t in self._threads:
-            t.start()
-
     def _publish_loop(self) -> None:
         interval = self.cfg.publish.status_interval_s
-        open_streams = len(self.sources)
-        seqs: dict[tuple[str, str], int] = {}
+        seqs = self._seqs
         next_status = time.perf_counter()
-        while open_streams:
+        self._schedule()
+        while self._active or self._pending:
+            if self._stop.is_set() and not self._stop_forwarded:
+                self._stop_forwarded = True
+                for h in list(self.handles.values()):
+                    h.request_stop()
+                self._schedule()  # drops files not yet started
             now = time.perf_counter()
             if now >= next_status:
-                for st in self.stats.values():
-                    if st.state != "ended" and st.sid:  # no session yet: nothing to report under
+                for cam in self._active:
+                    st = self.stats[cam]
+                    if st.sid:  # no session yet: nothing to report under
                         self._status(st)
                 next_status = now + interval
             try:
@@ -293,17 +325,7 @@ class Pipeline:
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, EndOfStream):
-                open_streams -= 1
-                st = self.stats[item.cam]
-                st.state, st.reason, st.t_end = "ended", item.reason, time.perf_counter()
-                st.error = st.error or item.error
-                if not item.sid:
-                    continue  # the stream never opened: there is no session to end
-                self._status(st)
-                self._emit(wire.eos_message(item.cam, item.sid, item.reason, st.last_seq))
-                for s in self.sinks:
-                    if hasattr(s, "flush"):
-                        s.flush()
+                self._end_session(item)
                 continue
             meta = item.meta
             key = (meta.cam, meta.sid)
@@ -321,3 +343,29 @@ class Pipeline:
             self._emit(wire.result_message(item, seq))
             if self.on_result is not None:
                 self.on_result(st)
+        self._crops.put(_FINISH)
+
+    def _end_session(self, item: EndOfStream) -> None:
+        st = self.stats[item.cam]
+        if item.final:
+            if item.reason == "error":  # a live stream that recovered from an error has none to report
+                st.error = item.error
+            st.state, st.reason, st.t_end = "ended", item.reason, time.perf_counter()
+            self._active.discard(item.cam)
+        if item.sid:
+            last_seq = self._seqs.get((item.cam, item.sid), 0) - 1
+            c = item.counters
+            extra = {"decode_errors": c.decode_errors, "dropped": c.dropped + c.decimated, "decimated": c.decimated,
+                     "frames": c.frames}
+            if item.error:
+                extra["error"] = item.error
+            if item.final:
+                self._status(st, item.sid, c)
+            self._emit(wire.eos_message(item.cam, item.sid, item.reason, last_seq, **extra))
+            for s in self.sinks:
+                if hasattr(s, "flush"):
+                    s.flush()
+        if item.final:
+            if self.on_stream_end is not None:
+                self.on_stream_end(st)
+            self._schedule()

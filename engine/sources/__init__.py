@@ -1,20 +1,43 @@
-"""Video sources. ``make_source(uri, cfg)`` picks the kind from the URI."""
+"""Video sources. ``make_source(uri, cfg)`` picks the kind from the URI; ``expand_inputs`` turns
+folders and globs into the list of streams a run processes."""
 
 from __future__ import annotations
 
 from ..config import SourceSection
 from ..errors import SourceError
-from .core import Source, cam_id_from, new_sid
+from .core import SessionCounters, Source, cam_id_from, new_sid, redact
 from .file import FileSource
+from .images import ImageFolderSource
+from .inputs import Inputs, expand_inputs, is_live_uri
+from .live import HttpSource, RtspSource, check_url
+from .webcam import WebcamSource, is_webcam
 
-LIVE_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+SUPPORTED = "video files, image folders, rtsp:// rtsps:// http:// https:// URLs, and webcams (/dev/videoN)"
 
 
 def make_source(uri: str, cfg: SourceSection | None = None, cam: str | None = None) -> Source:
+    """The source for ``uri`` configured by ``cfg`` (no I/O: nothing is opened here)."""
+    from pathlib import Path
+
     cfg = cfg or SourceSection()
-    if uri.startswith(LIVE_SCHEMES) or uri.startswith("/dev/video"):
-        raise SourceError(f"{uri}: live sources (RTSP, HTTP, webcams) are not supported yet in this version; give a video file")
-    return FileSource(uri, cam=cam or cfg.cam, decode_threads=cfg.decode_threads, open_timeout_s=cfg.open_timeout_s)
+    cam = cam or cfg.cam
+    common = dict(decode_threads=cfg.decode_threads, open_timeout_s=cfg.open_timeout_s,
+                  read_timeout_s=cfg.read_timeout_s, watchdog_s=cfg.watchdog_s, hwaccel_mode=cfg.hwaccel)
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("rtsp", "rtsps"):
+        check_url(uri)
+        return RtspSource(uri, cam, transport=cfg.rtsp_transport, **common)
+    if scheme in ("http", "https"):
+        check_url(uri)
+        return HttpSource(uri, cam, **common)
+    if is_webcam(uri):
+        return WebcamSource(uri, cam, size=cfg.webcam_size, fps=cfg.webcam_fps, **common)
+    if scheme:
+        raise SourceError(f"{redact(uri)}: unsupported kind of source {scheme}://; auflow reads {SUPPORTED}")
+    if Path(uri).is_dir():
+        return ImageFolderSource(uri, cam)
+    return FileSource(uri, cam, **common)
 
 
-__all__ = ["FileSource", "Source", "cam_id_from", "make_source", "new_sid"]
+__all__ = ["FileSource", "HttpSource", "ImageFolderSource", "Inputs", "RtspSource", "SessionCounters", "Source",
+           "WebcamSource", "cam_id_from", "expand_inputs", "is_live_uri", "make_source", "new_sid", "redact"]

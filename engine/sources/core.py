@@ -1,8 +1,10 @@
 """The one contract every video source keeps.
 
 A source is opened (``open()``, which raises :class:`SourceError` with one clear line when the
-stream cannot be read), then iterated (``frames()`` yields :class:`FramePacket` in decode order),
-then closed. Each open starts a new session id ``sid``.
+stream cannot be read), then iterated (``frames()`` yields :class:`FramePacket` in decode order
+until the stream ends, and raises :class:`SourceError` when it breaks), then closed. Each open is
+one session with its own id ``sid``. Sources know nothing of reconnecting, dropping or
+decimating: :mod:`.session` and :mod:`.worker` do that, the same way for every kind.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from ..types import FramePacket
 
@@ -21,38 +25,110 @@ def new_sid() -> str:
     return uuid.uuid4().hex[:12]
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _safe(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("_.")
+
+
 def cam_id_from(uri: str) -> str:
-    """A topic-safe camera id from a file name or URL: ``/data/Interview 3.mp4`` → ``Interview_3``."""
+    """A topic-safe camera id from a file name or URL.
+
+    ``/data/Interview 3.mp4`` → ``Interview_3``; ``rtsp://user:pw@10.0.0.5:554/live`` →
+    ``10.0.0.5_554_live`` (host and path: many cameras share a path such as ``/live``);
+    ``/dev/video0`` → ``video0``. Credentials never end up in the id.
+    """
+    if "://" in uri:
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+        port = f"_{parts.port}" if parts.port else ""
+        path = parts.path.strip("/")
+        stem = Path(path).with_suffix("").as_posix() if path else ""
+        return _safe(f"{host}{port}_{stem}" if stem else f"{host}{port}") or "cam"
     stem = Path(uri.split("?", 1)[0].rstrip("/")).stem or "cam"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_") or "cam"
+    return _safe(stem) or "cam"
+
+
+def redact(uri: str) -> str:
+    """The URI with its password replaced by ``***``, for logs and error messages."""
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+@dataclass
+class SessionCounters:
+    """What happened in one session ``sid`` of one stream; sent with every worker message.
+
+    ``frames`` counts decoded frames (the ``frame`` index of the next one), ``dropped`` frames
+    the live queue discarded because downstream was slower, ``decimated`` frames skipped on purpose
+    by ``analyze_fps``, ``decode_errors`` damaged packets/frames and early ends, ``queue`` the
+    decoded frames waiting for the face stage.
+    """
+
+    sid: str = ""
+    frames: int = 0
+    dropped: int = 0
+    decimated: int = 0
+    decode_errors: int = 0
+    queue: int = 0
+
+    def reset(self, sid: str) -> None:
+        """Start counting a new session (in place: the worker's buffer holds this object)."""
+        self.sid, self.frames, self.dropped, self.decimated, self.decode_errors, self.queue = sid, 0, 0, 0, 0, 0
+
+    def copy(self) -> SessionCounters:
+        return SessionCounters(self.sid, self.frames, self.dropped, self.decimated, self.decode_errors, self.queue)
 
 
 class Source(ABC):
-    #: True for cameras/streams (drop oldest frames when downstream is slow); False for files
+    #: cameras and network streams: reconnect when they drop, drop the oldest frames when
+    #: downstream is slow. Files (False) are lossless and make decoding wait instead.
     live: bool = False
+    #: "file" | "rtsp" | "http" | "webcam" | "images"
+    kind: str = "file"
 
     def __init__(self, uri: str, cam: str | None = None) -> None:
         self.uri = uri
         self.cam = cam or cam_id_from(uri)
         self.sid = ""
+        #: damaged packets or frames of the current session (FFmpeg often conceals damage, so a
+        #: source also counts frames flagged corrupt and a file that ends before its index says)
         self.decode_errors = 0
+        #: frames the stream is expected to hold, when the container says (files), else None
+        self.total_frames: int | None = None
+        #: nominal frame rate, when known
+        self.fps: float | None = None
+        #: after open: True when the stream has an end (files, HLS playlists with an end), so that
+        #: reaching it is the normal end of the run, not a dropped connection
+        self.finite: bool = not self.live
+
+    @property
+    def name(self) -> str:
+        """The URI as logs and errors show it (no password)."""
+        return redact(self.uri)
 
     @abstractmethod
-    def open(self) -> None:
-        """Open the stream and start a new session (sets ``sid``)."""
+    def open(self, sid: str | None = None) -> None:
+        """Open the stream as session ``sid`` (a new one when None); raises SourceError."""
 
     @abstractmethod
     def frames(self) -> Iterator[FramePacket]:
-        """Decoded frames of the current session, in order."""
+        """Decoded frames of the current session, in order; raises SourceError when the stream breaks."""
 
     @abstractmethod
     def close(self) -> None:
         """Release the stream. Safe to call twice."""
 
-    #: frames the stream is expected to hold, when the container says (files), else None
-    total_frames: int | None = None
-    #: nominal frame rate, when known
-    fps: float | None = None
+    def _start_session(self, sid: str | None) -> None:
+        self.sid = sid or new_sid()
+        self.decode_errors = 0
 
     def __enter__(self) -> Source:
         self.open()

@@ -1,0 +1,83 @@
+"""What the pipeline knows of each stream: its sessions, counts and end (for status, summaries, progress)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..sources.core import SessionCounters
+
+
+@dataclass
+class EndOfStream:
+    """Travels behind a session's last frame through every queue.
+
+    ``final``: the stream is over (otherwise a live source reconnects under a new sid);
+    ``counters``: the session's counts, reported in its ``eos``."""
+
+    cam: str
+    sid: str  # "" when the stream never had a session (its worker could not start)
+    reason: str  # "end" | "disconnected" | "error" | "interrupted"
+    error: str | None = None
+    final: bool = True
+    counters: SessionCounters = field(default_factory=SessionCounters)
+
+
+@dataclass
+class StreamStats:
+    cam: str
+    uri: str
+    live: bool = False
+    total_frames: int | None = None
+    sid: str = ""
+    state: str = "connecting"
+    frames_out: int = 0
+    faces: int = 0
+    frames_with_face: int = 0
+    last_seq: int = -1
+    sessions: int = 0  # sessions that went live
+    restarts: int = 0  # worker restarts after crashes
+    error: str | None = None
+    reason: str | None = None
+    t_start: float = field(default_factory=time.perf_counter)
+    t_end: float | None = None
+    tracks: dict[int, int] = field(default_factory=dict)  # track id → frames it appears in
+    #: counts of the current session, and the sums over the sessions that ended
+    session: SessionCounters = field(default_factory=SessionCounters)
+    closed: SessionCounters = field(default_factory=SessionCounters)
+    # for the fps figures of the status heartbeat
+    _last_in: int = 0
+    _last_out: int = 0
+    _last_t: float = field(default_factory=time.perf_counter)
+
+    def close_session(self, c: SessionCounters | None) -> None:
+        if c is not None:
+            for name in ("frames", "dropped", "decimated", "decode_errors"):
+                setattr(self.closed, name, getattr(self.closed, name) + getattr(c, name))
+        self.session = SessionCounters(sid=self.sid)
+
+    def _total(self, name: str) -> int:
+        current = getattr(self.session, name) if self.session.sid and self.session.sid == self.sid else 0
+        return getattr(self.closed, name) + current
+
+    @property
+    def frames_in(self) -> int:
+        """Frames decoded over every session (decimated and dropped ones included)."""
+        return self._total("frames")
+
+    @property
+    def dropped(self) -> int:
+        return self._total("dropped")
+
+    @property
+    def decimated(self) -> int:
+        return self._total("decimated")
+
+    @property
+    def decode_errors(self) -> int:
+        return self._total("decode_errors")
+
+    @property
+    def fps(self) -> float:
+        end = self.t_end or time.perf_counter()
+        return self.frames_out / max(end - self.t_start, 1e-9)
