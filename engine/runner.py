@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,7 @@ def _remove_partial_outputs(run_dir: Path, cam: str) -> None:
     for p in run_dir.glob(f"{cam}.*"):
         if p.is_file() and "." not in p.name[len(cam) + 1:]:
             p.unlink()
+    shutil.rmtree(run_dir / f"{cam}.parquet", ignore_errors=True)  # the parquet sink writes a folder of parts
 
 
 def run(cfg: RunConfig, uris: list[str], run_dir: str | Path | None = None,

@@ -136,11 +136,14 @@ def subscribe(
     json_lines: bool = typer.Option(False, "--json", help="print each message as one JSON line"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="stop after this many seconds without a message"),
     count: Optional[int] = typer.Option(None, "--count", "-n", help="stop after this many messages"),
+    curve_server_key: Optional[str] = typer.Option(None, "--curve-server-key", help="the publisher's CURVE public key: its NAME.key file or the Z85 text"),
+    curve_client_key: Optional[Path] = typer.Option(None, "--curve-client-key", help="this subscriber's NAME.key_secret (default: a throwaway pair)"),
 ) -> None:
     """Print the live result stream (a table, or JSON lines), reporting gaps."""
     from .subscribe_cmd import run_subscribe
 
-    run_subscribe(out, console, endpoints, topic, json_lines, timeout, count)
+    run_subscribe(out, console, endpoints, topic, json_lines, timeout, count,
+                  curve_server_key=curve_server_key, curve_client_key_file=str(curve_client_key) if curve_client_key else None)
 
 
 @app.command()
@@ -255,7 +258,7 @@ def report(
 @app.command()
 @guarded
 def keys(
-    name: str = typer.Argument(..., help="base name of the key pair: writes NAME.key (secret) and NAME.pub (public)"),
+    name: str = typer.Argument(..., help="base name of the key pair: writes NAME.key (public, to share) and NAME.key_secret (secret, mode 0600)"),
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="folder to write the key files in"),
     force: bool = typer.Option(False, "--force", help="overwrite existing key files"),
 ) -> None:
@@ -264,6 +267,29 @@ def keys(
 
     pub, sec = write_keypair(out_dir, name, overwrite=force)
     out.print(f"public key: {pub}\nsecret key: {sec} (mode 0600: keep it private)", highlight=False)
+
+
+@app.command()
+@guarded
+def dashboard(
+    endpoints: list[str] = typer.Argument(..., help="publishers to show, e.g. tcp://127.0.0.1:5555 (several at once)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to serve the page on (loopback unless you need remote viewers)"),
+    port: int = typer.Option(8765, "--port", help="HTTP + WebSocket port of the page"),
+    curve_server_key: Optional[str] = typer.Option(None, "--curve-server-key", help="the publishers' CURVE public key (NAME.key or Z85)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """A live web page of the result stream: a tile per camera, AU bars and expression timeline per track."""
+    from ..dashboard import run_dashboard
+
+    setup_logging(verbose)
+    dash = run_dashboard(endpoints, host, port, curve_server_key)
+    out.print(f"dashboard: {dash.url}  (Ctrl-C to stop)", highlight=False)
+    try:
+        dash.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dash.stop()
 
 
 def main() -> None:

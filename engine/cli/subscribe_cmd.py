@@ -31,10 +31,11 @@ def _table(latest: dict[str, dict], gaps: dict[str, int], status: dict[str, dict
 
 
 def run_subscribe(out: Console, console: Console, endpoints: list[str], topics: list[str] | None,
-                  json_lines: bool, timeout: float | None, count: int | None) -> None:
+                  json_lines: bool, timeout: float | None, count: int | None, *,
+                  curve_server_key: str | None = None, curve_client_key_file: str | None = None) -> None:
     from ..wire.subscriber import Subscriber
 
-    sub = Subscriber(endpoints, topics=topics)
+    sub = Subscriber(endpoints, topics=topics, curve_server_key=curve_server_key, curve_client_key_file=curve_client_key_file)
     n = 0
     latest: dict[str, dict] = {}
     status: dict[str, dict] = {}

@@ -257,7 +257,8 @@ class Pipeline:
             if pub_cfg.endpoint:
                 from ..wire.publisher import Publisher
 
-                self.publisher = Publisher(pub_cfg.endpoint, hwm=pub_cfg.hwm)
+                self.publisher = Publisher(pub_cfg.endpoint, hwm=pub_cfg.hwm,
+                                           curve_secret_key_file=pub_cfg.curve_secret_key_file)
                 self.publisher.start()
                 started.append(self.publisher)
                 if self.on_publish_ready is not None:
@@ -265,6 +266,8 @@ class Pipeline:
             for s in self.sinks:
                 s.start(self.run_dir)
                 started.append(s)
+                if hasattr(s, "set_sources"):  # sinks that re-read the pixels (annotated video)
+                    s.set_sources({src.cam: src.uri for src in self.sources if not src.live})
             self.analyzer.start()
             started.append(self.analyzer)
             if self.publisher is not None and pub_cfg.wait_subscribers:

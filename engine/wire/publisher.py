@@ -45,6 +45,10 @@ class Publisher:
     With no subscriber at all, messages are discarded and count as neither sent to anyone nor
     dropped: :attr:`sent` counts messages accepted by the socket.
 
+    CURVE (opt-in): with ``curve_secret_key_file`` (the ``NAME.key_secret`` written by ``auflow keys
+    NAME``) the socket is a CURVE server: traffic is encrypted, and only subscribers that hold its
+    public key (``NAME.key``) complete the handshake (:mod:`auflow.engine.wire.curve`).
+
     Thread-safety: every socket operation holds one lock, so ``send`` and
     ``wait_for_subscribers`` may be called from any thread (the pipeline uses one).
     """
@@ -59,6 +63,7 @@ class Publisher:
         count_drops: bool = True,
         linger_ms: int = 1000,
         context: zmq.Context | None = None,
+        curve_secret_key_file: str | None = None,
     ) -> None:
         if hwm < 1:
             raise ConfigError(f"publisher hwm must be >= 1 message, got {hwm}")
@@ -68,6 +73,8 @@ class Publisher:
         self.wait_timeout_s = wait_timeout_s
         self.count_drops = count_drops
         self.linger_ms = linger_ms
+        #: CURVE encryption (opt-in): this server's NAME.key_secret from `auflow keys NAME`
+        self.curve_secret_key_file = curve_secret_key_file
         self._context = context
         self._own_context = context is None
         self._socket: zmq.Socket | None = None
@@ -96,8 +103,16 @@ class Publisher:
             sock.setsockopt(zmq.XPUB_VERBOSER, 1)
             if self.count_drops:
                 sock.setsockopt(zmq.XPUB_NODROP, 1)
+            if self.curve_secret_key_file:
+                from auflow.engine.wire.curve import make_server
+
+                make_server(sock, self.curve_secret_key_file)
             sock.bind(self.endpoint)
             self._bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except ConfigError:
+            sock.close(linger=0)
+            self._close_context()
+            raise
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             self._close_context()
@@ -108,7 +123,7 @@ class Publisher:
                 ) from None
             raise ConfigError(f"cannot publish on {self.endpoint!r}: {exc}; an endpoint looks like tcp://127.0.0.1:5555") from None
         self._socket = sock
-        if not _is_loopback(self._bound):
+        if not _is_loopback(self._bound) and not self.curve_secret_key_file:
             logger.warning(
                 "publishing on %s: results are visible to anyone who can reach this address "
                 "(bind to 127.0.0.1 unless remote subscribers need them)", self._bound

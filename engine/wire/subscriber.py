@@ -148,6 +148,11 @@ class Subscriber:
     ``tolerant=False`` it raises :class:`SchemaVersionError` from the iterator.
     A frame over ``max_message_bytes`` makes ZeroMQ drop the connection to that publisher (it then
     reconnects), so no publisher can make a subscriber allocate without bound.
+
+    CURVE (opt-in, :mod:`auflow.engine.wire.curve`): ``curve_server_key`` is the publisher's public
+    key (its ``NAME.key`` file or the Z85 text); ``curve_client_key_file`` this subscriber's own
+    ``NAME.key_secret`` (a throwaway pair when None). A subscriber without the right server key
+    never completes the handshake and receives nothing.
     """
 
     def __init__(
@@ -161,6 +166,8 @@ class Subscriber:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         count_missed_start: bool = True,
         context: zmq.Context | None = None,
+        curve_server_key: str | None = None,
+        curve_client_key_file: str | None = None,
     ) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
@@ -187,6 +194,12 @@ class Subscriber:
             sock.setsockopt(zmq.RCVHWM, hwm)
             sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)  # exponential backoff up to 5 s
+            if curve_server_key:
+                from auflow.engine.wire.curve import make_client
+
+                make_client(sock, curve_server_key, curve_client_key_file)
+            elif curve_client_key_file:
+                raise ConfigError("a CURVE client key needs the server's public key too (curve_server_key)")
             for ep in self.endpoints:
                 try:
                     sock.connect(ep)
@@ -300,6 +313,9 @@ def subscribe(
     topics: list[str] | None = None,
     timeout_s: float | None = None,
     tolerant: bool = True,
+    *,
+    curve_server_key: str | None = None,
+    curve_client_key_file: str | None = None,
 ) -> Subscriber:
     """Iterate over decoded messages from one or many publishers (see :class:`Subscriber`).
 
@@ -307,4 +323,5 @@ def subscribe(
     also exposes ``.gaps`` (a :class:`GapTracker`), ``.garbage`` and ``.close()``, and works as a
     context manager. ZeroMQ reconnects to a restarted publisher by itself.
     """
-    return Subscriber(endpoints, topics=topics, timeout_s=timeout_s, tolerant=tolerant)
+    return Subscriber(endpoints, topics=topics, timeout_s=timeout_s, tolerant=tolerant,
+                      curve_server_key=curve_server_key, curve_client_key_file=curve_client_key_file)

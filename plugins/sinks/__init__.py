@@ -1,3 +1,3 @@
 """Result sinks: files written from the message stream."""
 
-from . import jsonl  # noqa: F401
+from . import csv, jsonl, parquet, prometheus, video  # noqa: F401

@@ -1,0 +1,187 @@
+"""``auflow dashboard``: a live web page fed from the ZeroMQ result stream through a WebSocket bridge.
+
+One HTTP port serves the page (``GET /``) and the WebSocket (``/ws``). A thread subscribes to
+every endpoint with :class:`auflow.engine.wire.subscriber.Subscriber` (so gaps are counted the
+same way everywhere) and hands each message to the asyncio loop, which sends it to every open
+page as ``{"gap": n, "h": header}`` JSON. A page that is slower than the stream loses messages
+(``websockets.broadcast`` skips a client whose buffer is full) rather than slowing the others.
+A page that connects late first gets the latest ``status`` and ``result`` of each camera.
+
+Binds 127.0.0.1 by default. The page writes every string from the wire with ``textContent``
+(never as HTML), so a camera named ``<script>`` is shown, not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from http import HTTPStatus
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class Dashboard:
+    """The bridge: ``start()`` serves in a background thread; ``url`` is the page; ``stop()`` ends it."""
+
+    def __init__(self, endpoints: Sequence[str], host: str = "127.0.0.1", port: int = 8765,
+                 topics: Sequence[str] | None = None, curve_server_key: str | None = None) -> None:
+        try:
+            import websockets  # noqa: F401
+        except ImportError:
+            raise ConfigError("the dashboard needs websockets: pip install 'auflow[dashboard]'") from None
+        self.endpoints = list(endpoints)
+        self.host, self.port = host, port
+        self.topics = list(topics) if topics else ["result/", "window/", "status/", "eos/"]
+        self.curve_server_key = curve_server_key
+        self.clients: set = set()
+        self._latest: dict[tuple[str, str], str] = {}  # (cam, type) -> last message, for late pages
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._sub_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.forwarded = 0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> Dashboard:
+        from .wire.subscriber import Subscriber
+
+        if self._thread is not None:  # already started (``with Dashboard(...).start() as d`` starts once)
+            return self
+        sub = Subscriber(self.endpoints, topics=self.topics, curve_server_key=self.curve_server_key)
+        self._thread = threading.Thread(target=self._serve_thread, name="auflow-dashboard", daemon=True)
+        self._thread.start()
+        self._ready.wait(10.0)
+        if self._error is not None or self._loop is None:
+            sub.close()
+            raise ConfigError(f"cannot serve the dashboard on {self.host}:{self.port}: {self._error}") from self._error
+        self._sub_thread = threading.Thread(target=self._subscribe_thread, args=(sub,), name="auflow-dashboard-sub",
+                                            daemon=True)
+        self._sub_thread.start()
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("dashboard on %s: anyone who can reach this address sees the results", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop the subscriber first (it feeds the loop), then the web server; safe to call twice."""
+        self._stop.set()
+        if self._sub_thread is not None:
+            self._sub_thread.join(timeout=5.0)
+        if self._loop is not None and self._server is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._server.close)
+            except RuntimeError:  # the loop already ended
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> Dashboard:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def wait(self) -> None:
+        """Block until stopped (Ctrl-C in the CLI)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
+
+    # -- the ZeroMQ side ------------------------------------------------------------------------
+
+    def _subscribe_thread(self, sub) -> None:
+        try:
+            while not self._stop.is_set():
+                msg = sub.recv(0.2)
+                if msg is None:
+                    continue
+                try:
+                    text = _dumps({"gap": msg.gap, "h": msg.header})
+                except (TypeError, ValueError):  # a value JSON cannot carry (bytes): skip, never crash
+                    continue
+                if msg.type in ("status", "result"):
+                    self._latest[(msg.cam, msg.type)] = text
+                try:
+                    self._loop.call_soon_threadsafe(self._broadcast, text)
+                except RuntimeError:  # the web server's loop has ended: nothing left to feed
+                    return
+        finally:
+            sub.close()
+
+    def _broadcast(self, text: str) -> None:
+        import websockets
+
+        self.forwarded += 1
+        websockets.broadcast(self.clients, text)
+
+    # -- the web side ---------------------------------------------------------------------------
+
+    def _serve_thread(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # noqa: BLE001 - reported by start()
+            self._error = e
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from websockets.asyncio.server import serve
+        from websockets.datastructures import Headers
+        from websockets.http11 import Response
+
+        from .dashboard_page import PAGE
+
+        page = PAGE.encode("utf-8")
+
+        def http(connection, request):
+            if request.path == "/ws":
+                return None  # the WebSocket handshake goes on
+            if request.path in ("/", "/index.html"):
+                headers = Headers([
+                    ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page))),
+                    ("Cache-Control", "no-store"),
+                    ("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; "
+                                                "style-src 'unsafe-inline'; connect-src 'self'"),
+                ])
+                return Response(HTTPStatus.OK.value, "OK", headers, page)
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+
+        async def handler(ws):
+            self.clients.add(ws)
+            try:
+                for text in list(self._latest.values()):
+                    await ws.send(text)
+                await ws.wait_closed()
+            finally:
+                self.clients.discard(ws)
+
+        self._loop = asyncio.get_running_loop()
+        async with serve(handler, self.host, self.port, process_request=http, max_size=2**16) as server:
+            self._server = server
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await server.wait_closed()
+
+
+def run_dashboard(endpoints: Sequence[str], host: str = "127.0.0.1", port: int = 8765,
+                  curve_server_key: str | None = None) -> Dashboard:
+    """Start a dashboard; the caller waits on it (``.wait()``) and stops it."""
+    return Dashboard(endpoints, host, port, curve_server_key=curve_server_key).start()
+
+
+__all__ = ["Dashboard", "run_dashboard"]

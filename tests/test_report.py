@@ -1,0 +1,71 @@
+"""`auflow report RUN_DIR`: one self-contained HTML page with the run's plots."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from auflow.engine.cli.main import app
+from auflow.engine.cli.report_cmd import ReportError, build_report
+from auflow.plugins.sinks.jsonl import JsonlSink
+from fake_messages import fake_run
+
+pytest.importorskip("pandas", reason="pandas is not installed (pip install 'auflow[parquet]')")
+pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+
+
+def _run_dir(tmp_path, cams=("cam1",)):
+    sink = JsonlSink()
+    sink.start(tmp_path)
+    for cam in cams:
+        for m in fake_run(cam, sid=f"sid-{cam}", frames=40):
+            sink.write(m)
+    sink.stop()
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"wall_s": 2.0, "streams": {c: {"uri": f"/videos/{c}.mp4", "frames": 40, "fps": 24.1, "end": "end"} for c in cams},
+         "failed": {}}))
+    return tmp_path
+
+
+def test_cli_writes_a_self_contained_page(tmp_path):
+    run = _run_dir(tmp_path)
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    page = (run / "report.html").read_text(encoding="utf-8")
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    # faces per frame, fps + latency, and one AU/expression figure per track (tracks 0 and 3)
+    assert len(images) == 4
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
+    assert "Track 0" in page and "Track 3" in page
+    assert "Untrained output" in page  # the fake run's AU model is marked untrained: the page says so
+    # self-contained: nothing is fetched from anywhere
+    assert not re.search(r'(src|href)="(?!data:)', page)
+
+
+def test_strings_from_the_run_are_escaped(tmp_path):
+    run = _run_dir(tmp_path, cams=("cam<script>x",))
+    page = build_report(run, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<script>" not in page and "cam&lt;script&gt;x" in page
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(ReportError, match="no results"):
+        build_report(tmp_path)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
+    assert result.exit_code != 0 and "not a run directory" in result.output
+
+
+def test_a_run_with_only_csv_still_gets_the_track_plots(tmp_path):
+    from auflow.plugins.sinks.csv import CsvSink
+
+    sink = CsvSink()
+    sink.start(tmp_path)
+    for m in fake_run("cam1", frames=20):
+        sink.write(m)
+    sink.stop()
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "Track 0" in page and len(re.findall(r"data:image/png;base64,", page)) == 2  # tracks 0 and 3
