@@ -1,0 +1,102 @@
+"""``auflow train CONFIG`` and ``auflow eval CHECKPOINT DATA``: training with a live bar and per-epoch
+per-AU tables, evaluation as a table and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def metrics_table(title: str, metrics, width: int = 200) -> Table:
+    """F1 and accuracy (in %) per AU and their means: one column per AU when ``width`` fits them,
+    else one row per AU."""
+    table = Table(title=title, title_justify="left")
+    f1 = [f"{100 * v:.1f}" for v in metrics.f1] + [f"{100 * metrics.mean_f1:.1f}"]
+    acc = [f"{100 * v:.1f}" for v in metrics.accuracy] + [f"{100 * metrics.mean_accuracy:.1f}"]
+    names = [*metrics.au_names, "mean"]
+    if width >= 8 * (len(names) + 1):
+        table.add_column("", style="bold")
+        for name in names:
+            table.add_column(name, justify="right", style="bold" if name == "mean" else None)
+        table.add_row("F1", *f1)
+        table.add_row("acc", *acc)
+    else:
+        for col in ("AU", "F1", "acc"):
+            table.add_column(col, justify="left" if col == "AU" else "right")
+        for name, a, b in zip(names, f1, acc):
+            table.add_row(name, a, b, style="bold" if name == "mean" else None)
+    return table
+
+
+class TrainProgress:
+    """A bar per stage epoch (batches done, running loss) and a metrics table after each evaluated epoch."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=out, transient=True)
+        self.task = None
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def callbacks(self):
+        from auflow.models.train import TrainCallbacks
+
+        return TrainCallbacks(on_batch=self.on_batch, on_epoch_end=self.on_epoch_end, on_resume=self.on_resume)
+
+    def on_resume(self, stage: str, done: int) -> None:
+        self.out.print(f"[cyan]resuming:[/] stage {stage}, {done} epoch(s) already done")
+
+    def on_batch(self, stage: str, epoch: int, batch: int, batches: int, loss: float) -> None:
+        if batch == 1 or self.task is None:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(f"{stage} epoch {epoch}", total=batches, loss=loss)
+            self._sum, self._n = 0.0, 0
+        self._sum, self._n = self._sum + loss, self._n + 1
+        self.progress.update(self.task, completed=batch, loss=self._sum / self._n)
+
+    def on_epoch_end(self, record) -> None:
+        terms = ", ".join(f"{k} {v:.4f}" for k, v in record.loss.items())
+        self.progress.console.print(f"[bold]{record.stage}[/] epoch {record.epoch}/{record.epochs}: {terms}; "
+                                    f"lr {record.lr:.2e}; {record.seconds:.1f} s", highlight=False)
+        if record.metrics is not None:
+            self.progress.console.print(metrics_table(f"test split after {record.stage} epoch {record.epoch}", record.metrics,
+                                                      self.out.width))
+
+
+def run_train(out: Console, config: Path, overrides: list[str], out_dir: Path | None, resume: bool) -> None:
+    from auflow.models.train import load_train_config, train
+
+    cfg = load_train_config(config, overrides)
+    with TrainProgress(out) as progress:
+        result = train(cfg, out_dir=out_dir, resume=resume, callbacks=progress.callbacks())
+    m = result.metrics
+    summary = f"wrote {result.checkpoint} in {result.seconds:.0f} s"
+    if m is not None:
+        summary += f": test mean F1 {100 * m.mean_f1:.1f}, mean accuracy {100 * m.mean_accuracy:.1f}"
+    out.print(summary, highlight=False)
+    if result.card is not None and "note" in result.card.training:
+        out.print(f"[yellow]note:[/] {result.card.training['note']}", highlight=False)
+
+
+def run_eval(out: Console, checkpoint: Path, data: str, fold: int | None, split: str, batch: int, device: str,
+             threshold: float | None, json_path: Path | None) -> None:
+    from auflow.models.train.evaluate import evaluate_checkpoint
+
+    ev = evaluate_checkpoint(checkpoint, data, fold=fold, split=split, batch_size=batch, device=device, threshold=threshold)
+    out.print(metrics_table(f"{ev.model} ({checkpoint}) on {ev.data}", ev.metrics, out.width))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(ev.to_dict(), indent=2))
+        out.print(f"wrote {json_path}")

@@ -1,0 +1,146 @@
+"""The training configuration: one YAML file per experiment, checked by pydantic (unknown keys are errors).
+
+::
+
+    model:   {name: me_graphau, options: {backbone: resnet50, dataset: bp4d, input_size: 224}}
+    data:    {dataset: bp4d, root: /data/BP4D, fold: 1}          # or dataset: synthetic, size, seed
+    train:
+      batch_size: 64
+      seed: 0
+      recipe: {lam: 0.05}                                       # the model's training recipe options
+      stages:                                                   # the recipe's stages, in order
+        - {name: anfl, epochs: 20, optimizer: {name: adamw, lr: 1.0e-4, weight_decay: 5.0e-4}, schedule: {name: cosine}}
+        - {name: mefl, epochs: 20, optimizer: {name: adamw, lr: 1.0e-6, weight_decay: 5.0e-4}, schedule: {name: cosine}}
+    out: runs/train/me_graphau_bp4d_fold1
+
+``load_train_config(path, overrides)`` reads it through the safe YAML loader, applies
+``--set train.batch_size=32``-style overrides, and raises one :class:`ConfigError` naming the
+bad key, its line and the valid keys.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from auflow.engine.config import _line_index, _loc_line, _set_dotted, parse_override
+from auflow.engine.errors import ConfigError
+from auflow.engine.plugin import format_validation_error
+
+__all__ = ["DataSection", "ModelSection", "OptimizerSection", "ScheduleSection", "StageSection", "TrainConfig",
+           "TrainSection", "load_train_config"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name: str = Field(description="registered model name (auflow models list)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory; "
+                                    "the label set defaults to the dataset's")
+
+
+class DataSection(Section):
+    dataset: Literal["bp4d", "disfa", "emotionet", "synthetic"]
+    root: str | None = Field(None, description="real datasets: the directory of your copy (layout: auflow.models.data.<name>)")
+    fold: int | None = Field(None, ge=1, le=3, description="real datasets: the test fold (1-3); training uses the other two")
+    augment: bool = Field(True, description="real datasets: random crop + horizontal flip in training")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = load in the training process)")
+    size: int = Field(2000, ge=1, description="synthetic: training images")
+    test_size: int = Field(500, ge=1, description="synthetic: evaluation images (a separate stream of the same seed)")
+    seed: int = Field(0, description="synthetic: dataset seed (independent of train.seed)")
+
+    @model_validator(mode="after")
+    def _real_needs_root_and_fold(self) -> DataSection:
+        if self.dataset != "synthetic":
+            if self.root is None:
+                raise ValueError(f"data.root is required for {self.dataset}: the directory of your copy")
+            if self.fold is None:
+                raise ValueError(f"data.fold (1, 2 or 3) is required for {self.dataset}: the papers report all three")
+        elif self.root is not None or self.fold is not None:
+            raise ValueError("data.root and data.fold apply to bp4d, disfa and emotionet; the synthetic dataset takes size, test_size and seed")
+        return self
+
+
+class OptimizerSection(Section):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(gt=0, description="initial learning rate")
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.9, ge=0, description="sgd only")
+    nesterov: bool = False
+
+
+class ScheduleSection(Section):
+    """Learning rate over a stage, updated every step: cosine decay to 0 (ME-GraphAU, Topo-AU),
+    step decay by ``gamma`` every ``step_epochs`` (AU-GCN), or constant."""
+
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    step_epochs: int = Field(10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: factor at each decay")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0 over this many epochs")
+
+
+class StageSection(Section):
+    name: str = Field(description="the recipe's stage name (e.g. me_graphau: anfl, mefl)")
+    epochs: int = Field(ge=0)
+    optimizer: OptimizerSection
+    schedule: ScheduleSection = ScheduleSection()
+
+
+class TrainSection(Section):
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1, description="default: batch_size")
+    seed: int = Field(0, description="model initialisation, shuffling and augmentation all derive from it")
+    device: str = Field("cpu", description="cpu | cuda | cuda:N")
+    deterministic: bool = Field(True, description="torch.use_deterministic_algorithms during training")
+    threads: int = Field(0, ge=0, description="torch intra-op threads, 0 = torch's default")
+    recipe: dict[str, Any] = Field(default_factory=dict, description="options of the model's training recipe")
+    stages: list[StageSection] = Field(min_length=1)
+    eval_every: int = Field(1, ge=0, description="evaluate on the test split every N epochs (0 = only at the end)")
+    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold of every AU")
+    max_batches: int | None = Field(None, ge=1, description="cap on batches per epoch (smoke runs)")
+
+
+class TrainConfig(Section):
+    model: ModelSection
+    data: DataSection
+    train: TrainSection
+    out: str = Field("runs/train", description="output directory: checkpoints, metrics, the resolved config")
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override, validate a training config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config {path} does not exist (examples: auflow/configs/train/*.yaml)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with model, data and train sections")
+    data = copy.deepcopy(data)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return validate_train_config(data, where=str(path), lines=_line_index(text))
+
+
+def validate_train_config(data: dict, where: str = "training config", lines: dict | None = None) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        line = _loc_line(lines or {}, tuple(e.errors()[0]["loc"]))
+        prefix = f"{where}, line {line}: " if line else f"{where}: "
+        raise ConfigError(prefix + format_validation_error(e, "", TrainConfig)) from None
+
+
+def dump_train_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
