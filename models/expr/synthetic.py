@@ -17,9 +17,10 @@ slant, eye opening, mouth opening and curvature, nose wrinkle). Images are float
     with positive correlations (anger + disgust, fear + surprise, happiness + surprise,
     sadness + fear) and negative ones (happiness never with anger, disgust, fear or sadness). Each
     label moves several facial parameters and labels share them (fear and surprise both raise the
-    brows and open the eyes; anger and disgust both lower the brows), every cue's strength varies,
-    and one label's specific cue is sometimes faded, so a single image is partly ambiguous and the
-    co-occurrence structure carries information the pixels alone blur.
+    brows and open the eyes; anger and disgust both lower the brows; an open mouth hides much of
+    its curve), every cue's strength varies, and in a fifth of the faces some labels' cues are faded
+    to about a third, so a single image is partly ambiguous and the co-occurrence structure carries
+    information the pixels alone blur.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def _render_labels(y: np.ndarray, size: int, rng: np.random.Generator, fade: flo
     return draw_faces(p, size, rng)
 
 
-def multilabel_faces(n: int, size: int = 48, seed: int = 0, fade: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def multilabel_faces(n: int, size: int = 48, seed: int = 0, fade: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """``n`` faces (n, 3, S, S) float32 in [0, 1] and labels (n, 6) int64 over :data:`MULTILABEL_LABELS`.
 
     Label sets are drawn from :data:`MULTILABEL_PATTERNS`; ``fade`` is the chance that a face has

@@ -23,7 +23,7 @@ from auflow.models.expr.small_trunk import build_trunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "FrameAverageBaseline", "TrunkRegressor", "fit", "normalise", "predict", "pretrain_trunk"]
+__all__ = ["FitResult", "FrameAverageBaseline", "TrunkRegressor", "cross_entropy_step", "fit", "normalise", "predict", "pretrain_trunk"]
 
 
 def normalise(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

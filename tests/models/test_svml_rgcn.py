@@ -305,7 +305,7 @@ def test_svml_rgcn_learns_the_multilabel_faces():
     m.compute_class_features(xb, torch.as_tensor(classes))
     m.set_label_graph(ytr)
     own = [p for n, p in m.named_parameters() if not n.startswith("backbone.")]
-    groups = [{"params": m.backbone.parameters(), "lr": 1e-4}, {"params": own, "lr": 1e-3}]
+    groups = [{"params": m.backbone.parameters(), "lr": 1e-3}, {"params": own, "lr": 1e-3}]
     fit(m, normalise(xtr, mean, std), torch.as_tensor(ytr), lambda mm, x, y: svml_rgcn_loss(mm.forward_aux(x), y),
         epochs=12, batch_size=32, param_groups=groups, milestones=[8])
     scores = predict(m, normalise(xte, mean, std))
