@@ -15,6 +15,7 @@ from torch import nn
 
 from auflow.engine.errors import ModelError
 from auflow.models import register_model
+from auflow.models.au.labels import resolve_au_names
 from auflow.models.backbones import build_backbone
 from auflow.models.card import ModelCard
 
@@ -58,16 +59,7 @@ def baseline_au(
 
     Labels: ``au_names``, or ``dataset`` (``bp4d`` default, ``disfa``, ``emotionet``).
     """
-    if dataset is not None and dataset not in AU_SETS:
-        raise ModelError(f"unknown AU dataset {dataset!r}; choose one of {', '.join(AU_SETS)} or pass au_names")
-    if au_names is not None:
-        names = tuple(au_names)
-        if not names or len(set(names)) != len(names):
-            raise ModelError(f"au_names must be non-empty and unique, got {names}")
-        if dataset is not None and names != AU_SETS[dataset]:
-            raise ModelError(f"au_names {names} differ from dataset {dataset!r}'s {AU_SETS[dataset]}: pass one of them")
-    else:
-        names = AU_SETS[dataset or "bp4d"]
+    names, _ = resolve_au_names(au_names, dataset, None, AU_SETS, "bp4d", "baseline_au")
     if input_size < 32:
         raise ModelError(f"input_size={input_size} is below the backbones' stride of 32")
     if not 0.0 <= dropout < 1.0:

@@ -27,6 +27,7 @@ from torch import nn
 from auflow.engine.errors import ModelError
 from auflow.models import register_model
 from auflow.models.backbones import build_backbone
+from auflow.models.au import labels
 from auflow.models.card import ModelCard
 
 #: the AU sets of the paper's two benchmarks (Tables 1 and 2)
@@ -264,32 +265,8 @@ class MEGraphAU(nn.Module):
 def resolve_au_names(
     au_names: tuple[str, ...] | list[str] | None, dataset: str | None, num_classes: int | None
 ) -> tuple[tuple[str, ...], str | None]:
-    """The AU label set and the dataset it comes from (None for a custom set)."""
-    if dataset is not None and dataset not in AU_SETS:
-        raise ModelError(f"unknown AU dataset {dataset!r}; choose one of {', '.join(AU_SETS)} or pass au_names")
-    if au_names is not None:
-        names = tuple(au_names)
-        if not names or len(set(names)) != len(names):
-            raise ModelError(f"au_names must be non-empty and unique, got {names}")
-        if dataset is not None and names != AU_SETS[dataset]:
-            raise ModelError(f"au_names {names} differ from dataset {dataset!r}'s {AU_SETS[dataset]}: pass one of them")
-        found = next((ds for ds, aus in AU_SETS.items() if aus == names), None)
-    elif dataset is not None:
-        names, found = AU_SETS[dataset], dataset
-    elif num_classes is not None:
-        found = next((ds for ds, aus in AU_SETS.items() if len(aus) == num_classes), None)
-        if found is None:
-            raise ModelError(f"num_classes={num_classes} matches no known AU set ({_sizes()}): pass au_names")
-        names = AU_SETS[found]
-    else:
-        names, found = AU_SETS["bp4d"], "bp4d"
-    if num_classes is not None and num_classes != len(names):
-        raise ModelError(f"num_classes={num_classes} but {len(names)} AUs {names}: drop num_classes or fix au_names")
-    return names, found
-
-
-def _sizes() -> str:
-    return ", ".join(f"{ds}: {len(aus)}" for ds, aus in AU_SETS.items())
+    """The AU label set and the benchmark it comes from (None for a custom set); BP4D by default."""
+    return labels.resolve_au_names(au_names, dataset, num_classes, AU_SETS, "bp4d", "me_graphau")
 
 
 @register_model("me_graphau")

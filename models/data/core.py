@@ -159,3 +159,32 @@ def image_map(folder: Path) -> dict[str, Path]:
             if entry.stem.isdigit():
                 found.setdefault(str(int(entry.stem)), entry)
     return found
+
+
+class LabelSubset(Dataset):
+    """``base`` restricted to some of its AUs: the same images, the label columns of ``au_names``
+    (kept in ``base``'s order). Carries ``labels``, ``au_names``, ``description`` like the datasets."""
+
+    def __init__(self, base: Dataset, au_names: Sequence[str]) -> None:
+        known = tuple(base.au_names)
+        unknown = [a for a in au_names if a not in known]
+        if unknown or not au_names:
+            raise DatasetError(f"data.aus: {unknown or 'nothing'} is not a subset of this dataset's AUs {list(known)}")
+        wanted = set(au_names)
+        self.base = base
+        self.au_names = tuple(a for a in known if a in wanted)
+        self.columns = np.array([known.index(a) for a in self.au_names])
+        self.labels = np.asarray(base.labels)[:, self.columns]
+        self.subjects = getattr(base, "subjects", None)
+        self.description = f"{base.description}; AUs {', '.join(self.au_names)} only"
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = dict(self.base[i])
+        item["labels"] = item["labels"][torch.from_numpy(self.columns)]
+        return item
+
+    def occurrence_rates(self) -> np.ndarray:
+        return self.labels.mean(axis=0)

@@ -258,7 +258,7 @@ class SyntheticAU(Dataset):
 
     name = "synthetic"
 
-    def __init__(self, size: int = 2000, seed: int = 0, split: str = "train", image_size: int = 64) -> None:
+    def __init__(self, size: int = 2000, seed: int = 0, split: str = "train", image_size: int = 96) -> None:
         if size < 1:
             raise DatasetError(f"synthetic dataset size must be >= 1, got {size}")
         if split not in SPLITS:

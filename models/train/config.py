@@ -43,6 +43,14 @@ class ModelSection(Section):
     name: str = Field(description="registered model name (auflow models list)")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory; "
                                     "the label set defaults to the dataset's")
+    backbone_weights: str | None = Field(None, description="a torchvision ImageNet state_dict file for the backbone "
+                                         "(the papers' pretrained start, e.g. resnet50-11ad3fa6.pth); nothing is downloaded")
+    init_from: str | None = Field(None, description="an auflow checkpoint whose tensors named init_prefix… start this "
+                                  "model (e.g. a backbone another model trained on the same training split)")
+    init_prefix: str = Field("backbone.", description="init_from: copy only the tensors whose names start with this")
+    freeze: list[str] = Field(default_factory=list, description="parameters whose names start with one of these "
+                              "prefixes are not trained, and their modules stay in eval mode (BatchNorm statistics "
+                              "fixed): e.g. [backbone.] to train only the heads on a given backbone")
 
 
 class DataSection(Section):
@@ -54,6 +62,8 @@ class DataSection(Section):
     size: int = Field(2000, ge=1, description="synthetic: training images")
     test_size: int = Field(500, ge=1, description="synthetic: evaluation images (a separate stream of the same seed)")
     seed: int = Field(0, description="synthetic: dataset seed (independent of train.seed)")
+    aus: list[str] | None = Field(None, description="train and evaluate on these of the dataset's AUs only (kept in "
+                                  "the dataset's order); default all")
 
     @model_validator(mode="after")
     def _real_needs_root_and_fold(self) -> DataSection:

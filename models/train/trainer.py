@@ -136,30 +136,97 @@ def build_datasets(cfg: TrainConfig, input_size: int):
     """(train, test) datasets of the config, images at ``input_size``."""
     from auflow.models.data import build_dataset
 
+    from auflow.models.data.core import LabelSubset
+
     d = cfg.data
     if d.dataset == "synthetic":
-        return (build_dataset("synthetic", "train", input_size=input_size, size=d.size, seed=d.seed),
+        sets = (build_dataset("synthetic", "train", input_size=input_size, size=d.size, seed=d.seed),
                 build_dataset("synthetic", "test", input_size=input_size, size=d.test_size, seed=d.seed))
-    return (build_dataset(d.dataset, "train", d.fold, d.root, input_size, augment=d.augment),
-            build_dataset(d.dataset, "test", d.fold, d.root, input_size, augment=False))
+    else:
+        sets = (build_dataset(d.dataset, "train", d.fold, d.root, input_size, augment=d.augment),
+                build_dataset(d.dataset, "test", d.fold, d.root, input_size, augment=False))
+    if d.aus is None:
+        return sets
+    return tuple(LabelSubset(s, d.aus) for s in sets)
+
+
+def label_names(cfg: TrainConfig) -> tuple[str, ...]:
+    """The AUs the config trains: the dataset's, or ``data.aus`` of them in the dataset's order."""
+    from auflow.models.data import dataset_au_names
+
+    names = dataset_au_names(cfg.data.dataset)
+    if cfg.data.aus is None:
+        return names
+    unknown = sorted(set(cfg.data.aus) - set(names))
+    if unknown or not cfg.data.aus:
+        raise ConfigError(f"data.aus: {unknown or 'nothing'} is not a subset of {cfg.data.dataset}'s AUs {list(names)}")
+    return tuple(a for a in names if a in set(cfg.data.aus))
 
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """The config's model, labelled with the dataset's AUs unless its options name a label set."""
-    from auflow.models.data import dataset_au_names
-
     options = dict(cfg.model.options)
+    wanted = label_names(cfg)
     if not {"au_names", "dataset", "num_classes"} & set(options):
-        options["au_names"] = list(dataset_au_names(cfg.data.dataset))
+        options["au_names"] = list(wanted)
     try:
         model = create_model(cfg.model.name, **options)
     except TypeError as e:
         raise ConfigError(f"model.options for {cfg.model.name}: {e}") from None
-    labels, wanted = tuple(model.card.labels), dataset_au_names(cfg.data.dataset)
+    labels = tuple(model.card.labels)
     if labels != wanted:
         raise ConfigError(f"model {cfg.model.name} predicts {labels} but {cfg.data.dataset} is labelled {wanted}: "
                           f"drop the label options from model.options or make them match")
+    _initialise(model, cfg)
     return model
+
+
+def _initialise(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Pretrained starting weights: torchvision ImageNet weights for the backbone (the papers'
+    start), and/or the matching tensors of another auflow checkpoint. Recorded on the card."""
+    from auflow.models.backbones import load_torchvision_weights
+    from auflow.models.card import load_checkpoint
+
+    m = cfg.model
+    init: dict[str, object] = {}
+    if m.backbone_weights is not None:
+        if not isinstance(getattr(model, "backbone", None), torch.nn.Module):
+            raise ConfigError(f"model.backbone_weights: {m.name} has no backbone to load ImageNet weights into")
+        load_torchvision_weights(model.backbone, m.backbone_weights)
+        init["backbone_weights"] = str(m.backbone_weights)
+    if m.init_from is not None:
+        card, state = load_checkpoint(m.init_from)
+        own = model.state_dict()
+        picked = {k: v for k, v in state.items() if k.startswith(m.init_prefix)}
+        misfit = [k for k, v in picked.items() if k not in own or own[k].shape != v.shape]
+        if not picked or misfit:
+            raise ConfigError(f"model.init_from {m.init_from} ({card.name}): "
+                              + (f"no tensor starts with {m.init_prefix!r}" if not picked else
+                                 f"{len(misfit)} tensors under {m.init_prefix!r} do not fit {m.name}, e.g. {misfit[:3]}")
+                              + "; the two models need the same backbone and options")
+        model.load_state_dict(picked, strict=False)
+        init["init_from"] = {"checkpoint": str(m.init_from), "model": card.name, "prefix": m.init_prefix,
+                             "tensors": len(picked), "trained_on": card.training.get("data")}
+    if m.freeze:
+        frozen = [n for n, p in model.named_parameters() if n.startswith(tuple(m.freeze))]
+        if not frozen:
+            raise ConfigError(f"model.freeze {m.freeze}: no parameter of {m.name} starts with "
+                              f"{' or '.join(map(repr, m.freeze))}")
+        for n, p in model.named_parameters():
+            if n.startswith(tuple(m.freeze)):
+                p.requires_grad_(False)
+        init["frozen"] = {"prefixes": list(m.freeze), "parameters": len(frozen)}
+    if init:
+        model.card.training["init"] = init
+
+
+def _hold_frozen_in_eval(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Modules under a frozen prefix stay in eval mode: fixed BatchNorm statistics, no dropout."""
+    if not prefixes:
+        return
+    for name, module in model.named_modules():
+        if name and (name + ".").startswith(tuple(prefixes)):
+            module.eval()
 
 
 def _normaliser(card: ModelCard, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -291,6 +358,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
                                     num_workers=cfg.data.workers, worker_init_fn=_seed_worker,
                                     generator=torch.Generator().manual_seed(es))
                 model.train()
+                _hold_frozen_in_eval(model, cfg.model.freeze)
                 sums: dict[str, float] = {}
                 n = 0
                 for b, batch in enumerate(loader):

@@ -220,3 +220,22 @@ def test_every_recipe_trains_its_model_end_to_end(name, options, stages, tmp_pat
         assert model.card.training["graph"]["source"] == "training labels"
         assert not torch.equal(model.prior, torch.zeros_like(model.prior))
         assert {"roi", "recon"} <= set(res.history[0].loss) and {"softmax", "dice"} <= set(res.history[1].loss)
+
+
+def test_init_from_another_checkpoint_copies_the_backbone_and_says_so(tmp_path):
+    base_opts = {"backbone": "mobilenet_v2", "input_size": 32, "backbone_kw": {"width_mult": 0.25}}
+    base = train(validate_train_config(tiny(model={"name": "baseline_au", "options": base_opts},
+                                            train__stages=[{"name": "main", "epochs": 1, "optimizer": {"name": "adamw", "lr": 1e-3}}])),
+                 out_dir=tmp_path / "base")
+    no_training = [dict(s, epochs=0) for s in TINY["train"]["stages"]]
+    cfg = tiny(train__stages=no_training)
+    cfg["model"]["init_from"] = str(base.checkpoint)
+    res = train(validate_train_config(cfg), out_dir=tmp_path / "graph")
+    graph_w, base_w = weights(res.checkpoint), weights(base.checkpoint)
+    backbone = [k for k in base_w if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(graph_w[k], base_w[k]) for k in backbone)
+    init = load_checkpoint(res.checkpoint)[0].training["init"]["init_from"]
+    assert init["model"] == "baseline_au" and init["tensors"] == len(backbone) and "synthetic" in init["trained_on"]
+    cfg["model"]["options"]["backbone_kw"] = {"width_mult": 0.5}  # another backbone: nothing fits
+    with pytest.raises(ConfigError, match="do not fit me_graphau"):
+        train(validate_train_config(cfg), out_dir=tmp_path / "misfit")
