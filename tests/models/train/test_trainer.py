@@ -239,3 +239,30 @@ def test_init_from_another_checkpoint_copies_the_backbone_and_says_so(tmp_path):
     cfg["model"]["options"]["backbone_kw"] = {"width_mult": 0.5}  # another backbone: nothing fits
     with pytest.raises(ConfigError, match="do not fit me_graphau"):
         train(validate_train_config(cfg), out_dir=tmp_path / "misfit")
+
+
+def test_freeze_keeps_the_prefix_and_its_batchnorm_statistics_fixed(tmp_path):
+    cfg = tiny()
+    cfg["model"]["freeze"] = ["backbone."]
+    torch.manual_seed(cfg["train"]["seed"])
+    start = create_model("me_graphau", au_names=list(SYNTHETIC_AUS), **cfg["model"]["options"]).state_dict()
+    res = train(validate_train_config(cfg), out_dir=tmp_path / "frozen")
+    after = weights(res.checkpoint)
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone)  # BatchNorm buffers are among them
+    assert all(torch.equal(after[k], start[k]) for k in backbone)
+    assert any(not torch.equal(after[k], start[k]) for k in start if not k.startswith("backbone.") and after[k].is_floating_point())
+    assert load_checkpoint(res.checkpoint)[0].training["init"]["frozen"]["prefixes"] == ["backbone."]
+    cfg["model"]["freeze"] = ["trunk."]
+    with pytest.raises(ConfigError, match="no parameter of me_graphau starts with 'trunk.'"):
+        train(validate_train_config(cfg), out_dir=tmp_path / "typo")
+
+
+def test_data_aus_trains_and_evaluates_a_subset_in_the_datasets_order(tmp_path):
+    cfg = tiny(data__aus=["AU12", "AU01", "AU06"])
+    res = train(validate_train_config(cfg), out_dir=tmp_path / "subset")
+    card = load_checkpoint(res.checkpoint)[0]
+    assert card.labels == ("AU01", "AU12", "AU06") and tuple(res.metrics.au_names) == card.labels
+    assert "AU01, AU12, AU06 only" in card.training["data"]
+    with pytest.raises(ConfigError, match=r"data.aus: \['AU99'\] is not a subset"):
+        train(validate_train_config(tiny(data__aus=["AU01", "AU99"])), out_dir=tmp_path / "bad")
