@@ -8,41 +8,34 @@ The header is written with the first face of a camera, so it lists that run's AU
 from __future__ import annotations
 
 import csv
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import PluginConfig
 from auflow.engine.registry import SINKS
 from auflow.engine.results import column_order, face_rows
 
+from .files import PerCameraFileSink
+
 
 @SINKS.register("csv")
-class CsvSink(Plugin):
+class CsvSink(PerCameraFileSink):
+    suffix = ".csv"
+
     class Config(PluginConfig):
         flush_every: int = 200  # rows between flushes (eos and stop always flush)
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
-        self.run_dir: Path | None = None
-        self.paths: dict[str, Path] = {}
-        self._files: dict[str, IO[str]] = {}
         self._writers: dict[str, csv.DictWriter] = {}
-        self._pending = 0
-
-    def start(self, run_dir: str | Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _writer(self, cam: str, row: dict[str, Any]) -> csv.DictWriter:
         w = self._writers.get(cam)
         if w is None:
-            path = self.paths[cam] = self.run_dir / f"{cam}.csv"
-            fresh = not path.exists() or path.stat().st_size == 0
-            f = self._files[cam] = open(path, "a", encoding="utf-8", newline="")
+            f, fresh = self._open(cam, newline="")
             if fresh:
                 fields = column_order(list(row))
             else:  # appending to a file of the same run (a resumed batch): keep its header
-                with open(path, encoding="utf-8", newline="") as old:
+                with open(self.paths[cam], encoding="utf-8", newline="") as old:
                     fields = next(csv.reader(old))
             # a face with fewer outputs leaves cells empty; unexpected extra outputs are not written
             w = self._writers[cam] = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
@@ -54,17 +47,8 @@ class CsvSink(Plugin):
         rows = face_rows(message)
         for row in rows:
             self._writer(row["cam"], row).writerow({k: "" if v is None else v for k, v in row.items()})
-        self._pending += len(rows)
-        if self._pending >= self.config.flush_every or message.get("type") == "eos":
-            self.flush()
-
-    def flush(self) -> None:
-        for f in self._files.values():
-            f.flush()
-        self._pending = 0
+        self._written(len(rows), message)
 
     def stop(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        super().stop()
         self._writers.clear()
