@@ -171,23 +171,32 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 features: ``(B, 3, H, W) -> (B, 1280 * max(1, width_mult), H/32, W/32)``."""
+    """MobileNetV2 features: ``(B, 3, H, W) -> (B, 1280 * max(1, width_mult), H/32, W/32)``.
+
+    ``blocks`` keeps only the first of the 17 inverted-residual blocks, then the 1x1 expansion to
+    ``out_channels = 8 x`` their channels: a *local* feature extractor whose every output sees only
+    a patch of the input (3 blocks: stride 4, receptive field 19 px; 4: stride 8, 27 px; 6: 59 px).
+    """
 
     # t (expansion), c (channels), n (repeats), s (first stride)
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    NUM_BLOCKS = sum(n for _, _, n, _ in SETTINGS)
 
-    def __init__(self, width_mult: float = 1.0, round_nearest: int = 8) -> None:
+    def __init__(self, width_mult: float = 1.0, round_nearest: int = 8, blocks: int | None = None) -> None:
         super().__init__()
         if not width_mult > 0:
             raise ModelError(f"mobilenet_v2 width_mult must be > 0, got {width_mult}")
+        if blocks is not None and not 1 <= blocks <= self.NUM_BLOCKS:
+            raise ModelError(f"mobilenet_v2 blocks must be 1-{self.NUM_BLOCKS} (or none for all), got {blocks}")
         cin = _make_divisible(32 * width_mult, round_nearest)
-        self.out_channels = _make_divisible(1280 * max(1.0, width_mult), round_nearest)
         features: list[nn.Module] = [ConvBNReLU6(3, cin, stride=2)]
-        for t, c, n, s in self.SETTINGS:
+        specs = [(t, c, s if i == 0 else 1) for t, c, n, s in self.SETTINGS for i in range(n)]
+        for t, c, s in specs[:blocks]:
             cout = _make_divisible(c * width_mult, round_nearest)
-            for i in range(n):
-                features.append(InvertedResidual(cin, cout, s if i == 0 else 1, expand_ratio=t))
-                cin = cout
+            features.append(InvertedResidual(cin, cout, s, expand_ratio=t))
+            cin = cout
+        self.out_channels = (_make_divisible(1280 * max(1.0, width_mult), round_nearest) if blocks is None
+                             else 8 * cin)
         features.append(ConvBNReLU6(cin, self.out_channels, kernel_size=1))
         self.features = nn.Sequential(*features)
         for m in self.modules():  # torchvision's init

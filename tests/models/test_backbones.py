@@ -73,3 +73,21 @@ def test_unknown_name_and_option_are_errors():
         build_backbone("vgg16")
     with pytest.raises(ModelError, match="width_mult"):
         build_backbone("resnet18", width_mult=0.5)
+
+
+@pytest.mark.parametrize(("blocks", "stride", "field"), [(3, 4, 19), (4, 8, 27), (6, 8, 59)])
+def test_truncated_mobilenet_is_local_with_the_documented_receptive_field(blocks, stride, field):
+    net = build_backbone("mobilenet_v2", width_mult=0.5, blocks=blocks).eval()
+    x = torch.randn(1, 3, 96, 96, requires_grad=True)
+    y = net(x)
+    assert net.out_channels == 8 * 16  # 8 x the last block's channels (16 at width 0.5)
+    assert y.shape == (1, net.out_channels, 96 // stride, 96 // stride)
+    c = y.shape[-1] // 2
+    y[0, :, c, c].sum().backward()
+    rows = (x.grad.abs().sum(dim=(0, 1, 3)) > 0).nonzero().flatten()
+    assert int(rows.max() - rows.min() + 1) == field  # every input row the centre unit sees
+
+
+def test_truncated_mobilenet_refuses_a_block_count_it_does_not_have():
+    with pytest.raises(ModelError, match="blocks must be 1-17"):
+        build_backbone("mobilenet_v2", blocks=18)
