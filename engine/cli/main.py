@@ -257,6 +257,56 @@ def report(
 
 @app.command()
 @guarded
+def distill(
+    videos: list[str] = typer.Argument(..., help="video files, folders or quoted globs of videos (unlabeled)"),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="folder for the cache, the checkpoint and its metrics"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="AU model to train: me_graphau (default), topo_au, au_gcn, baseline_au"),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="model option, e.g. --option input_size=64 --option 'backbone_kw={width_mult: 0.5}'"),
+    aus: Optional[str] = typer.Option(None, "--aus", help="comma-separated teacher AUs to learn (default: its 17 FACS AUs)"),
+    teacher: Optional[list[str]] = typer.Option(None, "--teacher", help="mediapipe_au (default); add --teacher fer to cache expression labels too"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch: Optional[int] = typer.Option(None, "--batch"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    holdout: Optional[str] = typer.Option(None, "--holdout", help="time | video | auto (video from 5 videos)"),
+    options_file: Optional[Path] = typer.Option(None, "--options", help="YAML file of distill options (auflow.models.train.distill.DistillConfig)"),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the cache and the last finished epoch"),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="train at most N epochs now (resume later)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train an AU model on unlabeled videos from the teacher's labels (cached, resumable); writes a distilled checkpoint."""
+    from .distill_cmd import parse_options, run_distill
+
+    setup_logging(verbose)
+    overrides = {"model": model, "options": parse_options(list(option or [])) or None,
+                 "aus": [a.strip() for a in aus.split(",") if a.strip()] if aus else None, "teachers": teacher or None,
+                 "epochs": epochs, "batch_size": batch, "lr": lr, "holdout": holdout}
+    try:
+        run_distill(out, videos, out_dir, options_file, overrides, config, list(set_ or []), resume, stop_after)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] the cache and the last finished epoch are kept; run the same command to resume")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+@guarded
+def compare(
+    run_a: Path = typer.Argument(..., help="a run directory or results file (A)"),
+    run_b: Path = typer.Argument(..., help="a run directory or results file (B) of the same video"),
+    plot: Optional[Path] = typer.Option(None, "--out", "-o", help="write a PNG of the AU time series of both runs"),
+    match: str = typer.Option("auto", "--match", help="largest (face per frame) | track (same face_id) | auto"),
+    cam: Optional[str] = typer.Option(None, "--cam", help="compare this camera only"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the agreement as JSON here"),
+) -> None:
+    """Per-AU agreement (Pearson r, mean |difference|) of two runs on the same video, and a plot."""
+    from .compare_cmd import run_compare
+
+    run_compare(out, run_a, run_b, plot, match, cam, json_path)
+
+
+@app.command()
+@guarded
 def keys(
     name: str = typer.Argument(..., help="base name of the key pair: writes NAME.key (public, to share) and NAME.key_secret (secret, mode 0600)"),
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="folder to write the key files in"),

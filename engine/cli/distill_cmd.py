@@ -1,0 +1,124 @@
+"""``auflow distill VIDEOS... --model me_graphau --out DIR``: teacher pass with a bar per video, training
+with a bar per epoch, and the held-out agreement with the teacher as a table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import ConfigError
+
+
+def agreement_table(agree: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("AU", "varies", "teacher std", "Pearson r", "mean |Δ|", "F1", "teacher positives"):
+        table.add_column(col, justify="left" if col == "AU" else "right")
+
+    def f(v, fmt=".3f"):
+        return "n/a" if v is None else format(v, fmt)
+
+    for au, r in agree["per_au"].items():
+        table.add_row(au, "yes" if r["varies"] else "", f(r["teacher_std"]), f(r["pearson"], ".2f"), f(r["mae"]),
+                      f(r["f1"], ".2f"), str(r["teacher_positives"]), style=None if r["varies"] else "dim")
+    table.add_row("varying", "", "", f(agree["mean_pearson_varying"], ".2f"), "", f(agree["mean_f1_varying"], ".2f"), "",
+                  style="bold")
+    return table
+
+
+class DistillProgress:
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=out, transient=False)
+        self.video_tasks: dict[str, int] = {}
+        self.train_task = None
+
+    def __enter__(self) -> DistillProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def callbacks(self):
+        from auflow.models.train.distill import DistillCallbacks
+
+        return DistillCallbacks(on_video=self.on_video, on_frame=self.on_frame, on_train_start=self.on_train_start,
+                                on_step=self.on_step, on_epoch_end=self.on_epoch_end)
+
+    def on_video(self, key: str, total: int | None, done: int) -> None:
+        info = "cached" if total is not None and done >= total else (f"resuming at frame {done}" if done else "teacher")
+        self.video_tasks[key] = self.progress.add_task(f"teacher {key}", total=total, completed=done, info=info)
+
+    def on_frame(self, key: str, frame: int, total: int | None) -> None:
+        if frame % 4 == 0 or (total and frame + 1 >= total):
+            self.progress.update(self.video_tasks[key], completed=frame + 1)
+
+    def on_train_start(self, first: int, epochs: int, steps: int, step: int) -> None:
+        if first > 1:
+            self.progress.console.print(f"[cyan]resuming training:[/] epoch {first} of {epochs} (step {step})")
+        self.train_task = self.progress.add_task("train", total=epochs * steps, completed=step, info="")
+
+    def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        self.progress.update(self.train_task, advance=1, info=f"epoch {epoch} loss {loss:.4f}")
+
+    def on_epoch_end(self, record: dict) -> None:
+        h = record.get("heldout")
+        if h and h.get("mean_pearson_varying") is not None:
+            self.progress.console.print(f"epoch {record['epoch']}/{record['epochs']}: loss {record['loss']['loss']:.4f}; held out: "
+                                        f"mean Pearson (varying AUs) {h['mean_pearson_varying']:.3f}, min "
+                                        f"{h['min_pearson_varying']:.3f}", highlight=False)
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs, values read as YAML (``input_size=64``, ``backbone_kw={width_mult: 0.5}``)."""
+    opts: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r}: write key=value, e.g. --option input_size=64")
+        try:
+            opts[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--option {item!r}: the value is not valid YAML ({e})") from None
+    return opts
+
+
+def run_distill(out: Console, videos: list[str], out_dir: Path, distill_config: Path | None, overrides: dict[str, Any],
+                run_config: Path | None, run_set: list[str], resume: bool, stop_after: int | None) -> None:
+    from auflow.models.train.distill import distill, load_distill_config
+
+    from ..config import load_config
+    from ..sources import expand_inputs
+
+    cfg = load_distill_config(distill_config, overrides)
+    face = load_config(run_config, run_set).face
+    inputs = expand_inputs(videos)
+    live = [u for u in inputs.uris if u not in inputs.files]
+    if live:
+        raise ConfigError(f"auflow distill reads video files (and folders of them), not {live[0]}")
+    with DistillProgress(out) as progress:
+        result = distill(inputs.files, out_dir, cfg, face_cfg=face, resume=resume, callbacks=progress.callbacks(),
+                         stop_after_epochs=stop_after)
+    tp = result.teacher_pass
+    out.print(f"teacher pass: {len(tp.videos)} video(s), {tp.frames_run} frames run now "
+              f"({len(tp.skipped)} already cached, {len(tp.resumed)} resumed)", highlight=False)
+    t = result.card.training
+    out.print(f"split: {t['split']['meaning']}; {t['train_faces']} training faces, {t['heldout_faces']} held out", highlight=False)
+    if result.stopped:
+        out.print(f"stopped after epoch {result.history[-1]['epoch'] if result.history else 0} of {t['epochs']}: "
+                  f"run the same command again to continue", highlight=False)
+        return
+    out.print(agreement_table(result.agreement, f"held-out agreement of {result.card.name} with {t['teacher']['au']['name']} "
+                                                f"({result.agreement['frames']} faces; 'varies': teacher std ≥ {result.agreement['vary_std']})"))
+    out.print(f"wrote {result.checkpoint} (kind: distilled) in {result.seconds:.0f} s; use it with "
+              f"analyzer.models: [{{name: {result.card.name}, checkpoint: {result.checkpoint}}}]", highlight=False)
+    out.print(f"[yellow]note:[/] {t['note']}", highlight=False)
+    (out_dir / "agreement.json").write_text(json.dumps(result.agreement, indent=2))

@@ -1,0 +1,531 @@
+"""``auflow distill``: train a registry AU model on unlabeled video from a teacher's soft labels.
+
+1. **Teacher pass** (:mod:`.distill_cache`): every face of every video is shown once to the teacher
+   (``mediapipe_au``; ``fer`` too if asked); pseudo-labels and the student's crops are cached in
+   ``OUT/cache`` (Parquet + ``.npy``), resumable per video and per part of a video.
+2. **Split** (:func:`split_rows`), written on the card:
+
+   - ``time`` (default for fewer than 5 videos): each video is cut into segments of ``segment_s``
+     seconds; every ``holdout_every``-th segment (starting at index ``holdout_offset``) is held out,
+     so the held-out frames are spread over the whole video and see every expression in it; the
+     ``gap_s`` seconds of training frames on either side of a held-out segment are dropped, so that
+     no training frame is a near-copy of a held-out neighbour. Held-out frames are unseen frames of
+     *the same people in the same videos*: agreement there says the student imitates the teacher
+     on this material, not that it generalises to other people.
+   - ``video`` (default from 5 videos): every ``holdout_every``-th video (in path order, from
+     ``holdout_offset``) is held out whole: agreement on other recordings (other people, if each
+     video is a different person; auflow does not know who is who).
+
+3. **Training**: the student is the registered model (``me_graphau``, ``topo_au``, ``au_gcn``,
+   ``baseline_au``) labelled with the teacher's AUs; objective: binary cross-entropy with the
+   teacher's AU values as soft targets on the model's AU probabilities (``bce``; or ``mse``), plus
+   half that on auxiliary probability heads (ME-GraphAU's FGG prediction); augmentation: colour
+   jitter (brightness, contrast, saturation), a small random similarity warp (±4 % shift,
+   ±8 % scale, ±5°) and random erasing (a grey box on half the faces). No horizontal flip: it would swap left and right AUs. One stage, AdamW,
+   cosine decay per step, the trainer's per-epoch seeding, so a resumed run ends with the same
+   weights as an uninterrupted one (same machine, threads and libraries).
+4. **Agreement** on the held-out split (:func:`agreement`): per AU, Pearson r with the teacher,
+   mean |student − teacher|, F1 at the teacher's threshold (both binarised at ``threshold``, 0.5:
+   the occurrence threshold of auflow's outputs), and the teacher's std over all cached frames.
+   An AU *varies* when that std is ≥ ``vary_std`` (0.1); correlation on an AU that does not move
+   measures noise, so the summary (``mean_pearson_varying``) is over the AUs that vary.
+
+Outputs in ``OUT``: ``model.pt`` (weights + card, kind ``distilled``), ``distill_state.pt`` (resume),
+``metrics.json``, ``distill.yaml`` (the resolved options) and ``cache/``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from auflow.engine.errors import ConfigError, ModelError
+from auflow.models import create_model, save_checkpoint
+from auflow.models.card import ModelCard
+
+from .config import OptimizerSection, ScheduleSection, StageSection
+from .distill_cache import CachedVideo, TeacherPass, cache_videos, load_cache
+from .state import atomic_save
+from .trainer import _determinism, _device, _LRFactor, _optimizer, _seed_everything, epoch_seed
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DistillCallbacks", "DistillConfig", "DistillResult", "agreement", "distill", "split_rows"]
+
+STATE_FILE, MODEL_FILE, METRICS_FILE, CONFIG_FILE = "distill_state.pt", "model.pt", "metrics.json", "distill.yaml"
+STATE_VERSION = 1
+#: the teacher's 17 FACS AUs (its further columns are left/right halves of bilateral ones)
+FACS_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17",
+            "AU20", "AU23", "AU25", "AU26", "AU45")
+#: options that may change between a run and its resumption (they do not change the result on one machine)
+RESUME_FREE = ("threads", "device", "eval_every")
+
+
+class DistillConfig(BaseModel):
+    """Everything that decides a distillation; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("me_graphau", description="registered AU model to train (auflow models list)")
+    options: dict[str, Any] = Field(default_factory=dict, description="model factory options; backbone defaults "
+                                    "to mobilenet_v2 and input_size to the crop size where the model has them")
+    aus: list[str] | None = Field(None, description="teacher AU columns to learn (default: its 17 FACS AUs)")
+    teachers: list[str] = Field(["mediapipe_au"], description="mediapipe_au (AUs), optionally fer (expressions, cached only)")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    loss: Literal["bce", "mse"] = "bce"
+    augment: bool = True
+    holdout: Literal["auto", "time", "video"] = Field("auto", description="auto: video from 5 videos, else time")
+    segment_s: float = Field(1.0, gt=0, description="time split: segment length")
+    holdout_every: int = Field(4, ge=2, description="hold out every N-th segment / video")
+    holdout_offset: int = Field(2, ge=0, description="index of the first held-out segment / video")
+    gap_s: float = Field(0.25, ge=0, description="time split: training frames this close to a held-out segment are dropped")
+    vary_std: float = Field(0.1, gt=0, description="an AU varies when the teacher's std over all cached faces is at least this")
+    threshold: float = Field(0.5, gt=0, lt=1, description="occurrence threshold for F1 (teacher and student)")
+    min_presence: float = Field(0.5, ge=0, le=1, description="faces the teacher's landmark model finds less likely are not used")
+    seed: int = 0
+    threads: int = Field(1, ge=0, description="torch threads (0 = torch's default; 1 is fastest on a busy CPU)")
+    device: str = "cpu"
+    eval_every: int = Field(5, ge=0, description="report held-out agreement every N epochs (0 = only at the end)")
+
+
+@dataclass
+class DistillCallbacks:
+    """Hooks for the CLI's progress display; all optional."""
+
+    on_video: Callable[[str, int | None, int], None] | None = None  # key, total frames, frames already cached
+    on_frame: Callable[[str, int, int | None], None] | None = None  # key, frame, total
+    on_train_start: Callable[[int, int, int, int], None] | None = None  # first epoch (1-based), epochs, steps/epoch, step
+    on_step: Callable[[int, int, int, float], None] | None = None  # epoch, step in epoch (1-based), steps, loss
+    on_epoch_end: Callable[[dict], None] | None = None  # the epoch's record
+
+
+@dataclass
+class DistillResult:
+    out_dir: Path
+    checkpoint: Path
+    card: ModelCard
+    teacher_pass: TeacherPass
+    history: list[dict]
+    agreement: dict[str, Any]
+    resumed_from_epoch: int
+    steps: int  # optimiser steps done in total (across resumptions)
+    seconds: float
+    stopped: bool = False  # stopped by stop_after_epochs before the last epoch
+    split: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+def split_rows(videos: list[CachedVideo], cfg: DistillConfig) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
+    """Per video, the row indices to train on and to hold out; and the split's description."""
+    mode = cfg.holdout if cfg.holdout != "auto" else ("video" if len(videos) >= 5 else "time")
+    train, test = [], []
+    if mode == "video":
+        if len(videos) < 2:
+            raise ConfigError("holdout=video needs at least 2 videos; use holdout=time for one")
+        order = sorted(range(len(videos)), key=lambda i: videos[i].meta["video"])
+        held = {order[j] for j in range(len(order)) if j % cfg.holdout_every == cfg.holdout_offset % cfg.holdout_every}
+        if len(held) == len(videos):
+            raise ConfigError("holdout=video would hold out every video")
+        for i, v in enumerate(videos):
+            idx = np.arange(len(v.rows))
+            (test if i in held else train).append(idx)
+            (train if i in held else test).append(np.zeros(0, np.int64))
+        desc = {"mode": "video", "every": cfg.holdout_every, "offset": cfg.holdout_offset,
+                "heldout_videos": [videos[i].meta["name"] for i in sorted(held)],
+                "meaning": "whole videos held out: agreement on recordings the student never saw"}
+        return train, test, desc
+    seg, gap = cfg.segment_s, cfg.gap_s
+    k, off = cfg.holdout_every, cfg.holdout_offset % cfg.holdout_every
+    for v in videos:
+        t = _times(v)
+        s = np.floor(t / seg).astype(np.int64)
+        held = s % k == off
+        start = s * seg
+        near_prev = ((s - 1) % k == off) & (t - start < gap)
+        near_next = ((s + 1) % k == off) & (start + seg - t < gap)
+        test.append(np.flatnonzero(held))
+        train.append(np.flatnonzero(~held & ~near_prev & ~near_next))
+    desc = {"mode": "time", "segment_s": seg, "every": k, "offset": off, "gap_s": gap,
+            "meaning": (f"in each video, {seg:g}-s segments number {off}, {off + k}, {off + 2 * k}, … held out "
+                        f"({gap:g} s of training frames dropped on each side): unseen frames of the same videos "
+                        "and people, not other people")}
+    return train, test, desc
+
+
+def _times(v: CachedVideo) -> np.ndarray:
+    """Seconds of each cached row: the container's timestamps, else frame / fps."""
+    ts = v.rows["timestamp"].to_numpy(dtype=np.float64, na_value=np.nan) if "timestamp" in v.rows else None
+    frames = v.rows["frame"].to_numpy(np.float64)
+    by_frame = frames / (v.fps or 25.0)
+    if ts is None:
+        return by_frame
+    t = np.where(np.isfinite(ts), ts, by_frame)
+    return t - (np.nanmin(t) if len(t) else 0.0)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3:
+        return None
+    sa, sb = a.std(), b.std()
+    if sa < 1e-8 or sb < 1e-8:
+        return None
+    return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
+
+
+def agreement(student: np.ndarray, teacher: np.ndarray, names: tuple[str, ...], teacher_std: np.ndarray,
+              vary_std: float, threshold: float) -> dict[str, Any]:
+    """Per-AU agreement of a student with its teacher on the same faces (see the module docstring).
+
+    Pearson is None where either side is constant; F1 is None where neither side has a positive.
+    """
+    per: dict[str, Any] = {}
+    for j, a in enumerate(names):
+        s, t = student[:, j].astype(np.float64), teacher[:, j].astype(np.float64)
+        ps, pt = s >= threshold, t >= threshold
+        tp, fp, fn = int(np.sum(ps & pt)), int(np.sum(ps & ~pt)), int(np.sum(~ps & pt))
+        per[a] = {"pearson": _pearson(s, t), "mae": float(np.mean(np.abs(s - t))) if len(s) else None,
+                  "f1": (2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None,
+                  "teacher_positives": int(pt.sum()), "teacher_std": float(teacher_std[j]),
+                  "heldout_teacher_std": float(t.std()) if len(t) else None,
+                  "varies": bool(teacher_std[j] >= vary_std)}
+    varying = [a for a in names if per[a]["varies"]]
+    rs = [per[a]["pearson"] for a in varying]
+    f1s = [per[a]["f1"] for a in varying if per[a]["f1"] is not None]
+    return {"per_au": per, "varying": varying, "vary_std": vary_std, "threshold": threshold, "frames": int(len(student)),
+            "mean_pearson_varying": float(np.mean([r if r is not None else 0.0 for r in rs])) if rs else None,
+            "min_pearson_varying": float(min(r if r is not None else 0.0 for r in rs)) if rs else None,
+            "mean_f1_varying": float(np.mean(f1s)) if f1s else None,
+            "mean_mae": float(np.mean([per[a]["mae"] for a in names])) if len(student) else None}
+
+
+# ---------------------------------------------------------------------------------------------
+def _resize_rgb(crops_bgr: np.ndarray, size: int) -> torch.Tensor:
+    """BGR crops → (N, 3, size, size) uint8 RGB, resized as the run analyzer does (INTER_AREA down)."""
+    import cv2
+
+    if len(crops_bgr) and crops_bgr.shape[1] != size:
+        interp = cv2.INTER_AREA if crops_bgr.shape[1] > size else cv2.INTER_LINEAR
+        crops_bgr = np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops_bgr])
+    return torch.from_numpy(np.ascontiguousarray(crops_bgr[..., ::-1].transpose(0, 3, 1, 2)))
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Colour jitter and a small similarity warp on a float batch in [0, 1] (B, 3, S, S); no flip."""
+    b = x.shape[0]
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=gen)
+
+    bright, contrast, sat = u(0.75, 1.25), u(0.75, 1.25), u(0.7, 1.3)
+    x = x * bright.view(b, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast.view(b, 1, 1, 1) + mean
+    gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = (x - gray) * sat.view(b, 1, 1, 1) + gray
+    x = x.clamp_(0.0, 1.0)
+    scale, angle = u(0.92, 1.08), u(-5.0, 5.0) * math.pi / 180.0
+    tx, ty = u(-0.08, 0.08), u(-0.08, 0.08)  # grid units: ±0.08 of the half-width = ±4 % of the side
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # random erasing (half the faces, one grey box of 20-40 % of the side): no single region
+    # (closed eyes, say) can stand in for another AU's evidence (lips apart)
+    s = x.shape[-1]
+    side = (u(0.2, 0.4) * s).long().clamp_(min=1)
+    x0 = (u(0.0, 1.0) * (s - side)).long()
+    y0 = (u(0.0, 1.0) * (s - side)).long()
+    on = torch.rand(b, generator=gen) < 0.5
+    r = torch.arange(s)
+    box = (((r.view(1, s) >= x0.view(b, 1)) & (r.view(1, s) < (x0 + side).view(b, 1))).view(b, 1, s)
+           & ((r.view(1, s) >= y0.view(b, 1)) & (r.view(1, s) < (y0 + side).view(b, 1))).view(b, s, 1)) & on.view(b, 1, 1)
+    return torch.where(box.unsqueeze(1), torch.full_like(x, 0.5), x)
+
+
+def _build_student(cfg: DistillConfig, aus: tuple[str, ...], crop_size: int) -> torch.nn.Module:
+    from auflow.engine.registry import MODELS
+
+    factory = MODELS.get(cfg.model)
+    params = inspect.signature(factory).parameters
+    options = dict(cfg.options)
+    if "backbone" in params:
+        options.setdefault("backbone", "mobilenet_v2")
+    if "input_size" in params:
+        options.setdefault("input_size", crop_size)
+    if {"dataset", "num_classes"} & set(options):
+        raise ConfigError("a distilled model learns the teacher's AUs: name them with aus, not with dataset/num_classes options")
+    options["au_names"] = list(aus)
+    try:
+        model = create_model(cfg.model, **options)
+    except TypeError as e:
+        raise ConfigError(f"options for {cfg.model}: {e}") from None
+    if model.card.task != "au":
+        raise ConfigError(f"{cfg.model} is an {model.card.task!r} model; auflow distill trains AU models "
+                          f"(me_graphau, topo_au, au_gcn, baseline_au)")
+    if not hasattr(model, "forward_aux"):
+        raise ConfigError(f"{cfg.model} has no forward_aux: auflow distill cannot train it")
+    return model
+
+
+def _loss(out: dict[str, torch.Tensor], y: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    def one(p: torch.Tensor) -> torch.Tensor:
+        if kind == "mse":
+            return F.mse_loss(p, y)
+        return F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), y)
+
+    terms = {"main": one(out["probs"])}
+    for k, v in out.items():
+        if k.endswith("_probs") and v.shape == y.shape:
+            terms[k.removesuffix("_probs")] = one(v)
+    terms["loss"] = terms["main"] + 0.5 * sum(v for k, v in terms.items() if k != "main")
+    return terms
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, x: torch.Tensor, norm: Callable, batch: int) -> np.ndarray:
+    was = model.training
+    model.eval()
+    try:
+        parts = [model(norm(x[i:i + batch].float().div_(255.0))).float().cpu().numpy() for i in range(0, len(x), batch)]
+    finally:
+        model.train(was)
+    return np.concatenate(parts) if parts else np.zeros((0, len(model.card.labels)), np.float32)
+
+
+def _config_key(cfg: DistillConfig, videos: list[CachedVideo]) -> dict:
+    d = cfg.model_dump(mode="json")
+    for k in RESUME_FREE:
+        d.pop(k, None)
+    d["videos"] = [{"key": v.key, "faces": len(v.rows)} for v in videos]
+    return d
+
+
+def _load_state(out: Path, key: dict) -> dict | None:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ModelError(f"{path} is not a readable distillation state ({e}); delete it or pass --no-resume") from e
+    if state.get("version") != STATE_VERSION or state.get("config") != key:
+        raise ConfigError(f"{out} holds a distillation with other options or videos ({CONFIG_FILE} there); resume it with "
+                          "the same command, distil into another --out, or pass --no-resume to start over")
+    return state
+
+
+def distill(
+    videos: list[str],
+    out_dir: str | Path,
+    cfg: DistillConfig | None = None,
+    face_cfg=None,
+    resume: bool = True,
+    callbacks: DistillCallbacks | None = None,
+    stop_after_epochs: int | None = None,
+) -> DistillResult:
+    """Teacher pass (cached), split, train, measure agreement; see the module docstring.
+
+    ``stop_after_epochs``: train at most this many epochs in this call and return (the state is
+    saved; the next call resumes), e.g. to time-box a session or to test resumption.
+    """
+    cfg = cfg or DistillConfig()
+    cb = callbacks or DistillCallbacks()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if not videos:
+        raise ConfigError("auflow distill needs at least one video")
+    tp = cache_videos(videos, out / "cache", tuple(cfg.teachers), face_cfg, cb.on_frame, cb.on_video,
+                      threads=cfg.threads or 1)
+    cached = load_cache(out / "cache", tp.videos)
+    au_cols = tuple(cached[0].meta["au_labels"])
+    aus = tuple(cfg.aus) if cfg.aus is not None else tuple(a for a in FACS_AUS if a in au_cols)
+    missing = [a for a in aus if a not in au_cols]
+    if missing or not aus:
+        raise ConfigError(f"aus {missing or 'nothing'}: the teacher gives {', '.join(au_cols)}")
+    crop_size = int(cached[0].meta["crop"]["size"])
+    # faces the teacher's landmark model does not believe in are kept in the cache, not used
+    for v in cached:
+        keep = v.rows["presence"].to_numpy() >= cfg.min_presence if len(v.rows) else np.zeros(0, bool)
+        v.rows, v.crops = v.rows[keep].reset_index(drop=True), v.crops[keep]
+    train_idx, test_idx, split = split_rows(cached, cfg)
+    n_train, n_test = sum(len(i) for i in train_idx), sum(len(i) for i in test_idx)
+    if n_train < cfg.batch_size or n_test < 3:
+        raise ConfigError(f"{n_train} training and {n_test} held-out faces: too few for batch_size {cfg.batch_size}; "
+                          "give more video, a smaller batch or another split")
+    device = _device(cfg.device)
+    key = _config_key(cfg, cached)
+
+    with _determinism(True, device, cfg.threads):
+        torch.manual_seed(cfg.seed)
+        model = _build_student(cfg, aus, crop_size)
+        size = model.card.input_size
+        if model.card.input_channels != 3:
+            raise ConfigError(f"{cfg.model} takes {model.card.input_channels}-channel input; distill trains RGB models")
+
+        def gather(idx: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+            x = torch.cat([_resize_rgb(v.crops[i], size) for v, i in zip(cached, idx)])
+            y = np.concatenate([v.rows[list(aus)].to_numpy(np.float32)[i] for v, i in zip(cached, idx)])
+            return x, torch.from_numpy(y)
+
+        x_train, y_train = gather(train_idx)
+        x_test, y_test = gather(test_idx)
+        all_y = np.concatenate([v.rows[list(aus)].to_numpy(np.float32) for v in cached])
+        teacher_std = all_y.std(axis=0)
+        model.to(device)
+        c = model.card
+        mean = torch.tensor(c.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(c.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+        def norm(x01: torch.Tensor) -> torch.Tensor:
+            return (x01.to(device) - mean) / std
+
+        bs = cfg.batch_size
+        steps = len(x_train) // bs
+        stage = StageSection(name="distill", epochs=cfg.epochs,
+                             optimizer=OptimizerSection(name="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay),
+                             schedule=ScheduleSection(name="cosine", warmup_epochs=cfg.warmup_epochs))
+        opt = _optimizer([p for p in model.parameters() if p.requires_grad], stage)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _LRFactor(stage, steps))
+        state = _load_state(out, key) if resume else None
+        history: list[dict] = []
+        first = 0
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            history = list(json.loads(state["history"]))
+            first = int(state["epoch"])
+            log.info("resuming %s after epoch %d (step %d)", out, first, first * steps)
+        else:
+            (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        if cb.on_train_start:
+            cb.on_train_start(first + 1, cfg.epochs, steps, first * steps)
+        last = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first + stop_after_epochs)
+        agree = None
+        for epoch in range(first, last):
+            te = time.perf_counter()
+            es = epoch_seed(cfg.seed, 0, epoch)
+            _seed_everything(es)
+            gen = torch.Generator().manual_seed(es)
+            order = torch.randperm(len(x_train), generator=gen)
+            model.train()
+            sums: dict[str, float] = {}
+            for b in range(steps):
+                idx = order[b * bs:(b + 1) * bs]
+                x = x_train[idx].float().div_(255.0)
+                if cfg.augment:
+                    x = augment(x, gen)
+                terms = _loss(model.forward_aux(norm(x)), y_train[idx].to(device), cfg.loss)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise ModelError(f"distill epoch {epoch + 1} step {b + 1}: loss is {loss.item()}; lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                for k2, v2 in terms.items():
+                    sums[k2] = sums.get(k2, 0.0) + float(v2.detach())
+                if cb.on_step:
+                    cb.on_step(epoch + 1, b + 1, steps, float(loss.detach()))
+            record: dict[str, Any] = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": (epoch + 1) * steps,
+                                      "loss": {k2: v2 / max(steps, 1) for k2, v2 in sums.items()},
+                                      "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - te}
+            final = epoch + 1 == cfg.epochs
+            if final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                agree = agreement(_predict(model, x_test, norm, 64), y_test.numpy(), aus, teacher_std,
+                                  cfg.vary_std, cfg.threshold)
+                record["heldout"] = {k2: agree[k2] for k2 in ("mean_pearson_varying", "min_pearson_varying",
+                                                             "mean_f1_varying", "mean_mae")}
+            history.append(record)
+            atomic_save({"version": STATE_VERSION, "config": key, "epoch": epoch + 1, "model": model.state_dict(),
+                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "history": json.dumps(history)}, out / STATE_FILE)
+            card = _card(model, cfg, cached, tp, split, aus, n_train, n_test, history, agree if final else None, final)
+            ckpt = _write(out, model, card, history)
+            if cb.on_epoch_end:
+                cb.on_epoch_end(record)
+        done = int(history[-1]["epoch"]) if history else 0
+        if done >= cfg.epochs and agree is None:  # finished in an earlier call: measure again for the result
+            agree = agreement(_predict(model, x_test, norm, 64), y_test.numpy(), aus, teacher_std, cfg.vary_std, cfg.threshold)
+        card = _card(model, cfg, cached, tp, split, aus, n_train, n_test, history, agree if done >= cfg.epochs else None,
+                     done >= cfg.epochs)
+        ckpt = _write(out, model, card, history)
+    return DistillResult(out, ckpt, card, tp, history, agree or {}, first, done * steps, time.perf_counter() - t0,
+                         stopped=done < cfg.epochs, split=split)
+
+
+def _card(model, cfg: DistillConfig, videos: list[CachedVideo], tp: TeacherPass, split: dict, aus: tuple[str, ...],
+          n_train: int, n_test: int, history: list[dict], agree: dict | None, complete: bool) -> ModelCard:
+    base = model.card
+    teacher = videos[0].meta["teacher"]
+    training = {
+        "kind": "distilled",
+        "teacher": teacher,
+        "data": (f"pseudo-labels of {teacher['au']['name']} on {len(videos)} unlabeled video(s); no human FACS coding"),
+        "videos": [{"name": v.meta["name"], "path": v.meta["video"], "bytes": v.meta["bytes"], "fps": v.meta["fps"],
+                    "frames": v.meta.get("frames"), "faces": len(v.rows)} for v in videos],
+        "frames": int(sum(v.meta.get("frames") or 0 for v in videos)),
+        "faces": int(sum(len(v.rows) for v in videos)),
+        "train_faces": n_train,
+        "heldout_faces": n_test,
+        "split": split,
+        "objective": f"{cfg.loss} on the teacher's AU values as soft targets (+0.5 × auxiliary probability heads)",
+        "augmentation": "colour jitter, ±4 % shift, ±8 % scale, ±5° rotation, random erasing; no flip" if cfg.augment else "none",
+        "epochs": cfg.epochs,
+        "epochs_done": int(history[-1]["epoch"]) if history else 0,
+        "complete": complete,
+        "config": cfg.model_dump(mode="json"),
+        "agreement": None if agree is None else {"split": "heldout", **agree},
+        "note": ("distilled: trained to imitate the teacher (errors included, see docs/teachers.md) on the videos above; "
+                 "not trained on any FACS-coded dataset (DISFA, BP4D); its held-out agreement is with the teacher, "
+                 "not with human coders"),
+    }
+    return ModelCard(name=base.name, task=base.task, labels=base.labels, config=dict(base.config), input_size=base.input_size,
+                     input_channels=base.input_channels, mean=base.mean, std=base.std, kind="distilled",
+                     multilabel=base.multilabel, training=training, paper=base.paper)
+
+
+def _write(out: Path, model, card: ModelCard, history: list[dict]) -> Path:
+    tmp = out / (MODEL_FILE + ".tmp")
+    save_checkpoint(model, tmp, card)
+    os.replace(tmp, out / MODEL_FILE)
+    (out / METRICS_FILE).write_text(json.dumps({"history": history, "agreement": card.training.get("agreement")}, indent=2))
+    return out / MODEL_FILE
+
+
+def load_distill_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillConfig:
+    """A YAML file of DistillConfig keys (optional) with the command line's values on top."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of distill options")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return DistillConfig.model_validate(data)
+    except ValidationError as e:
+        from auflow.engine.plugin import format_validation_error
+
+        raise ConfigError(format_validation_error(e, "distill options", DistillConfig)) from None
