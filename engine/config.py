@@ -123,11 +123,27 @@ class PublishSection(Section):
         return v
 
 
+class TemporalSection(Section):
+    """Fusion over a sliding window per tracked person (engine/temporal.py; ``window`` messages)."""
+
+    enabled: bool = Field(False, description="publish `window` messages: the temporal model fused over each track's frames")
+    model: str = Field("arpgnet", description="a registered model with an encode_frames/fuse split; T is its num_frames")
+    checkpoint: str | None = Field(None, description="its weights + card; none = untrained (windows say so)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory")
+    stride: int = Field(4, ge=1, description="a window every this many frames of a track")
+    mode: Literal["auto", "causal", "centred"] = Field(
+        "auto", description="causal: window ends at its frame (live); centred: window centred on it (files); "
+                            "auto: causal for live sources, centred for files")
+    evict_after: int = Field(30, ge=1, description="a track absent from this many results of its session is lost: "
+                                                   "its last windows are flushed and its state dropped")
+
+
 class RunConfig(Section):
     source: SourceSection = SourceSection()
     face: FaceSection = FaceSection()
     analyzer: AnalyzerSection = AnalyzerSection()
     publish: PublishSection = PublishSection()
+    temporal: TemporalSection = TemporalSection()
     sinks: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name="jsonl")])
     out: str = Field("runs", description="folder under which each run writes its own directory")
 

@@ -71,6 +71,12 @@ class Pipeline:
         self._crops: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
         self._results: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
         self.analyzer = Analyzer(cfg.analyzer)
+        self.temporal = None  # windows per track (engine/temporal.py): its encoder runs with the analyzer's models
+        if cfg.temporal.enabled:
+            from ..temporal import TemporalStage
+
+            self.temporal = TemporalStage(cfg.temporal, cfg.analyzer.batch)
+            self.analyzer.plugins.append(self.temporal.encoder)
         FaceStage(cfg.face)  # builds (no I/O) to fail here, once, on a bad face config; workers build their own
         self.sinks: list[Plugin] = [build(SINKS, s.name, s.options, f"sinks.{i}") for i, s in enumerate(cfg.sinks)]
         self.publisher = None
@@ -343,7 +349,12 @@ class Pipeline:
                 if tid >= 0:
                     st.tracks[tid] = st.tracks.get(tid, 0) + 1
             item.latency_ms["total"] = (time.time_ns() - meta.t_capture_ns) / 1e6
+            windows: list[dict] = []
+            if self.temporal is not None:  # takes the per-frame features out of the result
+                item, windows = self.temporal.push(item, seq, st.live)
             self._emit(wire.result_message(item, seq))
+            for w in windows:
+                self._emit(w)
             if self.on_result is not None:
                 self.on_result(st)
         self._crops.put(_FINISH)
@@ -364,6 +375,9 @@ class Pipeline:
                 extra["error"] = item.error
             if item.final:
                 self._status(st, item.sid, c)
+            if self.temporal is not None:  # the session's tracks: final windows flushed before its eos
+                for w in self.temporal.end_session(item.cam, item.sid):
+                    self._emit(w)
             self._emit(wire.eos_message(item.cam, item.sid, item.reason, last_seq, **extra))
             for s in self.sinks:
                 if hasattr(s, "flush"):
