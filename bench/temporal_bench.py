@@ -114,7 +114,7 @@ def main() -> None:
         "notes": "encode is per face (batch of --batch); fuse per window of T; stage = TemporalRunner with fusion, per "
                  "frame·track; recompute = T·encode/stride, what re-encoding every window's frames would cost",
     }
-    path = save("temporal", payload)
+    path = save("temporal" if args.tracks == 1 else f"temporal-{args.tracks}tracks", payload)
     cols = ["T", "encode_ms_per_frame", "fuse_ms_per_window", "fuse_ms_per_frame", "stage_ms_per_frame", "recompute_ms_per_frame"]
     print(markdown_table(rows, cols))
     print(f"saved {path}")
