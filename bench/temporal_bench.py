@@ -29,10 +29,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table, percentiles, save  # noqa: E402
-
-from auflow.engine.temporal import TemporalRunner  # noqa: E402
-from auflow.models import create_model  # noqa: E402
+from auflow.engine.temporal import TemporalRunner
+from auflow.models import create_model
+from common import machine, markdown_table, percentiles, save
 
 CPU = {"backbone": "mobilenet_v2", "input_size": 112}
 
@@ -52,6 +51,47 @@ def timed(fn, iters: int, device: str) -> list[float]:
     return out
 
 
+def bench_t(t: int, args, dev: str) -> dict:
+    torch.manual_seed(0)
+    model = create_model("arpgnet", num_frames=t, **CPU).eval().to(dev)
+    s, d = model.input_size, model.dim
+    frames = torch.randn(args.batch, 3, s, s, device=dev)
+    window = torch.randn(1, t, 2 * d, device=dev)
+    with torch.inference_mode():
+        enc = percentiles(timed(lambda: model.encode_frames(frames), args.iters, dev))
+        fuse = percentiles(timed(lambda: model.fuse(window[..., :d], window[..., d:]), args.iters * 5, dev))
+
+    feats = np.random.default_rng(0).normal(size=(args.frames, args.tracks, 2 * d)).astype(np.float32)
+
+    def fuse_np(w: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(w).to(dev)
+            return model.fuse(x[..., :d], x[..., d:]).cpu().numpy()
+
+    def stream() -> int:
+        r = TemporalRunner(fuse_np, t, args.stride, evict_after=30)
+        tids = np.arange(args.tracks)
+        for i in range(args.frames):
+            r.push("cam", "sid", i, tids, feats[i], "causal")
+        r.end_session("cam", "sid")
+        return r.windows_run
+
+    windows = stream()
+    stage = percentiles(timed(stream, max(3, args.iters // 4), dev))
+    enc_face = enc["p50"] / args.batch
+    row = {
+        "T": t,
+        "encode_ms_per_frame": round(enc_face, 3),
+        "fuse_ms_per_window": fuse["p50"],
+        "fuse_ms_per_frame": round(fuse["p50"] / args.stride, 3),
+        "stage_ms_per_frame": round(stage["p50"] / (args.frames * args.tracks), 3),
+        "windows": windows,
+        "recompute_ms_per_frame": round(t * enc_face / args.stride, 3),
+        "encode_batch_ms": enc, "fuse_window_ms": fuse, "stage_stream_ms": stage,
+    }
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--t", default="8,16,32")
@@ -68,43 +108,7 @@ def main() -> None:
     dev = args.device
     rows = []
     for t in [int(x) for x in args.t.split(",")]:
-        torch.manual_seed(0)
-        model = create_model("arpgnet", num_frames=t, **CPU).eval().to(dev)
-        s, d = model.input_size, model.dim
-        frames = torch.randn(args.batch, 3, s, s, device=dev)
-        window = torch.randn(1, t, 2 * d, device=dev)
-        with torch.inference_mode():
-            enc = percentiles(timed(lambda: model.encode_frames(frames), args.iters, dev))
-            fuse = percentiles(timed(lambda: model.fuse(window[..., :d], window[..., d:]), args.iters * 5, dev))
-
-        feats = np.random.default_rng(0).normal(size=(args.frames, args.tracks, 2 * d)).astype(np.float32)
-
-        def fuse_np(w: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                x = torch.from_numpy(w).to(dev)
-                return model.fuse(x[..., :d], x[..., d:]).cpu().numpy()
-
-        def stream() -> int:
-            r = TemporalRunner(fuse_np, t, args.stride, evict_after=30)
-            tids = np.arange(args.tracks)
-            for i in range(args.frames):
-                r.push("cam", "sid", i, tids, feats[i], "causal")
-            r.end_session("cam", "sid")
-            return r.windows_run
-
-        windows = stream()
-        stage = percentiles(timed(stream, max(3, args.iters // 4), dev))
-        enc_face = enc["p50"] / args.batch
-        row = {
-            "T": t,
-            "encode_ms_per_frame": round(enc_face, 3),
-            "fuse_ms_per_window": fuse["p50"],
-            "fuse_ms_per_frame": round(fuse["p50"] / args.stride, 3),
-            "stage_ms_per_frame": round(stage["p50"] / (args.frames * args.tracks), 3),
-            "windows": windows,
-            "recompute_ms_per_frame": round(t * enc_face / args.stride, 3),
-            "encode_batch_ms": enc, "fuse_window_ms": fuse, "stage_stream_ms": stage,
-        }
+        row = bench_t(t, args, dev)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
     payload = {

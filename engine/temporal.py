@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
 from auflow.engine.errors import ConfigError
 from auflow.engine.types import FaceResults, ModelInfo
 from auflow.engine.wire import format as wire
@@ -62,7 +61,6 @@ class TemporalEncoder(TorchModelAnalyzer):
 
     def start(self, device: str = "cpu") -> None:
         import torch
-
         from auflow.models import create_model
 
         cfg = self.config

@@ -4,16 +4,21 @@ and a run publishes `window` messages with valid seq ranges."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 import torch
-
 from auflow.engine import runner
 from auflow.engine.config import load_config
-from auflow.engine.temporal import FEATURES, TemporalEncoder, TemporalRunner, TemporalStage
-from auflow.engine.types import EXPRESSIONS, Faces, FaceResults, FrameMeta, ModelInfo
+from auflow.engine.temporal import (
+    FEATURES,
+    TemporalEncoder,
+    TemporalRunner,
+    TemporalStage,
+)
+from auflow.engine.types import EXPRESSIONS, FaceResults, Faces, FrameMeta, ModelInfo
 from auflow.engine.wire import format as wire
 from auflow.models import create_model
 
@@ -46,7 +51,7 @@ def fuse_fn(model):
 def presence(n_results: int) -> dict[int, list[int]]:
     """track -> the seqs of the results it is in."""
     return {
-        1: [s for s in range(0, 30) if not 10 <= s < 14],  # pauses 4 results, then is lost (evict_after=6)
+        1: [s for s in range(30) if not 10 <= s < 14],  # pauses 4 results, then is lost (evict_after=6)
         2: list(range(5, n_results)),  # starts late, ends with the session (eos)
         3: [7, 8],  # two frames only: every window padded
         4: list(range(12, 19)) + list(range(40, 47)),  # lost after 18, the same id comes back at 40: afresh
@@ -84,7 +89,7 @@ def track_segments(n_results: int, evict_after: int) -> list[tuple[int, list[int
     out = []
     for tid, seqs in presence(n_results).items():
         life = [seqs[0]]
-        for a, b in zip(seqs, seqs[1:]):
+        for a, b in itertools.pairwise(seqs):
             if b - a > evict_after:
                 out.append((tid, life))
                 life = []
