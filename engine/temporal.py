@@ -252,6 +252,10 @@ class TemporalStage:
     plugins, so it runs batched once per face) and the runner, called where results are published."""
 
     def __init__(self, cfg, batch: int = 16) -> None:
+        from auflow.engine.registry import MODELS
+
+        if cfg.model not in MODELS:  # fail when the pipeline is built, not when its first frame arrives
+            raise ConfigError(f"temporal.model: unknown model {cfg.model!r}; valid: {', '.join(sorted(MODELS.names()))}")
         self.cfg = cfg
         self.encoder = TemporalEncoder(TemporalEncoder.Config(model=cfg.model, checkpoint=cfg.checkpoint,
                                                               options=dict(cfg.options), batch=batch))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from auflow.engine import runner
 from auflow.engine.config import load_config
+from auflow.engine.errors import ConfigError
 from auflow.engine.temporal import (
     FEATURES,
     TemporalEncoder,
@@ -243,6 +244,12 @@ def test_stage_strips_features_and_marks_windows_untrained():
         assert set(m["expr"]) == set(EXPRESSIONS) and "au" not in m
         assert abs(sum(m["expr"].values()) - 1) < 1e-3
     assert msgs[0]["padded"] == 1 and msgs[1]["padded"] == 0
+
+
+def test_unknown_temporal_model_is_a_config_error():
+    cfg = load_config(None, ["temporal.enabled=true", "temporal.model=no_such_model"]).temporal
+    with pytest.raises(ConfigError, match="temporal.model"):
+        TemporalStage(cfg)
 
 
 # -- a run publishes windows --------------------------------------------------------------------------
