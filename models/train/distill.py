@@ -20,10 +20,14 @@
    ``baseline_au``) labelled with the teacher's AUs; objective: binary cross-entropy with the
    teacher's AU values as soft targets on the model's AU probabilities (``bce``; or ``mse``), plus
    half that on auxiliary probability heads (ME-GraphAU's FGG prediction); augmentation: colour
-   jitter (brightness, contrast, saturation), a small random similarity warp (±4 % shift,
+   jitter (brightness, contrast, saturation), upper/lower face halves of two faces put together
+   with their AUs (``mix_halves``: FACS codes the upper and lower face apart, and one clip rarely
+   shows every combination), a small random similarity warp (±4 % shift,
    ±8 % scale, ±5°) and random erasing (a grey box on half the faces). No horizontal flip: it would swap left and right AUs. One stage, AdamW,
    cosine decay per step, the trainer's per-epoch seeding, so a resumed run ends with the same
-   weights as an uninterrupted one (same machine, threads and libraries).
+   weights as an uninterrupted one (same machine, threads and libraries). The checkpoint holds an
+   exponential moving average of the weights (``ema``, 0.99 per step): on one clip's few hundred
+   faces the last step's weights swing from epoch to epoch on the held-out frames.
 4. **Agreement** on the held-out split (:func:`agreement`): per AU, Pearson r with the teacher,
    mean |student − teacher|, F1 at the teacher's threshold (both binarised at ``threshold``, 0.5:
    the occurrence threshold of auflow's outputs), and the teacher's std over all cached frames.
@@ -36,6 +40,7 @@ Outputs in ``OUT``: ``model.pt`` (weights + card, kind ``distilled``), ``distill
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -85,13 +90,18 @@ class DistillConfig(BaseModel):
                                     "to mobilenet_v2 and input_size to the crop size where the model has them")
     aus: list[str] | None = Field(None, description="teacher AU columns to learn (default: its 17 FACS AUs)")
     teachers: list[str] = Field(["mediapipe_au"], description="mediapipe_au (AUs), optionally fer (expressions, cached only)")
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(32, ge=2)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(16, ge=2)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
     loss: Literal["bce", "mse"] = "bce"
     augment: bool = True
+    mix_halves: bool = Field(True, description="augmentation: on half the faces, the lower face (rows below the nose "
+                             "bridge) and its AUs come from another face of the batch (FACS codes upper and lower face "
+                             "apart); off when an AU is in neither table")
+    ema: float = Field(0.99, ge=0, lt=1, description="the checkpoint holds an exponential moving average of the weights "
+                       "with this decay per step (0 = the last weights)")
     holdout: Literal["auto", "time", "video"] = Field("auto", description="auto: video from 5 videos, else time")
     segment_s: float = Field(1.0, gt=0, description="time split: segment length")
     holdout_every: int = Field(4, ge=2, description="hold out every N-th segment / video")
@@ -260,6 +270,35 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(box.unsqueeze(1), torch.full_like(x, 0.5), x)
 
 
+#: FACS's upper-face and lower-face AUs (Ekman et al. 2002, ch. 2-3); left/right halves follow their AU
+UPPER_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU43", "AU45", "AU46")
+LOWER_AUS = ("AU10", "AU11", "AU12", "AU13", "AU14", "AU15", "AU16", "AU17", "AU18", "AU20", "AU22", "AU23", "AU24",
+             "AU25", "AU26", "AU27", "AU28")
+#: where the halves meet in an ArcFace-aligned crop (scale 1.0): eyes at 0.46, nose tip at 0.64 of the side
+HALF_SPLIT = 0.58
+
+
+def lower_face_mask(aus: tuple[str, ...]) -> torch.Tensor | None:
+    """(K,) bool: which AUs are lower-face ones; None when an AU is in neither table."""
+    base = [a.split("_")[0] for a in aus]
+    if any(b not in UPPER_AUS + LOWER_AUS for b in base):
+        return None
+    return torch.tensor([b in LOWER_AUS for b in base])
+
+
+def mix_halves(x: torch.Tensor, y: torch.Tensor, lower: torch.Tensor, gen: torch.Generator,
+               split: float = HALF_SPLIT) -> tuple[torch.Tensor, torch.Tensor]:
+    """On half the samples, the rows below ``split`` and the lower-face AUs come from another sample
+    of the batch: new combinations of upper- and lower-face AUs (e.g. eyes shut while laughing)."""
+    b, s = x.shape[0], x.shape[-1]
+    partner = torch.randperm(b, generator=gen)
+    on = torch.rand(b, generator=gen) < 0.5
+    rows = (torch.arange(s) >= int(round(split * s))).view(1, 1, s, 1)
+    x = torch.where(on.view(b, 1, 1, 1) & rows, x[partner], x)
+    y = torch.where(on.view(b, 1) & lower.view(1, -1), y[partner], y)
+    return x, y
+
+
 def _build_student(cfg: DistillConfig, aus: tuple[str, ...], crop_size: int) -> torch.nn.Module:
     from auflow.engine.registry import MODELS
 
@@ -276,7 +315,9 @@ def _build_student(cfg: DistillConfig, aus: tuple[str, ...], crop_size: int) -> 
     try:
         model = create_model(cfg.model, **options)
     except TypeError as e:
-        raise ConfigError(f"options for {cfg.model}: {e}") from None
+        if create_model(cfg.model).card.task == "au":
+            raise ConfigError(f"options for {cfg.model}: {e}") from None
+        model = create_model(cfg.model)
     if model.card.task != "au":
         raise ConfigError(f"{cfg.model} is an {model.card.task!r} model; auflow distill trains AU models "
                           f"(me_graphau, topo_au, au_gcn, baseline_au)")
@@ -353,6 +394,8 @@ def distill(
     t0 = time.perf_counter()
     if not videos:
         raise ConfigError("auflow distill needs at least one video")
+    crop = int((face_cfg.align.options if face_cfg is not None else {}).get("size", 112))
+    _build_student(cfg, tuple(cfg.aus or FACS_AUS), crop)  # a wrong model or option fails before the teacher pass
     tp = cache_videos(videos, out / "cache", tuple(cfg.teachers), face_cfg, cb.on_frame, cb.on_video,
                       threads=cfg.threads or 1)
     cached = load_cache(out / "cache", tp.videos)
@@ -398,11 +441,14 @@ def distill(
         def norm(x01: torch.Tensor) -> torch.Tensor:
             return (x01.to(device) - mean) / std
 
+        lower = lower_face_mask(aus) if cfg.mix_halves else None
         bs = cfg.batch_size
         steps = len(x_train) // bs
         stage = StageSection(name="distill", epochs=cfg.epochs,
                              optimizer=OptimizerSection(name="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay),
                              schedule=ScheduleSection(name="cosine", warmup_epochs=cfg.warmup_epochs))
+        # the weights that are evaluated and written: an EMA of the trained ones (or the model itself)
+        ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema else model
         opt = _optimizer([p for p in model.parameters() if p.requires_grad], stage)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _LRFactor(stage, steps))
         state = _load_state(out, key) if resume else None
@@ -410,6 +456,7 @@ def distill(
         first = 0
         if state is not None:
             model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             history = list(json.loads(state["history"]))
@@ -431,10 +478,12 @@ def distill(
             sums: dict[str, float] = {}
             for b in range(steps):
                 idx = order[b * bs:(b + 1) * bs]
-                x = x_train[idx].float().div_(255.0)
+                x, y = x_train[idx].float().div_(255.0), y_train[idx]
+                if cfg.augment and lower is not None:
+                    x, y = mix_halves(x, y, lower, gen)
                 if cfg.augment:
                     x = augment(x, gen)
-                terms = _loss(model.forward_aux(norm(x)), y_train[idx].to(device), cfg.loss)
+                terms = _loss(model.forward_aux(norm(x)), y.to(device), cfg.loss)
                 loss = terms["loss"]
                 if not torch.isfinite(loss):
                     raise ModelError(f"distill epoch {epoch + 1} step {b + 1}: loss is {loss.item()}; lower --lr")
@@ -442,6 +491,8 @@ def distill(
                 loss.backward()
                 opt.step()
                 sched.step()
+                if cfg.ema:
+                    _ema_update(ema, model, cfg.ema, epoch * steps + b)
                 for k2, v2 in terms.items():
                     sums[k2] = sums.get(k2, 0.0) + float(v2.detach())
                 if cb.on_step:
@@ -451,26 +502,38 @@ def distill(
                                       "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - te}
             final = epoch + 1 == cfg.epochs
             if final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                agree = agreement(_predict(model, x_test, norm, 64), y_test.numpy(), aus, teacher_std,
+                agree = agreement(_predict(ema, x_test, norm, 64), y_test.numpy(), aus, teacher_std,
                                   cfg.vary_std, cfg.threshold)
                 record["heldout"] = {k2: agree[k2] for k2 in ("mean_pearson_varying", "min_pearson_varying",
                                                              "mean_f1_varying", "mean_mae")}
             history.append(record)
-            atomic_save({"version": STATE_VERSION, "config": key, "epoch": epoch + 1, "model": model.state_dict(),
+            atomic_save({"version": STATE_VERSION, "config": key, "epoch": epoch + 1, "model": model.state_dict(), "ema": ema.state_dict(),
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "history": json.dumps(history)}, out / STATE_FILE)
-            card = _card(model, cfg, cached, tp, split, aus, n_train, n_test, history, agree if final else None, final)
-            ckpt = _write(out, model, card, history)
+            card = _card(ema, cfg, cached, tp, split, aus, n_train, n_test, history, agree if final else None, final)
+            ckpt = _write(out, ema, card, history)
             if cb.on_epoch_end:
                 cb.on_epoch_end(record)
         done = int(history[-1]["epoch"]) if history else 0
         if done >= cfg.epochs and agree is None:  # finished in an earlier call: measure again for the result
-            agree = agreement(_predict(model, x_test, norm, 64), y_test.numpy(), aus, teacher_std, cfg.vary_std, cfg.threshold)
-        card = _card(model, cfg, cached, tp, split, aus, n_train, n_test, history, agree if done >= cfg.epochs else None,
+            agree = agreement(_predict(ema, x_test, norm, 64), y_test.numpy(), aus, teacher_std, cfg.vary_std, cfg.threshold)
+        card = _card(ema, cfg, cached, tp, split, aus, n_train, n_test, history, agree if done >= cfg.epochs else None,
                      done >= cfg.epochs)
-        ckpt = _write(out, model, card, history)
+        ckpt = _write(out, ema, card, history)
     return DistillResult(out, ckpt, card, tp, history, agree or {}, first, done * steps, time.perf_counter() - t0,
                          stopped=done < cfg.epochs, split=split)
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """EMA of every float tensor of the state (weights and BatchNorm statistics); the decay ramps up
+    over the first steps, (1 + t) / (10 + t), so the average does not start from the random init."""
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    with torch.no_grad():
+        for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(d).add_(m, alpha=1.0 - d)
+            else:
+                e.copy_(m)
 
 
 def _card(model, cfg: DistillConfig, videos: list[CachedVideo], tp: TeacherPass, split: dict, aus: tuple[str, ...],
@@ -489,7 +552,9 @@ def _card(model, cfg: DistillConfig, videos: list[CachedVideo], tp: TeacherPass,
         "heldout_faces": n_test,
         "split": split,
         "objective": f"{cfg.loss} on the teacher's AU values as soft targets (+0.5 × auxiliary probability heads)",
-        "augmentation": "colour jitter, ±4 % shift, ±8 % scale, ±5° rotation, random erasing; no flip" if cfg.augment else "none",
+        "weights": f"exponential moving average, decay {cfg.ema} per step" if cfg.ema else "the last step's",
+        "augmentation": (("upper/lower face halves mixed between faces, " if cfg.mix_halves else "")
+                         + "colour jitter, ±4 % shift, ±8 % scale, ±5° rotation, random erasing; no flip") if cfg.augment else "none",
         "epochs": cfg.epochs,
         "epochs_done": int(history[-1]["epoch"]) if history else 0,
         "complete": complete,
