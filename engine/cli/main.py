@@ -280,7 +280,8 @@ def distill(
 
     setup_logging(verbose)
     overrides = {"model": model, "options": parse_options(list(option or [])) or None,
-                 "aus": [a.strip() for a in aus.split(",") if a.strip()] if aus else None, "teachers": teacher or None,
+                 "aus": [a.strip() for a in aus.split(",") if a.strip()] if aus else None,
+                 "teachers": ["mediapipe_au", *(t for t in teacher if t != "mediapipe_au")] if teacher else None,
                  "epochs": epochs, "batch_size": batch, "lr": lr, "holdout": holdout}
     try:
         run_distill(out, videos, out_dir, options_file, overrides, config, list(set_ or []), resume, stop_after)
