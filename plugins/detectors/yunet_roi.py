@@ -24,11 +24,10 @@ in tests/plugins/test_yunet_roi.py.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
-
 from auflow.engine.plugin import Plugin
 from auflow.engine.registry import DETECTORS
 from auflow.engine.types import Faces
+from pydantic import Field
 
 from .yunet import YUNET_MAX_SIDE, YuNetDetector
 

@@ -11,15 +11,14 @@ import math
 
 import numpy as np
 import pytest
-from helpers import box_iou
-
 from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import build
 from auflow.engine.registry import DETECTORS
+from helpers import box_iou
 
 pytest.importorskip("yuface", reason="yuface has wheels for CPython 3.10/3.11 only")
 
-from auflow.plugins.detectors.yunet_roi import roi_box  # noqa: E402
+from auflow.plugins.detectors.yunet_roi import roi_box
 
 N_FRAMES = 60
 

@@ -135,8 +135,14 @@ def onnx(model, card, device: str, precision: str = "fp32", channels_last: bool 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelError("backend 'onnx' on cuda needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
         providers.insert(0, "CUDAExecutionProvider")
+    import torch
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # the analyzer's thread budget (analyzer.threads, applied to torch before the models start), and
+    # no spin-waiting: on a few shared cores spinning ORT threads take the CPU the stream workers need
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=providers)
 
     def fn(x):
