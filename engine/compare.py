@@ -108,8 +108,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, match: str = "auto", cam:
     for c in shared:
         both = m[[f"{c}_a", f"{c}_b"]].dropna()
         x, y = both[f"{c}_a"].to_numpy(np.float64), both[f"{c}_b"].to_numpy(np.float64)
-        label = c[:-2] if c.endswith("_r") else c
-        rows.append({"label": label, "column": c, "n": int(len(both)), "pearson": _pearson(x, y),
+        label = c.removesuffix("_r")
+        rows.append({"label": label, "column": c, "n": len(both), "pearson": _pearson(x, y),
                      "mad": float(np.abs(x - y).mean()) if len(x) else None,
                      "mean_a": float(x.mean()) if len(x) else None, "mean_b": float(y.mean()) if len(y) else None,
                      "std_a": float(x.std()) if len(x) else None, "std_b": float(y.std()) if len(y) else None})

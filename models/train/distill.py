@@ -56,16 +56,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.models import create_model, save_checkpoint
 from auflow.models.card import ModelCard
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import OptimizerSection, ScheduleSection, StageSection
 from .distill_cache import CachedVideo, TeacherPass, cache_videos, load_cache
 from .state import atomic_save
-from .trainer import _determinism, _device, _LRFactor, _optimizer, _seed_everything, epoch_seed
+from .trainer import (
+    _determinism,
+    _device,
+    _LRFactor,
+    _optimizer,
+    _seed_everything,
+    epoch_seed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +225,7 @@ def agreement(student: np.ndarray, teacher: np.ndarray, names: tuple[str, ...], 
     varying = [a for a in names if per[a]["varies"]]
     rs = [per[a]["pearson"] for a in varying]
     f1s = [per[a]["f1"] for a in varying if per[a]["f1"] is not None]
-    return {"per_au": per, "varying": varying, "vary_std": vary_std, "threshold": threshold, "frames": int(len(student)),
+    return {"per_au": per, "varying": varying, "vary_std": vary_std, "threshold": threshold, "frames": len(student),
             "mean_pearson_varying": float(np.mean([r if r is not None else 0.0 for r in rs])) if rs else None,
             "min_pearson_varying": float(min(r if r is not None else 0.0 for r in rs)) if rs else None,
             "mean_f1_varying": float(np.mean(f1s)) if f1s else None,
@@ -365,7 +371,7 @@ def _load_state(out: Path, key: dict) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+    except Exception as e:  # any unreadable file is the same user error
         raise ModelError(f"{path} is not a readable distillation state ({e}); delete it or pass --no-resume") from e
     if state.get("version") != STATE_VERSION or state.get("config") != key:
         raise ConfigError(f"{out} holds a distillation with other options or videos ({CONFIG_FILE} there); resume it with "

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from auflow.engine.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,8 @@ EXPR_TEACHERS = ("fer",)
 
 def _require_pyarrow():
     try:
-        import pyarrow  # noqa: F401
         import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"auflow distill caches pseudo-labels as Parquet: pip install 'auflow[parquet]' ({e})") from None
 

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from auflow.engine.compare import CompareError, compare_runs, plot_comparison
 from auflow.plugins.sinks.jsonl import JsonlSink
 from fake_messages import result_message
@@ -77,7 +76,7 @@ def test_agreement_per_au_on_matched_frames(two_runs):
 
 def test_same_tracks_match_by_track(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    two = lambda scale: lambda f: [face(1, {"AU12": scale * wave(f)}, 100.0), face(2, {"AU12": 1 - wave(f)}, 300.0)]  # noqa: E731
+    two = lambda scale: lambda f: [face(1, {"AU12": scale * wave(f)}, 100.0), face(2, {"AU12": 1 - wave(f)}, 300.0)]
     write_run(a, two(1.0))
     write_run(b, two(0.5))
     cmp = compare_runs(a, b)
@@ -93,11 +92,11 @@ def test_plot_and_cli(two_runs, tmp_path):
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
     p = subprocess.run([sys.executable, "-m", "auflow.engine.cli.main", "compare", str(a), str(b), "--match", "largest",
                         "--out", str(tmp_path / "cli.png"), "--json", str(tmp_path / "cmp.json")],
-                       capture_output=True, text=True, timeout=120, env=env)
+                       check=False, capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr
     assert "AU12" in p.stdout and "-1.00" in p.stdout and "50 faces matched" in p.stdout.replace("\n", " ")
     assert (tmp_path / "cli.png").stat().st_size > 1000
     assert (tmp_path / "cmp.json").is_file()
     bad = subprocess.run([sys.executable, "-m", "auflow.engine.cli.main", "compare", str(a), str(tmp_path / "nope")],
-                         capture_output=True, text=True, timeout=120, env=env)
+                         check=False, capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode != 0 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

@@ -10,11 +10,24 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from auflow.engine.errors import ConfigError
-from auflow.models.train.distill import (STATE_FILE, DistillCallbacks, DistillConfig, agreement, augment, distill,
-                                         lower_face_mask, mix_halves, split_rows)
-from auflow.models.train.distill_cache import CachedVideo, cache_videos, load_cache, video_key
+from auflow.models.train.distill import (
+    STATE_FILE,
+    DistillCallbacks,
+    DistillConfig,
+    agreement,
+    augment,
+    distill,
+    lower_face_mask,
+    mix_halves,
+    split_rows,
+)
+from auflow.models.train.distill_cache import (
+    CachedVideo,
+    cache_videos,
+    load_cache,
+    video_key,
+)
 
 pd = pytest.importorskip("pandas", reason="pandas is not installed (pip install 'auflow[parquet]')")
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install 'auflow[parquet]')")
@@ -239,15 +252,15 @@ def test_cli_distill_small_video(face_video, tmp_path):
            "--model", "baseline_au", "--option", "input_size=64", "--option", "backbone_kw={width_mult: 0.5}",
            "--epochs", "2", "--batch", "8", "--options", str(opts)]
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr
     assert "held-out agreement of baseline_au with mediapipe_au" in p.stdout and "kind: distilled" in p.stdout
     card = json.loads((tmp_path / "d" / "metrics.json").read_text())["agreement"]
     assert card["frames"] > 0 and "AU12" in card["per_au"]
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    again = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
     assert "0 frames run now (1 already cached" in again.stdout
-    bad = subprocess.run([*cmd, "--model", "fer", "--out", str(tmp_path / "e")], capture_output=True, text=True,
+    bad = subprocess.run([*cmd, "--model", "fer", "--out", str(tmp_path / "e")], check=False, capture_output=True, text=True,
                          timeout=300, env=env)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "fer is an 'expr' model" in bad.stderr and not (tmp_path / "e" / "cache").exists()
