@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -154,6 +155,7 @@ def main() -> None:
         "ratio_e2e_to_decode_detect": round(e2e["fps"] / det["fps"], 3),
         "frames_with_face_ratio": round(e2e["frames_with_face"] / max(e2e["frames"], 1), 4),
         "every_frame_analysed": e2e["frames"] == e2e["frames_in"] == dec["frames"],
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews every figure
     }
     if profile and not args.no_reference:
         ref_cfg = load_config(None, ["publish.endpoint=tcp://127.0.0.1:*"])
