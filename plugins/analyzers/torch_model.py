@@ -56,7 +56,11 @@ class TorchModelAnalyzer(Plugin):
 
         cfg = self.config
         self.device = resolve_device(device)
-        model = create_model(cfg.model, checkpoint=cfg.checkpoint, **cfg.options)
+        # a model without weights is initialised from a fixed seed: the same (meaningless) outputs on
+        # every run, and one cached ONNX export instead of a new one per run
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = create_model(cfg.model, checkpoint=cfg.checkpoint, **cfg.options)
         self.card = card = model.card
         self.model = load_backend(cfg.backend, model, card, self.device, cfg.precision, cfg.channels_last, cfg.batch)
         if self.config.checkpoint and card.kind == "untrained":
