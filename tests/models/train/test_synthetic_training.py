@@ -1,18 +1,26 @@
-"""Real training runs on the generated faces, with the shipped configs: ME-GraphAU (MobileNetV2 at
-96², two stages of 750 steps) and the no-graph baseline (same backbone, input, data, 1,500 steps
-and loss; its own learning rate).
+"""Real training runs on the generated faces, with the shipped configs (slow: minutes on 2 cores).
 
-What they show (the measured numbers are in the assertion messages):
+What they show (the measured numbers are in the assertion messages and in the configs' comments):
 
-- ME-GraphAU learns every AU, including the two hidden ones that have no pixel cue: AU06 (AU12
-  and AU02 both present) and AU17 (exactly one of AU15, AU04). Measured: mean F1 0.996, AU06
-  0.995, AU17 0.995.
-- The baseline — global average pool + one linear unit per AU — recovers the hidden AUs as well
-  (measured: mean F1 0.991, AU06 0.989, AU17 0.983). Every unit of its last feature map sees the
-  brows and the mouth at once, so the backbone computes the relation a hidden AU needs by itself;
-  on this data the graph is not what makes them recoverable, and a 0.1 F1 gap between the two
-  does not appear. (At 64² ME-GraphAU from scratch left one or two AU nodes untrained in three of
-  four runs, mean F1 0.81-0.95; at 96² every node learns.)
+- **The relation graph against no graph, same backbone** (me_graphau_local / baseline_au_local):
+  a MobileNetV2 cut after 4 blocks, whose every feature sees at most a 27-px patch of the 96-px
+  face — less than the distance between the brows and the mouth. Each hidden AU is a function of a
+  brow AU and a mouth AU (AU06 = AU12 and AU02, AU17 = AU15 xor AU04), so no single feature sees
+  both of its causes. The no-graph model reads every AU off the global average of those features
+  with one linear unit: a sum of local evidence, which cannot express "exactly one of two distant
+  cues" (AU17). ME-GraphAU's AU nodes exchange their evidence through the graph and recover both.
+  The gap on the hidden AUs is asserted (≥ 0.1 in their mean F1). Measured: graph mean F1 0.988,
+  AU06 0.979, AU17 0.969; no graph 0.839, AU06 0.892 (an "and" is a threshold on summed evidence,
+  so it follows its two causes), AU17 0.659 (the F1 of calling every face positive: 49 % accuracy),
+  visible AUs 0.855 (AU04 0.674: pooled local features lose where a brow is relative to the eyes).
+- What the gap is not: with the whole MobileNetV2 (every feature sees the whole face) the backbone
+  computes the relations itself, and the no-graph model recovers the hidden AUs as well as the
+  graph does (measured with configs/train/{me_graphau,baseline_au}_synthetic.yaml: graph mean F1
+  0.996, AU06 0.995, AU17 0.995; no graph 0.991, AU06 0.989, AU17 0.983). So does a linear head over
+  the frozen backbone of backbone_visible_synthetic.yaml, which never saw a hidden label (trained
+  with ``model.init_from`` + ``model.freeze: [backbone.]``: AU06 0.975, AU17 0.948, against 0.990 and
+  0.988 for ME-GraphAU's head over the same frozen backbone). The graph earns its place where the features are local — as are the per-region
+  features of AU-GCN and the papers' AU-specific ones — not everywhere.
 """
 
 from __future__ import annotations
@@ -29,11 +37,22 @@ pytestmark = pytest.mark.slow
 CONFIGS = Path(__file__).parents[3] / "configs" / "train"
 
 
+class Runs:
+    """Each config trained once per module, on first use (so ``-k`` trains only what it needs)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.done = out, {}
+
+    def __getitem__(self, name: str):
+        if name not in self.done:
+            cfg = load_train_config(CONFIGS / f"{name}.yaml")
+            self.done[name] = train(cfg, out_dir=self.out / name)
+        return self.done[name]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synthetic_training")
-    return {name: train(load_train_config(CONFIGS / f"{name}_synthetic.yaml"), out_dir=out / name)
-            for name in ("me_graphau", "baseline_au")}
+    return Runs(tmp_path_factory.mktemp("synthetic_training"))
 
 
 def _summary(res) -> str:
@@ -42,8 +61,7 @@ def _summary(res) -> str:
             + f"; {res.seconds:.0f} s")
 
 
-def test_me_graphau_learns_every_generated_au_hidden_ones_included(runs):
-    res = runs["me_graphau"]
+def _learns_every_au(res) -> None:
     m = res.metrics
     assert m.mean_f1 >= 0.95, _summary(res)
     for au in HIDDEN_AUS:  # no pixel cue: recovered only through the other AUs' evidence
@@ -52,8 +70,22 @@ def test_me_graphau_learns_every_generated_au_hidden_ones_included(runs):
     assert res.card.kind == "trained" and "synthetic" in res.card.training["note"]
 
 
-def test_no_graph_baseline_recovers_the_hidden_aus_too(runs):
-    base = runs["baseline_au"].metrics
-    detail = f"graph: {_summary(runs['me_graphau'])}\nbaseline: {_summary(runs['baseline_au'])}"
-    for au in HIDDEN_AUS:
-        assert base.f1_of([au]) >= 0.9, detail
+def test_me_graphau_learns_every_generated_au_from_local_features(runs):
+    _learns_every_au(runs["me_graphau_local_synthetic"])
+
+
+def test_without_the_graph_the_same_backbone_misses_the_hidden_aus(runs):
+    graph, base = runs["me_graphau_local_synthetic"], runs["baseline_au_local_synthetic"]
+    g, b = graph.metrics, base.metrics
+    detail = f"graph: {_summary(graph)}\nno graph: {_summary(base)}"
+    # the acceptance: on the AUs only co-occurrence reveals, no graph scores >= 0.1 lower
+    assert g.f1_of(list(HIDDEN_AUS)) - b.f1_of(list(HIDDEN_AUS)) >= 0.1, detail
+    # why: the exclusion (AU17 = AU15 xor AU04) is out of reach of a sum of local evidence — no better
+    # than calling every face positive — while the graph recovers it
+    i = b.au_names.index("AU17")
+    rate = b.support[i] / b.samples
+    all_positive_f1 = 2 * rate / (1 + rate)
+    assert b.f1[i] <= all_positive_f1 + 0.05 and g.f1_of(["AU17"]) >= 0.9, detail
+    # and not because the no-graph model learnt nothing: it sees the visible AUs (less well: pooled
+    # local features lose where a brow is relative to the eyes)
+    assert b.f1_of(list(VISIBLE_AUS)) >= 0.8, detail
