@@ -36,12 +36,33 @@ def pipeline_rows(results: list[dict]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def sources_rows(results: list[dict]) -> str:
+    head = ("| date | machine | decoder | size | plain PyAV fps | auflow source fps (1 stream) | decode p50/p99 ms | "
+            "streams | total fps | per-stream fps (min) | load |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for r in results:
+        m = r["machine"]
+        mach = f"{m.get('gpu') or m['cpu']}, {m['cores']} cores"
+        for run in r["runs"]:
+            one, dec = run["auflow_1"], run["auflow_1"].get("decode_ms", {})
+            for c in run.get("concurrent") or [{}]:
+                rows.append(f"| {r['date']} | {mach} | {one.get('decoder', r.get('hwaccel'))} | {run['size']} | "
+                            f"{run['pyav_plain']['fps']} | {one['fps']} | {dec.get('p50')}/{dec.get('p99')} | "
+                            f"{c.get('streams', '')} | {c.get('total_fps', '')} | {c.get('per_stream_fps_min', '')} | "
+                            f"{r.get('load_average_1m', '')} |")
+    return head + "\n".join(rows) + "\n"
+
+
 def render() -> str:
     results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("pipeline-*.json")), key=lambda r: r["date"])
     intro = ("Measured by `make bench` (`bench/pipeline_bench.py`, `--profile fast` for the fast profile) on the demo clip "
              "(472 frames, 640×360), all stages in the same run; *expr = default's* is the share of frames whose dominant "
              "expression equals the default config's (full resolution, every frame) from the same run. JSON in `bench/results/`.")
     body = [intro, "", pipeline_rows(results) if results else "(no results yet)"]
+    sources = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("sources-*.json")), key=lambda r: r["date"])
+    if sources:
+        body += ["", "Sources (`bench/sources_bench.py`: generated H.264 clips, decode + conversion to BGR only; several "
+                 "streams run each in its own spawned process, as the pipeline's workers):", "", sources_rows(sources)]
     return START + "\n" + "\n".join(body) + END
 
 
