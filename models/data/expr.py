@@ -101,17 +101,19 @@ class ClipDataset(Dataset):
     """Clips (lists of frame paths) with one label each; 16 frames by sparse sampling."""
 
     def __init__(self, clips: list[list[Path]], labels: list[int], label_names: tuple[str, ...], input_size: int,
-                 train: bool, num_frames: int = SPARSE_FRAMES, seed: int = 0, groups: list[str] | None = None):
+                 train: bool, num_frames: int = SPARSE_FRAMES, groups: list[str] | None = None):
         self.clips, self.labels, self.label_names = clips, np.asarray(labels, np.int64), label_names
         self.input_size, self.train, self.num_frames = int(input_size), train, num_frames
         self.groups = groups
-        self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def indices(self, i: int) -> np.ndarray:
-        return sparse_indices(len(self.clips[i]), self.num_frames, self.train, self._rng if self.train else None)
+        """Frame indices of clip ``i``: segment middles (eval) or a random frame per segment (train,
+        drawn from torch's generator like the AU loaders' crops, so the trainer's seeding repeats runs)."""
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()))) if self.train else None
+        return sparse_indices(len(self.clips[i]), self.num_frames, self.train, rng)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         frames = np.stack([_load(self.clips[i][k], self.input_size) for k in self.indices(i)])
@@ -134,7 +136,7 @@ def _scan_clips(emotion_root: Path, names: tuple[str, ...], layout: str) -> tupl
     return clips, labels
 
 
-def rml(root: str | Path, split: str = "train", fold: int = 1, input_size: int = 112, seed: int = 0) -> ClipDataset:
+def rml(root: str | Path, split: str = "train", fold: int = 1, input_size: int = 112) -> ClipDataset:
     """RML, leave-one-subject-out: ``fold`` k holds out the k-th subject (sorted names)."""
     root = Path(root)
     subjects = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -152,10 +154,10 @@ def rml(root: str | Path, split: str = "train", fold: int = 1, input_size: int =
         clips += c
         labels += l
         groups += [s] * len(c)
-    return ClipDataset(clips, labels, RML_LABELS, input_size, split == "train", seed=seed, groups=groups)
+    return ClipDataset(clips, labels, RML_LABELS, input_size, split == "train", groups=groups)
 
 
-def afew(root: str | Path, split: str = "train", input_size: int = 112, seed: int = 0) -> ClipDataset:
+def afew(root: str | Path, split: str = "train", input_size: int = 112) -> ClipDataset:
     """AFEW, EmotiW split: ``train`` = Train/, ``val`` = Val/ (the test set has no public labels)."""
     folder = {"train": "Train", "val": "Val"}.get(split)
     if folder is None:
@@ -164,7 +166,7 @@ def afew(root: str | Path, split: str = "train", input_size: int = 112, seed: in
     if not d.is_dir():
         raise DatasetError(f"AFEW: {d} is missing. {AFEW_LAYOUT}")
     clips, labels = _scan_clips(d, AFEW_LABELS, AFEW_LAYOUT)
-    return ClipDataset(clips, labels, AFEW_LABELS, input_size, split == "train", seed=seed)
+    return ClipDataset(clips, labels, AFEW_LABELS, input_size, split == "train")
 
 
 class AffWild2Expr(Dataset):
@@ -200,6 +202,8 @@ class AffWild2Expr(Dataset):
                 raise DatasetError(f"Aff-Wild2: frames of {vid} missing at {vdir}. {AFFWILD2_LAYOUT}")
             frames = {int(p.stem): p for p in _frames(vdir) if p.stem.isdigit()}
             labels = np.array([int(v) for v in lines[1:]], np.int64)
+            if labels.size and (labels.min() < -1 or labels.max() >= len(names)):
+                raise DatasetError(f"Aff-Wild2: {txt} has labels outside -1..{len(names) - 1}. {AFFWILD2_LAYOUT}")
             self.videos.append(vid)
             self._frames[vid], self._length[vid] = frames, len(labels)
             items += [(vid, int(f), int(labels[f])) for f in np.flatnonzero(labels >= 0) if f + 1 in frames]

@@ -46,8 +46,16 @@ def test_rml_loso(tmp_path):
     np.testing.assert_array_equal(test.indices(0), sparse_indices(20, 16))
     # the frame values follow the sampled indices (frame k has value 10k)
     assert [int(v) for v in item["frames"][:, 0, 0, 0]] == [10 * k for k in sparse_indices(20, 16)]
+    for fold in (1, 2, 3):  # LOSO: every subject tested exactly once, never in its own training set
+        assert set(rml(tmp_path, "test", fold=fold).groups).isdisjoint(rml(tmp_path, "train", fold=fold).groups)
+    tr = rml(tmp_path, "train", fold=2, input_size=16)
+    idx = tr.indices(0)
+    assert len(idx) == 16 and np.all(np.diff(idx) >= 0) and idx.max() < 20
     with pytest.raises(DatasetError, match="Expected RML layout"):
         rml(tmp_path / "nothing", "train")
+    (tmp_path / "s4" / "happy" / "c").mkdir(parents=True)  # wrong emotion folder name
+    with pytest.raises(DatasetError, match="Expected RML layout"):
+        rml(tmp_path, "test", fold=4)
 
 
 def test_afew_split_and_labels(tmp_path):
