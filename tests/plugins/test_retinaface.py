@@ -44,7 +44,7 @@ def test_importing_the_registry_imports_neither_torch_nor_yuface():
     code = ("import sys; from auflow.engine.registry import DETECTORS; names = DETECTORS.names(); "
             "print(names, 'torch' in sys.modules, 'yuface' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['retinaface', 'yunet'] False False"
+    assert out.strip() == "['retinaface', 'yunet', 'yunet_roi'] False False"
 
 
 def test_config_is_validated():
