@@ -21,6 +21,6 @@ def test_page_has_no_html_parsing_sink():
 
 
 def test_page_sets_text_with_textcontent():
-    script = re.search(r"<script>(.*)</script>", PAGE, re.S)
+    script = re.search(r"<script>(.*)</script>", PAGE, re.DOTALL)
     assert script, "the page has no inline script"
     assert "textContent" in script.group(1)

@@ -10,9 +10,8 @@ import sys
 import time
 
 import pytest
-from helpers import free_port
-
 from auflow.engine.wire.subscriber import Subscriber
+from helpers import free_port
 
 
 @pytest.mark.slow
@@ -37,7 +36,7 @@ def test_sleeping_subscriber_loses_only_what_its_gaps_report(face_video, tmp_pat
                 break
             received.append(msg.header["seq"])
             time.sleep(0.25)
-        stdout, stderr = proc.communicate(timeout=240)
+        _, stderr = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
