@@ -39,6 +39,23 @@ def machine_tag(info: dict) -> str:
     return "".join(c if c.isalnum() else "-" for c in kind).strip("-").lower()
 
 
+def timed(fn, iters: int, device: str, warmup: int = 3) -> list[float]:
+    """Milliseconds of each of ``iters`` calls of ``fn`` after ``warmup`` untimed ones (CUDA synchronised)."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iters):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
 def percentiles(ms: list[float]) -> dict:
     if not ms:
         return {}

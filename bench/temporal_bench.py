@@ -31,24 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from auflow.engine.temporal import TemporalRunner
 from auflow.models import create_model
-from common import machine, markdown_table, percentiles, save
+from common import machine, markdown_table, percentiles, save, timed
 
 CPU = {"backbone": "mobilenet_v2", "input_size": 112}
-
-
-def timed(fn, iters: int, device: str) -> list[float]:
-    for _ in range(3):
-        fn()
-    out = []
-    for _ in range(iters):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
 
 
 def bench_t(t: int, args, dev: str) -> dict:

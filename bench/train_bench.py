@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table, percentiles, save  # noqa: E402
+from common import machine, markdown_table, percentiles, save, timed  # noqa: E402
 
 from auflow.models import create_model  # noqa: E402
 from auflow.models.data.synthetic_au import SYNTHETIC_AUS, SyntheticAU  # noqa: E402
@@ -47,20 +47,6 @@ def build(name: str, backbone: str, size: int):
     recipe = build_recipe(name)
     recipe.setup(model, SyntheticAU(size=64, image_size=size))
     return model, recipe
-
-
-def timed(fn, iters: int, warmup: int, device: str) -> list[float]:
-    out = []
-    for i in range(warmup + iters):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i >= warmup:
-            out.append((time.perf_counter() - t) * 1e3)
-    return out
 
 
 def bench_one(name: str, backbone: str, size: int, args) -> dict:
@@ -86,7 +72,7 @@ def bench_one(name: str, backbone: str, size: int, args) -> dict:
             scaler.step(opt)
             scaler.update()
 
-        p = percentiles(timed(step, args.iters, 2, args.device))
+        p = percentiles(timed(step, args.iters, args.device, warmup=2))
         row.update(train_step_ms=p["p50"], train_steps_per_s=round(1e3 / p["p50"], 2),
                    train_images_per_s=round(args.batch * 1e3 / p["p50"], 1))
     model.eval()
@@ -95,7 +81,7 @@ def bench_one(name: str, backbone: str, size: int, args) -> dict:
         with torch.inference_mode(), autocast():
             model(x)
 
-    p = percentiles(timed(infer, args.iters, 3, args.device))
+    p = percentiles(timed(infer, args.iters, args.device))
     row.update(infer_batch_ms=p["p50"], infer_faces_per_s=round(args.batch * 1e3 / p["p50"], 1))
     return row
 
