@@ -20,11 +20,17 @@ log = logging.getLogger(__name__)
 
 
 def build_analyzer(spec: ModelSpec, where: str, batch: int = 16) -> Plugin:
-    """A registered analyzer by name, or a registered model wrapped by the generic 'model' analyzer."""
+    """A registered analyzer by name, or a registered model wrapped by the generic 'model' analyzer.
+
+    A model entry whose checkpoint is ``starter:NAME`` (a checkpoint shipped in the package) goes through
+    the ``student`` analyzer: the student if its card matches its teacher, else the teacher
+    (``plugins/analyzers/student.py``)."""
     if spec.name in ANALYZERS or ":" in spec.name:
         return build(ANALYZERS, spec.name, spec.options, where)
     opts = {"model": spec.name, "checkpoint": spec.checkpoint, "output": spec.output, "options": spec.options,
             "backend": spec.backend, "precision": spec.precision, "channels_last": spec.channels_last, "batch": batch}
+    if spec.checkpoint and spec.checkpoint.startswith("starter:"):
+        return build(ANALYZERS, "student", opts, where)
     return build(ANALYZERS, "model", opts, where)
 
 

@@ -2,7 +2,10 @@
 
 Preprocessing comes from the model's card (input size, channels, mean/std on [0, 1] pixels), so
 a new model needs no new analyzer. The card's ``kind`` is the provenance every result carries:
-a model without trained weights is reported ``untrained`` and a warning says so once.
+a model without trained weights is reported ``untrained`` and a warning says so once; a checkpoint
+named in the config is the user's and reported ``user`` (its card's own kind — trained, distilled —
+stays in the card); a shipped starter checkpoint comes through the ``student`` analyzer, which
+reports it ``distilled`` when it passes its gate.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from auflow.engine.plugin import Plugin, PluginConfig
 from auflow.engine.registry import ANALYZERS
-from auflow.engine.types import ModelInfo
+from auflow.engine.types import ModelInfo, ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ class TorchModelAnalyzer(Plugin):
         precision: Literal["fp32", "fp16", "bf16"] = "fp32"
         channels_last: bool = False
         batch: int = 16  # the largest batch the backend is built for (ONNX/TensorRT shapes)
+        # provenance of a checkpoint: None = `user` (a checkpoint named in the config is the user's, whatever its
+        # card says); the `student` analyzer sets the card's kind for a shipped starter checkpoint
+        kind: ModelKind | None = None
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
@@ -63,13 +69,12 @@ class TorchModelAnalyzer(Plugin):
             model = create_model(cfg.model, checkpoint=cfg.checkpoint, **cfg.options)
         self.card = card = model.card
         self.model = load_backend(cfg.backend, model, card, self.device, cfg.precision, cfg.channels_last, cfg.batch)
-        if self.config.checkpoint and card.kind == "untrained":
-            card.kind = "user"
+        kind = (cfg.kind or "user") if cfg.checkpoint else card.kind  # the card itself keeps its own kind
         name = self.config.output or card.task
         self.output = name
         self.outputs = {name: tuple(card.labels)}
-        self.provenance = {name: ModelInfo(card.name, card.kind)}
-        if card.kind == "untrained":
+        self.provenance = {name: ModelInfo(card.name, kind)}
+        if kind == "untrained":
             log.warning("%s has no trained weights: its %r output is random and every result marks it 'untrained'", card.name, name)
         c = len(card.mean)
         self._mean = torch.tensor(card.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)

@@ -1,0 +1,151 @@
+"""``student``: a distilled checkpoint, used only when its card says it matches its teacher; else the teacher.
+
+The default config's ``au`` entry is ``{name: me_graphau, checkpoint: "starter:me_graphau_demo_student"}``:
+a checkpoint named ``starter:NAME`` is one shipped inside the package (``auflow/models/checkpoints/NAME.pt``,
+built by ``make starter``), and ``build_analyzer`` runs it through this analyzer. At start-up it reads the
+checkpoint's card and applies the gate of issue 8:
+
+- the card says ``kind: distilled``, its training is complete, and it holds the held-out agreement with
+  its teacher (``training.agreement``, written by ``auflow distill``);
+- every AU that varies in the distillation data (``agreement.varying``) has a held-out Pearson r with the
+  teacher of at least ``min_pearson`` (0.8).
+
+If it passes, the student runs and every result says ``kind: distilled``; if not (or the file is missing
+or unreadable), the teacher named in the card (``mediapipe_au``) runs for the same output and every
+result says ``kind: teacher``. One log line says which, and why. A checkpoint given by path
+(``checkpoint: runs/distill/x/model.pt``) does not come here: it is used as given, ``kind: user``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from auflow.engine.errors import ConfigError, ModelError
+from auflow.engine.plugin import Plugin, PluginConfig, build
+from auflow.engine.registry import ANALYZERS
+from pydantic import Field
+
+log = logging.getLogger(__name__)
+
+#: ``checkpoint: starter:NAME`` in a model entry names a checkpoint shipped in this folder
+STARTER_PREFIX = "starter:"
+#: the gate: held-out Pearson r with the teacher on every AU that varies
+MIN_PEARSON = 0.8
+
+
+def starter_dir() -> Path:
+    import auflow.models
+
+    return Path(auflow.models.__file__).resolve().parent / "checkpoints"
+
+
+def starter_path(ref: str) -> Path:
+    """``starter:NAME`` (or a plain path) → the checkpoint file; the file need not exist."""
+    if not ref.startswith(STARTER_PREFIX):
+        return Path(ref)
+    name = ref[len(STARTER_PREFIX):]
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        raise ConfigError(f"checkpoint {ref!r}: a starter checkpoint is named by letters, digits, '_', '-' or '.'")
+    return starter_dir() / (name if name.endswith(".pt") else name + ".pt")
+
+
+def gate(card, min_pearson: float = MIN_PEARSON) -> tuple[bool, str]:
+    """(passes, why) for a checkpoint card: distilled, complete, every varying AU's held-out r ≥ min_pearson."""
+    t = card.training or {}
+    if card.kind != "distilled":
+        return False, f"its card says kind {card.kind!r}, not a distilled student"
+    if not t.get("complete", False):
+        return False, "its distillation did not finish (card: complete = false)"
+    agree = t.get("agreement") or {}
+    per, varying = agree.get("per_au") or {}, agree.get("varying") or []
+    if not varying or not per:
+        return False, "its card holds no held-out agreement with its teacher"
+    rs = {a: (per.get(a) or {}).get("pearson") for a in varying}
+    teacher = (t.get("teacher") or {}).get("au", {}).get("name", "its teacher")
+    shown = ", ".join(f"{a} {'n/a' if r is None else f'{r:.2f}'}" for a, r in rs.items())
+    low = [a for a, r in rs.items() if r is None or r < min_pearson]
+    if low:
+        return False, (f"held-out Pearson with {teacher} below {min_pearson} on {', '.join(low)} "
+                       f"(AUs that vary: {shown})")
+    return True, f"held-out Pearson with {teacher} >= {min_pearson} on every AU that varies ({shown})"
+
+
+@ANALYZERS.register("student")
+class StudentOrTeacherAnalyzer(Plugin):
+    """A distilled student if its card passes the gate, else its teacher, for one output."""
+
+    name = "student"
+
+    class Config(PluginConfig):
+        checkpoint: str = Field(..., description="starter:NAME (shipped) or a path to a distilled checkpoint")
+        model: str | None = Field(None, description="the registry model the checkpoint must hold (None: the card's)")
+        output: str | None = Field(None, description="output key (default: the card's task, 'au')")
+        options: dict[str, Any] = Field(default_factory=dict, description="model factory options on top of the card's")
+        min_pearson: float = Field(MIN_PEARSON, gt=-1.0, le=1.0)
+        teacher: str | None = Field(None, description="the fallback analyzer (default: the teacher named in the card, "
+                                    "else mediapipe_au)")
+        teacher_options: dict[str, Any] = Field(default_factory=dict)
+        backend: Literal["eager", "compile", "onnx", "tensorrt"] = "eager"
+        precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+        channels_last: bool = False
+        batch: int = 16
+
+    def __init__(self, config: PluginConfig | None = None) -> None:
+        super().__init__(config)
+        self.inner: Plugin | None = None
+        self.choice = ""  # "student" | "teacher", after start()
+        self.reason = ""
+        self.outputs: dict[str, tuple[str, ...]] = {}
+        self.provenance: dict = {}
+
+    def _card(self, path: Path):
+        from auflow.models.card import load_checkpoint
+
+        card, _ = load_checkpoint(path)  # ModelError if missing or unreadable
+        if self.config.model and card.name != self.config.model:
+            raise ConfigError(f"checkpoint {self.config.checkpoint} holds {card.name!r}, not {self.config.model!r}")
+        return card
+
+    def start(self, device: str = "cpu") -> None:
+        cfg = self.config
+        path = starter_path(cfg.checkpoint)
+        card, teacher = None, cfg.teacher
+        try:
+            card = self._card(path)
+            ok, why = gate(card, cfg.min_pearson)
+            teacher = teacher or ((card.training or {}).get("teacher") or {}).get("au", {}).get("name")
+        except ModelError as e:
+            hint = " (build it: make starter)" if cfg.checkpoint.startswith(STARTER_PREFIX) else ""
+            ok, why = False, f"{e}{hint}"
+        teacher = teacher or "mediapipe_au"
+        if ok:
+            self.inner = build(ANALYZERS, "model", {
+                "model": card.name, "checkpoint": str(path), "output": cfg.output, "options": cfg.options,
+                "backend": cfg.backend, "precision": cfg.precision, "channels_last": cfg.channels_last,
+                "batch": cfg.batch, "kind": card.kind}, "student")
+            self.choice = "student"
+        else:
+            opts = dict(cfg.teacher_options)
+            if cfg.output and "au_output" in ANALYZERS.get(teacher).Config.model_fields:
+                opts.setdefault("au_output", cfg.output)
+            self.inner = build(ANALYZERS, teacher, opts, f"student.teacher ({teacher})")
+            self.choice = "teacher"
+        self.inner.start(device=device)
+        self.reason = why
+        self.outputs = dict(self.inner.outputs)
+        self.provenance = dict(self.inner.provenance)
+        who = ", ".join(f"{k}: {v.name} ({v.kind})" for k, v in self.provenance.items())
+        if ok:
+            log.info("%s: running the distilled student %s: %s", who, path.name, why)
+        else:
+            log.info("%s: running the teacher instead of the student %s: %s", who, path.name, why)
+
+    def analyze(self, crops):
+        return self.inner.analyze(crops)
+
+    def stop(self) -> None:
+        if self.inner is not None:
+            self.inner.stop()

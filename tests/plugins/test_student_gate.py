@@ -1,0 +1,101 @@
+"""The student-or-teacher gate (issue 8): a shipped distilled checkpoint runs only when its card's held-out
+agreement with its teacher passes (Pearson >= 0.8 on every AU that varies), else the teacher runs; a
+checkpoint the user names by path is used as given and reported ``user``."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from auflow.engine.analyzer.core import build_analyzer
+from auflow.engine.config import ModelSpec
+from auflow.engine.types import ModelInfo
+from auflow.models import create_model
+from auflow.models.card import ModelCard, load_checkpoint, save_checkpoint
+from auflow.plugins.analyzers import student
+from auflow.plugins.analyzers.blendshape_au import AU_LABELS
+
+SMALL = {"backbone": "mobilenet_v2", "input_size": 32, "backbone_kw": {"width_mult": 0.25}}
+CROPS = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+
+
+def needs_teacher():
+    pytest.importorskip("ai_edge_litert", reason="the mediapipe_au teacher runs on ai-edge-litert")
+    from auflow.engine.assets import asset_path
+    from auflow.engine.errors import AssetError
+
+    try:
+        asset_path("face_landmarker")
+    except AssetError as e:
+        pytest.skip(str(e))
+
+
+def distilled_card(base: ModelCard, pearson: dict[str, float | None], complete: bool = True) -> ModelCard:
+    per = {a: {"pearson": r, "varies": True} for a, r in pearson.items()}
+    per["AU06"] = {"pearson": None, "varies": False}  # a dead AU is not gated
+    training = {"kind": "distilled", "complete": complete, "teacher": {"au": {"name": "mediapipe_au", "kind": "teacher"}},
+                "agreement": {"split": "heldout", "per_au": per, "varying": list(pearson)}}
+    return ModelCard(name=base.name, task=base.task, labels=base.labels, config=dict(base.config), input_size=base.input_size,
+                     mean=base.mean, std=base.std, kind="distilled", training=training)
+
+
+def write_checkpoint(path, pearson, complete=True):
+    torch.manual_seed(0)
+    m = create_model("baseline_au", **SMALL)
+    return save_checkpoint(m, path, distilled_card(m.card, pearson, complete))
+
+
+def test_gate_reads_the_cards_heldout_agreement():
+    base = create_model("baseline_au", **SMALL).card
+    ok, why = student.gate(distilled_card(base, {"AU01": 0.92, "AU12": 0.80}))
+    assert ok and "AU01 0.92" in why and "AU12 0.80" in why
+    ok, why = student.gate(distilled_card(base, {"AU01": 0.92, "AU02": 0.79, "AU45": None}))
+    assert not ok and "AU02, AU45" in why and "AU01" not in why.split("below")[1].split("(")[0]
+    assert not student.gate(distilled_card(base, {"AU01": 0.95}, complete=False))[0]
+    assert "not a distilled student" in student.gate(base)[1]  # an untrained card
+    bare = distilled_card(base, {"AU01": 0.9})
+    bare.training["agreement"] = None
+    assert "no held-out agreement" in student.gate(bare)[1]
+
+
+def test_a_card_that_passes_runs_the_student_as_distilled(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(student, "starter_dir", lambda: tmp_path)
+    write_checkpoint(tmp_path / "good.pt", {"AU01": 0.92, "AU12": 0.90})
+    a = build_analyzer(ModelSpec(name="baseline_au", checkpoint="starter:good"), "analyzer.models.1")
+    with caplog.at_level(logging.INFO, logger=student.__name__):
+        a.start("cpu")
+    assert a.choice == "student" and a.provenance == {"au": ModelInfo("baseline_au", "distilled")}
+    out = a.analyze(CROPS)["au"]
+    assert out.shape == (2, len(a.outputs["au"])) and np.all((out >= 0) & (out <= 1))
+    lines = [r.getMessage() for r in caplog.records if r.name == student.__name__]
+    assert len(lines) == 1 and "distilled student good.pt" in lines[0] and ">= 0.8" in lines[0]
+
+
+def test_a_card_failing_the_gate_runs_the_teacher_and_says_why(tmp_path, monkeypatch, caplog):
+    needs_teacher()
+    monkeypatch.setattr(student, "starter_dir", lambda: tmp_path)
+    write_checkpoint(tmp_path / "weak.pt", {"AU01": 0.92, "AU02": 0.61})
+    a = build_analyzer(ModelSpec(name="baseline_au", checkpoint="starter:weak"), "analyzer.models.1")
+    with caplog.at_level(logging.INFO, logger=student.__name__):
+        a.start("cpu")
+    assert a.choice == "teacher" and a.provenance == {"au": ModelInfo("mediapipe_au", "teacher")}
+    assert a.outputs == {"au": AU_LABELS} and "AU02" in a.reason and "below 0.8" in a.reason
+    assert a.analyze(CROPS)["au"].shape == (2, len(AU_LABELS))
+    lines = [r.getMessage() for r in caplog.records if r.name == student.__name__]
+    assert len(lines) == 1 and "running the teacher instead" in lines[0] and "AU02 0.61" in lines[0]
+    # a missing starter file is no crash either: the teacher, and how to build it
+    b = build_analyzer(ModelSpec(name="baseline_au", checkpoint="starter:nosuch"), "analyzer.models.1")
+    b.start("cpu")
+    assert b.choice == "teacher" and "make starter" in b.reason
+
+
+def test_a_user_checkpoint_is_used_as_given_and_reported_user(tmp_path):
+    """No gate for a checkpoint named by path, even one whose own card would fail it."""
+    path = write_checkpoint(tmp_path / "mine.pt", {"AU01": 0.1})
+    a = build_analyzer(ModelSpec(name="baseline_au", checkpoint=str(path)), "analyzer.models.1")
+    a.start("cpu")
+    assert type(a).__name__ == "TorchModelAnalyzer" and a.provenance == {"au": ModelInfo("baseline_au", "user")}
+    assert load_checkpoint(path)[0].kind == "distilled"  # the card keeps its own kind
+
