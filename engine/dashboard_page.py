@@ -15,9 +15,12 @@ h1{font-size:20px;margin:0 0 12px} #conn{font-size:13px;color:#666;margin-left:8
 .stats{font-size:12px;color:#444;display:grid;grid-template-columns:repeat(3,1fr);gap:2px 10px;margin-bottom:6px}
 .state-live{color:#1a7f37;font-weight:600} .state-ended{color:#888;font-weight:600}
 .state-reconnecting,.state-connecting{color:#b26a00;font-weight:600} .gaps-bad{color:#c62828;font-weight:600}
+.models{font-size:11px;color:#555;margin-bottom:4px} .model{margin-right:10px}
+.model.untrained{color:#b26a00;font-weight:600}
 .track{border-top:1px solid #eee;padding-top:6px;margin-top:6px}
 .track h3{font-size:13px;margin:0 0 4px} .expr{font-weight:600}
 .au{display:grid;grid-template-columns:44px 1fr 46px;align-items:center;font-size:11px;gap:4px;height:14px}
+.au>span{overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
 .bar{background:#e6e6e6;height:9px;border-radius:2px;overflow:hidden} .fill{background:#3b6fd1;height:100%}
 .value{text-align:right;font-variant-numeric:tabular-nums}
 canvas.timeline{width:100%;height:14px;display:block;margin-top:4px;border:1px solid #eee}
@@ -57,6 +60,7 @@ function camTile(name) {
     const v = el("span", "", "–"); v.dataset.field = k; s.appendChild(v); stats.appendChild(s); fields[k] = v;
   }
   tile.appendChild(stats);
+  const models = el("div", "models"); models.dataset.field = "models"; tile.appendChild(models); fields.models = models;
   const tracks = el("div", "tracks"); tile.appendChild(tracks);
   const list = [...cams.keys(), name].sort();
   const box = document.getElementById("cams");
@@ -95,9 +99,25 @@ function drawTimeline(t) {
   t.history.forEach((label, i) => { ctx.fillStyle = COLOURS[label] || "#777"; ctx.fillRect(i * w, 0, w, 14); });
 }
 
+// which model made each output, and its kind: an untrained model's values mean nothing, so say so
+function showModels(c, models) {
+  const key = JSON.stringify(models || {});
+  if (key === c.modelsKey) return;
+  c.modelsKey = key;
+  c.fields.models.replaceChildren();
+  for (const [out, m] of Object.entries(models || {}).sort()) {
+    const name = String(m && typeof m === "object" ? m.name : m), kind = String(m && typeof m === "object" ? m.kind : "");
+    const s = el("span", kind === "untrained" ? "model untrained" : "model", `${out}: ${name} (${kind})`);
+    s.dataset.output = out; s.dataset.name = name; s.dataset.kind = kind;
+    if (kind === "untrained") s.title = "no trained weights: its values mean nothing";
+    c.fields.models.appendChild(s);
+  }
+}
+
 function onResult(h) {
   const c = camTile(h.cam);
   c.fields.last_seq.textContent = String(h.seq);
+  showModels(c, h.models);
   const now = Date.now();
   for (const face of h.faces || []) {
     const t = trackBox(c, face.track);
@@ -110,7 +130,7 @@ function onResult(h) {
     for (const [au, p] of Object.entries(face.au || {}).sort()) {
       let b = t.bars.get(au);
       if (!b) {
-        const row = el("div", "au"); row.dataset.au = au;
+        const row = el("div", "au"); row.dataset.au = au; row.title = au;  // a long name is cut: hover shows it
         row.appendChild(el("span", "", au));
         const bar = el("div", "bar"), fill = el("div", "fill"); bar.appendChild(fill); row.appendChild(bar);
         const val = el("span", "value"); row.appendChild(val);
