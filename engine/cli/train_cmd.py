@@ -1,5 +1,6 @@
 """``auflow train CONFIG`` and ``auflow eval CHECKPOINT DATA``: training with a live bar and per-epoch
-per-AU tables, evaluation as a table and JSON."""
+metrics tables (per-AU F1 / accuracy; accuracy and per-class F1 for ``arpgnet``; the nine multi-label
+metrics for ``svml_rgcn``), evaluation as a table and JSON."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+#: paper 004's names of the nine metrics (Table 1), ↓ lower is better
+MULTILABEL_HEADERS = {"hamming_loss": "HL↓", "coverage": "Cov↓", "one_error": "OE↓", "ranking_loss": "RL↓",
+                      "average_precision": "AP", "micro_f1": "micro-F1", "macro_f1": "macro-F1", "micro_auc": "micro-AUC",
+                      "macro_auc": "macro-AUC"}
+
+
 def metrics_table(title: str, metrics, width: int = 200) -> Table:
     """F1 and accuracy (in %) per AU and their means: one column per AU when ``width`` fits them,
-    else one row per AU."""
+    else one row per AU. Expression metrics: :func:`expr_table`."""
+    if getattr(metrics, "kind", None) in ("single_label", "multi_label"):
+        return expr_table(title, metrics)
     table = Table(title=title, title_justify="left")
     f1 = [f"{100 * v:.1f}" for v in metrics.f1] + [f"{100 * metrics.mean_f1:.1f}"]
     acc = [f"{100 * v:.1f}" for v in metrics.accuracy] + [f"{100 * metrics.mean_accuracy:.1f}"]
@@ -30,6 +39,37 @@ def metrics_table(title: str, metrics, width: int = 200) -> Table:
         for name, a, b in zip(names, f1, acc):
             table.add_row(name, a, b, style="bold" if name == "mean" else None)
     return table
+
+
+def expr_table(title: str, metrics) -> Table:
+    """Single-label: accuracy, macro F1 (and Aff-Wild2's M), then F1 per class (in %). Multi-label:
+    the nine metrics of paper 004 as fractions, then F1 per label."""
+    table = Table(title=title, title_justify="left")
+    if metrics.kind == "single_label":
+        head = {"accuracy": f"{100 * metrics.accuracy:.1f}", "macro F1": f"{100 * metrics.macro_f1:.1f}"}
+        if metrics.challenge is not None:
+            head["M = 0.67·F1 + 0.33·Acc"] = f"{metrics.challenge:.4f}"
+    else:
+        head = {MULTILABEL_HEADERS.get(k, k): f"{v:.4f}" for k, v in metrics.values.items()}
+    per = {f"F1 {c}": f"{100 * f:.1f}" for c, f in zip(metrics.labels, metrics.f1)}
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in head.items():
+        table.add_row(k, v, style="bold")
+    for k, v in per.items():
+        table.add_row(k, v)
+    table.add_row("samples", str(metrics.samples))
+    return table
+
+
+def summary_line(metrics) -> str:
+    """The headline figures of a metrics object, for the line after training."""
+    if getattr(metrics, "kind", None) == "single_label":
+        s = f"accuracy {100 * metrics.accuracy:.1f}, macro F1 {100 * metrics.macro_f1:.1f}"
+        return s if metrics.challenge is None else s + f", M {metrics.challenge:.4f}"
+    if getattr(metrics, "kind", None) == "multi_label":
+        return ", ".join(f"{MULTILABEL_HEADERS[k].rstrip('↓')} {v:.4f}" for k, v in metrics.values.items())
+    return f"mean F1 {100 * metrics.mean_f1:.1f}, mean accuracy {100 * metrics.mean_accuracy:.1f}"
 
 
 class TrainProgress:
@@ -84,7 +124,8 @@ def run_train(out: Console, config: Path, overrides: list[str], out_dir: Path | 
     m = result.metrics
     summary = f"wrote {result.checkpoint} in {result.seconds:.0f} s"
     if m is not None:
-        summary += f": test mean F1 {100 * m.mean_f1:.1f}, mean accuracy {100 * m.mean_accuracy:.1f}"
+        split = (result.card.training.get("metrics") or {}).get("split", "test") if result.card is not None else "test"
+        summary += f": {split} {summary_line(m)}"
     out.print(summary, highlight=False)
     if result.card is not None and "note" in result.card.training:
         out.print(f"[yellow]note:[/] {result.card.training['note']}", highlight=False)

@@ -2,8 +2,9 @@
 baseline ARPGNet is compared with.
 
 This is deliberately small — Adam, fixed epochs, shuffled mini-batches, no checkpoints or logging
-sinks — for the generated sets of ``synthetic.py`` and the tests; the project's trainer
-(``auflow.models.train``) runs the papers' full protocols.
+sinks — for trunk pre-training and the per-frame baseline; ``auflow train`` (``auflow.models.train``)
+trains the expression models themselves, on the papers' datasets or on the generated sets of
+``synthetic.py`` wrapped as datasets here (:class:`MotionClipDataset`, :class:`MultiLabelFaceDataset`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from auflow.models.expr.small_trunk import build_trunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "FrameAverageBaseline", "TrunkRegressor", "cross_entropy_step", "fit", "normalise", "predict", "pretrain_trunk"]
+__all__ = ["FitResult", "FrameAverageBaseline", "MotionClipDataset", "MultiLabelFaceDataset", "TrunkRegressor", "cross_entropy_step", "fit", "normalise", "predict", "pretrain_trunk"]
 
 
 def normalise(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -166,3 +167,85 @@ def pretrain_trunk(
 
     result = fit(model, images, targets, loss, epochs, batch_size, lr, seed=seed)
     return model.backbone.state_dict(), result
+
+
+# -- generated data as datasets for the trainer (auflow train, data.dataset: synthetic_motion | synthetic_multilabel) --
+def _to_uint8(x: np.ndarray) -> torch.Tensor:
+    """[0, 1] float images → uint8, as decoded frames reach the trainer's normaliser."""
+    return torch.from_numpy(np.ascontiguousarray(np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)))
+
+
+def _stream_seed(seed: int, split: str) -> int:
+    """Disjoint train/test streams of one dataset seed: 2·seed + 1 and 2·seed + 2."""
+    if split not in ("train", "test"):
+        from auflow.models.data.core import DatasetError
+
+        raise DatasetError(f"generated expression data has splits train and test, not {split!r}")
+    return 2 * seed + (1 if split == "train" else 2)
+
+
+class MotionClipDataset(torch.utils.data.Dataset):
+    """:func:`auflow.models.expr.synthetic.motion_sequences` as a dataset: items
+    ``{"frames": uint8 (T, 3, S, S), "label": int64 ()}`` like the RML/AFEW loaders.
+
+    The test split is *paired* (every clip also played backwards), so a model blind to frame
+    order scores exactly 1/2 on it. ``pretraining_set(n)`` gives single generated faces with their
+    drawing parameters: the label-free stand-in for paper 003's pre-trained face network.
+    """
+
+    def __init__(self, split: str = "train", size: int = 256, seed: int = 0, num_frames: int = 8, input_size: int = 48) -> None:
+        from auflow.models.expr.synthetic import MOTION_LABELS, motion_sequences
+
+        stream = _stream_seed(seed, split)
+        n = size + (size % 2 if split == "test" else 0)  # paired clips come in twos
+        clips, labels = motion_sequences(n, num_frames, input_size, seed=stream, paired=split == "test")
+        self.frames, self.labels = _to_uint8(clips), labels
+        self.label_names, self.input_size, self.num_frames, self.seed = MOTION_LABELS, input_size, num_frames, seed
+        self.description = (f"generated motion clips (auflow.models.expr.synthetic.motion_sequences), seed {seed}, "
+                            f"split {split}, {n} clips of {num_frames} frames at {input_size}px"
+                            + (", each also played backwards" if split == "test" else ""))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"frames": self.frames[i], "label": torch.tensor(self.labels[i])}
+
+    def pretraining_set(self, n: int, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+        from auflow.models.expr.synthetic import face_parameter_frames
+
+        faces, params = face_parameter_frames(n, self.input_size, seed=seed)
+        return faces, torch.as_tensor(params)
+
+
+class MultiLabelFaceDataset(torch.utils.data.Dataset):
+    """:func:`auflow.models.expr.synthetic.multilabel_faces` as a dataset: items
+    ``{"image": uint8 (3, S, S), "labels": float32 (6,)}`` like the RAF-ML loader.
+
+    ``basic_images(per_class)`` gives single-label faces (:func:`single_label_faces`): paper 004's
+    basic-expression images, for the visual node features (Eq. 5) and the trunk's pre-training.
+    """
+
+    def __init__(self, split: str = "train", size: int = 1024, seed: int = 0, input_size: int = 32) -> None:
+        from auflow.models.expr.synthetic import MULTILABEL_LABELS, multilabel_faces
+
+        images, labels = multilabel_faces(size, input_size, seed=_stream_seed(seed, split))
+        self.images, self.labels = _to_uint8(images), labels.astype(np.float32)
+        self.label_names, self.input_size, self.seed = MULTILABEL_LABELS, input_size, seed
+        self.description = (f"generated multi-label faces (auflow.models.expr.synthetic.multilabel_faces), seed {seed}, "
+                            f"split {split}, {size} faces at {input_size}px")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[i], "labels": torch.from_numpy(self.labels[i].copy())}
+
+    def basic_images(self, per_class: int, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+        from auflow.models.expr.synthetic import single_label_faces
+
+        images, classes = single_label_faces(per_class, self.input_size, seed=seed)
+        return images, torch.as_tensor(classes)
+
+    def pretraining_set(self, n: int, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+        return self.basic_images(max(1, n // len(self.label_names)), seed)

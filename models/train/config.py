@@ -31,7 +31,7 @@ from auflow.engine.config import _line_index, _loc_line, _set_dotted, parse_over
 from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import format_validation_error
 
-__all__ = ["DataSection", "ModelSection", "OptimizerSection", "ScheduleSection", "StageSection", "TrainConfig",
+__all__ = ["AU_DATASETS", "EXPR_DATASETS", "SYNTHETIC_DATASETS", "DataSection", "ModelSection", "OptimizerSection", "ScheduleSection", "StageSection", "TrainConfig",
            "TrainSection", "load_train_config"]
 
 
@@ -53,11 +53,27 @@ class ModelSection(Section):
                               "fixed): e.g. [backbone.] to train only the heads on a given backbone")
 
 
+#: the AU datasets, with their 3-fold protocols
+AU_DATASETS = ("bp4d", "disfa", "emotionet")
+#: the expression datasets of issue 7 (auflow.models.data.expr): rml = leave-one-subject-out (fold = subject),
+#: afew / affwild2 = the challenges' train/validation split, rafml = its train/test partition
+EXPR_DATASETS = ("rml", "afew", "affwild2", "rafml")
+#: generated data: synthetic = AU faces (auflow.models.data.synthetic_au); synthetic_motion = clips whose label is
+#: the direction of motion (arpgnet), synthetic_multilabel = multi-label faces with label correlations (svml_rgcn),
+#: both from auflow.models.expr.synthetic
+SYNTHETIC_DATASETS = ("synthetic", "synthetic_motion", "synthetic_multilabel")
+
+
 class DataSection(Section):
-    dataset: Literal["bp4d", "disfa", "emotionet", "synthetic"]
-    root: str | None = Field(None, description="real datasets: the directory of your copy (layout: auflow.models.data.<name>)")
-    fold: int | None = Field(None, ge=1, le=3, description="real datasets: the test fold (1-3); training uses the other two")
-    augment: bool = Field(True, description="real datasets: random crop + horizontal flip in training")
+    dataset: Literal["bp4d", "disfa", "emotionet", "synthetic", "rml", "afew", "affwild2", "rafml",
+                     "synthetic_motion", "synthetic_multilabel"]
+    root: str | None = Field(None, description="real datasets: the directory of your copy (layout: auflow.models.data.<name>, "
+                             "auflow.models.data.expr for rml, afew, affwild2, rafml)")
+    fold: int | None = Field(None, ge=1, description="bp4d, disfa, emotionet: the test fold (1-3), training uses the other "
+                             "two; rml: the held-out subject (1-8, leave-one-subject-out); afew, affwild2, rafml: none "
+                             "(their fixed train/validation or train/test split)")
+    augment: bool = Field(True, description="real datasets: random crop + horizontal flip in training (AU datasets); "
+                          "rafml: horizontal flip (paper 004); rml, afew: random frame per segment (sparse sampling)")
     workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = load in the training process)")
     size: int = Field(2000, ge=1, description="synthetic: training images")
     test_size: int = Field(500, ge=1, description="synthetic: evaluation images (a separate stream of the same seed)")
@@ -67,21 +83,32 @@ class DataSection(Section):
 
     @model_validator(mode="after")
     def _real_needs_root_and_fold(self) -> DataSection:
-        if self.dataset != "synthetic":
-            if self.root is None:
-                raise ValueError(f"data.root is required for {self.dataset}: the directory of your copy")
-            if self.fold is None:
+        if self.dataset in SYNTHETIC_DATASETS:
+            if self.root is not None or self.fold is not None:
+                raise ValueError(f"data.root and data.fold apply to the real datasets; {self.dataset} takes size, test_size and seed")
+            return self
+        if self.root is None:
+            raise ValueError(f"data.root is required for {self.dataset}: the directory of your copy")
+        if self.dataset in AU_DATASETS:
+            if self.fold is None or self.fold > 3:
                 raise ValueError(f"data.fold (1, 2 or 3) is required for {self.dataset}: the papers report all three")
-        elif self.root is not None or self.fold is not None:
-            raise ValueError("data.root and data.fold apply to bp4d, disfa and emotionet; the synthetic dataset takes size, test_size and seed")
+        elif self.dataset == "rml":
+            if self.fold is None:
+                raise ValueError("data.fold is required for rml: the held-out subject (1-8, leave-one-subject-out)")
+        elif self.fold is not None:
+            raise ValueError(f"{self.dataset} has a fixed split (no folds): drop data.fold")
         return self
 
 
 class OptimizerSection(Section):
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(gt=0, description="initial learning rate")
+    lr_groups: dict[str, float] = Field(default_factory=dict, description="initial learning rates of parameters by "
+                                        "name prefix, e.g. {backbone.: 1.0e-4} (paper 003: 1e-4 for the pre-trained "
+                                        "blocks, lr for the rest); the first matching prefix wins")
     weight_decay: float = Field(5e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, description="adam / adamw only")
     momentum: float = Field(0.9, ge=0, description="sgd only")
     nesterov: bool = False
 
@@ -113,7 +140,7 @@ class TrainSection(Section):
     recipe: dict[str, Any] = Field(default_factory=dict, description="options of the model's training recipe")
     stages: list[StageSection] = Field(min_length=1)
     eval_every: int = Field(1, ge=0, description="evaluate on the test split every N epochs (0 = only at the end)")
-    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold of every AU")
+    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold of every AU (multi-label models: of every label)")
     max_batches: int | None = Field(None, ge=1, description="cap on batches per epoch (smoke runs)")
 
 

@@ -42,7 +42,7 @@ class EpochRecord:
     loss: dict[str, float]  # mean of each loss term over the epoch
     lr: float  # at the end of the epoch
     seconds: float
-    metrics: AUMetrics | None = None
+    metrics: AUMetrics | None = None  # or the recipe's (recipes.ExprMetrics, recipes.MultiLabelMetrics)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "metrics"}
@@ -51,11 +51,10 @@ class EpochRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EpochRecord:
+        from .recipes import metrics_from_dict
+
         m = d.get("metrics")
-        metrics = None
-        if m is not None:
-            keep = ("au_names", "f1", "accuracy", "precision", "recall", "support", "threshold", "samples")
-            metrics = AUMetrics(**{k: tuple(m[k]) if isinstance(m[k], list) else m[k] for k in keep})
+        metrics = None if m is None else metrics_from_dict(m)
         return cls(d["stage"], d["epoch"], d["epochs"], dict(d["loss"]), d["lr"], d["seconds"], metrics)
 
 
@@ -95,15 +94,14 @@ def build_card(model: torch.nn.Module, cfg: TrainConfig, recipe, train_set, test
           history: list[EpochRecord], done: dict[str, int], complete: bool) -> ModelCard:
     base = model.card
     last = next((r.metrics for r in reversed(history) if r.metrics is not None), None)
-    synthetic = cfg.data.dataset == "synthetic"
+    synthetic = cfg.data.dataset.startswith("synthetic")
     training: dict[str, Any] = dict(base.training)  # e.g. au_gcn's graph source
     training.update({
         "data": train_set.description,
         "evaluated_on": test_set.description,
         "dataset": cfg.data.dataset,
         "protocol": ("generated data: disjoint train/test streams of one seed" if synthetic else
-                     ("subject-exclusive 3-fold cross-validation (ME-GraphAU / JAA-Net fold lists)"
-                      if cfg.data.dataset in ("bp4d", "disfa") else "3-fold cross-validation by image")),
+                     PROTOCOLS.get(cfg.data.dataset, "3-fold cross-validation by image")),
         "fold": cfg.data.fold,
         "train_samples": len(train_set),
         "test_samples": len(test_set),
@@ -114,17 +112,36 @@ def build_card(model: torch.nn.Module, cfg: TrainConfig, recipe, train_set, test
         "batch_size": cfg.train.batch_size,
         "seed": cfg.train.seed,
         "complete": complete,
-        "metrics": None if last is None else {"split": "test", "threshold": cfg.train.threshold, "mean_f1": last.mean_f1,
-                                              "mean_accuracy": last.mean_accuracy,
-                                              "per_au": {a: {"f1": f, "accuracy": c} for a, f, c in zip(last.au_names, last.f1, last.accuracy)}},
+        "metrics": None if last is None else _card_metrics(last, cfg),
         "config": cfg.model_dump(mode="json"),
     })
     if synthetic:
-        training["note"] = ("trained on synthetic data: cartoon faces drawn by auflow.models.data.synthetic_au, not real "
+        where = "auflow.models.data.synthetic_au" if cfg.data.dataset == "synthetic" else "auflow.models.expr.synthetic"
+        training["note"] = (f"trained on synthetic data: cartoon faces drawn by {where}, not real "
                             "faces; its outputs on real faces mean nothing")
     return ModelCard(name=base.name, task=base.task, labels=base.labels, config=dict(base.config),
                      input_size=base.input_size, input_channels=base.input_channels, mean=base.mean, std=base.std,
                      kind="trained", multilabel=base.multilabel, training=training, paper=base.paper)
+
+
+#: the card's protocol line per real dataset
+PROTOCOLS = {
+    "bp4d": "subject-exclusive 3-fold cross-validation (ME-GraphAU / JAA-Net fold lists)",
+    "disfa": "subject-exclusive 3-fold cross-validation (ME-GraphAU / JAA-Net fold lists)",
+    "rml": "leave-one-subject-out (fold = the held-out subject), 16 frames by sparse sampling (paper 003 Sec. 4.1.1)",
+    "afew": "EmotiW Train / Val split, evaluated on Val, 16 frames by sparse sampling (paper 003 Sec. 4.1.2)",
+    "affwild2": "ABAW EXPR challenge Train / Validation split, evaluated on Validation, 8 frames at dilation 3 "
+                "(paper 003 Sec. 4.1.3)",
+    "rafml": "RAF-ML train / test partition (paper 004 Sec. 4.1)",
+}
+
+
+def _card_metrics(last, cfg: TrainConfig) -> dict[str, Any]:
+    if isinstance(last, AUMetrics):
+        return {"split": "test", "threshold": cfg.train.threshold, "mean_f1": last.mean_f1,
+                "mean_accuracy": last.mean_accuracy,
+                "per_au": {a: {"f1": f, "accuracy": c} for a, f, c in zip(last.au_names, last.f1, last.accuracy)}}
+    return {"split": {"afew": "val", "affwild2": "val"}.get(cfg.data.dataset, "test"), **last.to_dict()}
 
 
 def write_outputs(out_dir: Path, model, card: ModelCard, history: list[EpochRecord], cfg: TrainConfig) -> Path:

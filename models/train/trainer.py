@@ -1,14 +1,19 @@
 """Train any registered model on a dataset, by its training recipe, reproducibly and resumably.
 
 ``train(cfg)`` builds the model (``create_model(cfg.model.name, **options)``), the datasets
-(:func:`auflow.models.data.build_dataset`) and the model's recipe (:mod:`.recipes`), then runs the
+(:func:`auflow.models.data.build_dataset` for the AU datasets, :func:`auflow.models.data.expr.build_expr_dataset`
+for RML / AFEW / Aff-Wild2 / RAF-ML, the generated expression sets of
+:mod:`auflow.models.expr.train_utils`) and the model's recipe (:mod:`.recipes`), then runs the
 recipe's stages in order, each with its own optimiser and per-step schedule, evaluating the test
-split after each epoch. In the output directory it writes:
+split after each epoch. Samples are ``{"image", "labels"}`` (images, multi-label) or
+``{"frames", "label"}`` (clips, one class). In the output directory it writes:
 
 - ``model.pt``: weights + card (:func:`auflow.models.save_checkpoint`), after every epoch; the card
   says what the model was trained on, the protocol and fold, and the last test metrics;
 - ``train_state.pt``: what resuming needs (weights, optimiser, schedule, position, history);
-- ``metrics.json``: per-epoch losses and per-AU F1 / accuracy; ``config.yaml``: the resolved config.
+- ``metrics.json``: per-epoch losses and the recipe's metrics (per-AU F1 / accuracy; accuracy and
+  per-class F1 for ``arpgnet``; the nine multi-label metrics for ``svml_rgcn``); ``config.yaml``: the
+  resolved config.
 
 **Determinism.** The model is initialised under ``torch.manual_seed(seed)``; every epoch then
 re-seeds torch, numpy and ``random`` and its DataLoader's generator from ``(seed, stage, epoch)``
@@ -45,9 +50,9 @@ from torch.utils.data import DataLoader
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.models import create_model
 from auflow.models.card import ModelCard
-from auflow.models.metrics import AUMetrics, au_metrics
+from auflow.models.metrics import AUMetrics
 
-from .config import StageSection, TrainConfig, dump_train_config
+from .config import EXPR_DATASETS, StageSection, TrainConfig, dump_train_config
 from .recipes import TrainingRecipe, build_recipe
 from .state import CONFIG_FILE, STATE_FILE, STATE_VERSION, EpochRecord, atomic_save, build_card, config_key, load_state, write_outputs
 
@@ -72,10 +77,11 @@ class TrainResult:
     out_dir: Path
     checkpoint: Path
     history: list[EpochRecord]
-    metrics: AUMetrics | None
+    metrics: AUMetrics | None  # or the recipe's metrics (recipes.ExprMetrics, recipes.MultiLabelMetrics)
     seconds: float
     resumed_from: tuple[str, int] | None = None
     card: ModelCard | None = field(default=None, repr=False)
+    recipe: TrainingRecipe | None = field(default=None, repr=False)  # e.g. what its setup derived from the data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,13 +138,79 @@ def _device(name: str) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------
-def build_datasets(cfg: TrainConfig, input_size: int):
-    """(train, test) datasets of the config, images at ``input_size``."""
+#: generated expression data: dataset name → the model it is made for
+EXPR_SYNTHETIC = {"synthetic_motion": "arpgnet", "synthetic_multilabel": "svml_rgcn"}
+#: the evaluation split of each expression dataset (AFEW and Aff-Wild2 report on their validation sets)
+EXPR_TEST_SPLIT = {"rml": "test", "afew": "val", "affwild2": "val", "rafml": "test"}
+
+
+def is_expr(dataset: str) -> bool:
+    return dataset in EXPR_DATASETS or dataset in EXPR_SYNTHETIC
+
+
+def build_expr_datasets(name: str, split: str, input_size: int, model: torch.nn.Module | None = None, root: str | None = None,
+                        fold: int | None = None, size: int = 0, seed: int = 0, augment: bool = False):
+    """One split of an expression dataset, real (``root``) or generated (``size``, ``seed``), with frames
+    at ``input_size``; clips take the model's ``num_frames`` (RML / AFEW sample 16, Aff-Wild2 8)."""
+    from auflow.models.data.expr import build_expr_dataset
+    from auflow.models.expr.train_utils import MotionClipDataset, MultiLabelFaceDataset
+
+    frames = getattr(model, "num_frames", None)
+    if name == "synthetic_motion":
+        return MotionClipDataset(split, size, seed, frames or 8, input_size)
+    if name == "synthetic_multilabel":
+        return MultiLabelFaceDataset(split, size, seed, input_size)
+    kw: dict = {"split": split, "input_size": input_size}
+    if name == "rml":
+        kw["fold"] = fold
+    ds = build_expr_dataset(name, root, **kw)
+    have = getattr(ds, "num_frames", None)
+    if frames is not None and have is not None and have != frames:
+        raise ConfigError(f"{name} items are clips of {have} frames but the model fuses windows of {frames}: "
+                          f"set model.options.num_frames: {have}")
+    if not hasattr(ds, "description"):
+        where = f"fold {fold} (held-out subject) " if name == "rml" else ""
+        ds.description = f"{name} at {root}, {where}split {split}, {len(ds)} items"
+    return _Flip(ds) if augment and name == "rafml" else ds
+
+
+class _Flip(torch.utils.data.Dataset):
+    """Random horizontal flip of a training image (RAF-ML, paper 004 Sec. 4.2), drawn from torch's
+    generator so the trainer's per-epoch seeding repeats it; other attributes are the base's."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __getattr__(self, name: str):
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = dict(self.base[i])
+        if bool(torch.randint(0, 2, ()).item()):
+            item["image"] = item["image"].flip(-1)
+        return item
+
+
+def build_datasets(cfg: TrainConfig, model: torch.nn.Module | int):
+    """(train, test) datasets of the config, images at the model's input size (or ``model`` = a size)."""
     from auflow.models.data import build_dataset
 
     from auflow.models.data.core import LabelSubset
 
     d = cfg.data
+    input_size = model if isinstance(model, int) else model.card.input_size
+    if is_expr(d.dataset):
+        if d.aus is not None:
+            raise ConfigError("data.aus selects AUs of an AU dataset; expression datasets train on all their labels")
+        m = None if isinstance(model, int) else model
+        return (build_expr_datasets(d.dataset, "train", input_size, m, d.root, d.fold, d.size, d.seed, d.augment),
+                build_expr_datasets(d.dataset, EXPR_TEST_SPLIT.get(d.dataset, "test"), input_size, m, d.root, d.fold,
+                                    d.test_size, d.seed))
     if d.dataset == "synthetic":
         sets = (build_dataset("synthetic", "train", input_size=input_size, size=d.size, seed=d.seed),
                 build_dataset("synthetic", "test", input_size=input_size, size=d.test_size, seed=d.seed))
@@ -150,10 +222,26 @@ def build_datasets(cfg: TrainConfig, input_size: int):
     return tuple(LabelSubset(s, d.aus) for s in sets)
 
 
-def label_names(cfg: TrainConfig) -> tuple[str, ...]:
-    """The AUs the config trains: the dataset's, or ``data.aus`` of them in the dataset's order."""
+def expr_label_names(dataset: str) -> tuple[str, ...] | None:
+    """The classes of an expression dataset, without touching any files, in auflow's lower-case
+    spelling (the label-embedding table's): RML and RAF-ML's emotions, AFEW's seven, the generated
+    sets'. Aff-Wild2's come from its annotation headers (ABAW 2020: 7, later editions 8): None."""
+    from auflow.models.data.expr import AFEW_LABELS, RAFML_LABELS, RML_LABELS
+    from auflow.models.expr.synthetic import MOTION_LABELS, MULTILABEL_LABELS
+
+    afew = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
+    names = {"rml": RML_LABELS, "afew": tuple(afew.get(n.lower(), n.lower()) for n in AFEW_LABELS), "rafml": RAFML_LABELS,
+             "synthetic_motion": MOTION_LABELS, "synthetic_multilabel": MULTILABEL_LABELS}.get(dataset)
+    return None if names is None else tuple(n.lower() for n in names)
+
+
+def label_names(cfg: TrainConfig) -> tuple[str, ...] | None:
+    """The AUs the config trains: the dataset's, or ``data.aus`` of them in the dataset's order;
+    for an expression dataset its classes (None: Aff-Wild2, read from the data)."""
     from auflow.models.data import dataset_au_names
 
+    if is_expr(cfg.data.dataset):
+        return expr_label_names(cfg.data.dataset)
     names = dataset_au_names(cfg.data.dataset)
     if cfg.data.aus is None:
         return names
@@ -167,14 +255,25 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """The config's model, labelled with the dataset's AUs unless its options name a label set."""
     options = dict(cfg.model.options)
     wanted = label_names(cfg)
-    if not {"au_names", "dataset", "num_classes"} & set(options):
+    expr = is_expr(cfg.data.dataset)
+    if expr:
+        want_model = EXPR_SYNTHETIC.get(cfg.data.dataset)
+        if want_model is not None and want_model != cfg.model.name:
+            raise ConfigError(f"data.dataset {cfg.data.dataset} is generated for {want_model}, not {cfg.model.name}")
+        if "labels" not in options and wanted is not None:
+            options["labels"] = list(wanted)
+    elif not {"au_names", "dataset", "num_classes"} & set(options):
         options["au_names"] = list(wanted)
     try:
         model = create_model(cfg.model.name, **options)
     except TypeError as e:
         raise ConfigError(f"model.options for {cfg.model.name}: {e}") from None
     labels = tuple(model.card.labels)
-    if labels != wanted:
+    if expr and model.card.task != "expr":
+        raise ConfigError(f"{cfg.data.dataset} is an expression dataset; {cfg.model.name} is a {model.card.task!r} model")
+    if expr and (wanted is None or tuple(n.lower() for n in labels) == wanted):
+        pass
+    elif labels != wanted:
         raise ConfigError(f"model {cfg.model.name} predicts {labels} but {cfg.data.dataset} is labelled {wanted}: "
                           f"drop the label options from model.options or make them match")
     _initialise(model, cfg)
@@ -245,6 +344,25 @@ def _normaliser(card: ModelCard, device: torch.device) -> Callable[[torch.Tensor
     return norm
 
 
+def batch_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images or clips, labels) of a batch: ``image``/``labels`` or ``frames``/``label``."""
+    x = batch["frames"] if "frames" in batch else batch["image"]
+    y = batch["label"] if "label" in batch else batch["labels"]
+    return x, y
+
+
+def check_labels(model: torch.nn.Module, dataset, where: str) -> None:
+    """The model's classes are the data's (Aff-Wild2's come from its annotation headers)."""
+    names = getattr(dataset, "label_names", None) or getattr(dataset, "au_names", None)
+    if names is None:
+        return
+    mine = tuple(n.lower() for n in model.card.labels)
+    theirs = tuple(str(n).lower() for n in names)
+    if mine != theirs and not (len(mine) == len(theirs) and expr_label_names("afew") == mine):
+        raise ConfigError(f"{where}: the model predicts {tuple(model.card.labels)} but the data is labelled {tuple(names)}; "
+                          f"set model.options.labels to the data's classes, in its order")
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset, recipe: TrainingRecipe | None, device: torch.device,
             batch_size: int = 64, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -256,22 +374,47 @@ def predict(model: torch.nn.Module, dataset, recipe: TrainingRecipe | None, devi
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     try:
         for batch in loader:
-            x = norm(batch["image"])
+            images, y = batch_inputs(batch)
+            x = norm(images)
             p = recipe.predict(model, x) if recipe is not None else model(x)
             probs.append(p.float().cpu().numpy())
-            labels.append(batch["labels"].numpy())
+            labels.append(y.numpy())
     finally:
         model.train(was_training)
     return np.concatenate(labels), np.concatenate(probs)
 
 
 # ---------------------------------------------------------------------------------------------
+def metrics_summary(metrics) -> str:
+    """One line of a metrics object: AU means, or the expression recipes' own summary."""
+    if isinstance(metrics, AUMetrics):
+        return f"mean F1 {metrics.mean_f1:.3f}, mean acc {metrics.mean_accuracy:.3f}"
+    return metrics.summary()
+
+
+def param_groups(model: torch.nn.Module, params, stage: StageSection) -> list[dict]:
+    """The stage's parameters in groups by ``optimizer.lr_groups`` (name prefix → initial rate; the
+    first matching prefix wins), the rest at ``optimizer.lr``. A prefix that names no parameter is an
+    error (a misspelt one would silently train at the wrong rate)."""
+    o = stage.optimizer
+    wanted = {id(p) for p in params}
+    prefixes = list(o.lr_groups)
+    groups: dict[str | None, list] = {k: [] for k in [*prefixes, None]}
+    for name, p in model.named_parameters():
+        if id(p) in wanted:
+            groups[next((k for k in prefixes if name.startswith(k)), None)].append(p)
+    empty = [k for k in prefixes if not groups[k]]
+    if empty:
+        raise ConfigError(f"stage {stage.name}: optimizer.lr_groups {empty} match no trained parameter of the model")
+    return [{"params": ps, "lr": o.lr_groups[k] if k is not None else o.lr} for k, ps in groups.items() if ps]
+
+
 def _optimizer(params, stage: StageSection) -> torch.optim.Optimizer:
     o = stage.optimizer
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
 
 
@@ -310,7 +453,9 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
                               f"list exactly those, in that order (epochs: 0 skips one)")
         torch.manual_seed(cfg.train.seed)  # model initialisation
         model = build_model(cfg)
-        train_set, test_set = build_datasets(cfg, model.card.input_size)
+        train_set, test_set = build_datasets(cfg, model)
+        if is_expr(cfg.data.dataset):
+            check_labels(model, train_set, f"{cfg.data.dataset} training split")
         recipe.setup(model, train_set)  # may set data-derived buffers (saved with the weights)
         model.to(device)
 
@@ -343,7 +488,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
             first = start[1] if si == start[0] else 0
             if first >= stage.epochs:
                 continue
-            opt = _optimizer(recipe.parameters(model, stage.name), stage)
+            opt = _optimizer(param_groups(model, list(recipe.parameters(model, stage.name)), stage), stage)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, _LRFactor(stage, batches))
             if state is not None and si == start[0] and first > 0:
                 opt.load_state_dict(state["optimizer"])
@@ -364,7 +509,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
                 for b, batch in enumerate(loader):
                     if b >= batches:
                         break
-                    terms = recipe.loss(model, norm(batch["image"]), batch["labels"].to(device), stage.name)
+                    images, y = batch_inputs(batch)
+                    terms = recipe.loss(model, norm(images), y.to(device), stage.name)
                     loss = terms["loss"]
                     if not torch.isfinite(loss):
                         raise ModelError(f"{cfg.model.name} stage {stage.name} epoch {epoch + 1} batch {b + 1}: loss is "
@@ -383,7 +529,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
                 every = cfg.train.eval_every
                 if last_epoch or (every and (epoch + 1) % every == 0):
                     y, p = predict(model, test_set, recipe, device, cfg.train.eval_batch_size or bs, cfg.data.workers)
-                    metrics = au_metrics(y, p, model.card.labels, cfg.train.threshold)
+                    metrics = recipe.score(y, p, model.card.labels, cfg.train.threshold, cfg.data.dataset)
                 record = EpochRecord(stage.name, epoch + 1, stage.epochs, {k: v / max(n, 1) for k, v in sums.items()},
                                      float(opt.param_groups[0]["lr"]), time.perf_counter() - te, metrics)
                 history.append(record)
@@ -395,8 +541,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
                               "history": [r.to_dict() for r in history]}, out / STATE_FILE)
                 ckpt = write_outputs(out, model, card, history, cfg)
                 log.info("%s %s epoch %d/%d: loss %.4f%s", cfg.model.name, stage.name, epoch + 1, stage.epochs,
-                         record.loss.get("loss", float("nan")),
-                         "" if metrics is None else f", mean F1 {metrics.mean_f1:.3f}, mean acc {metrics.mean_accuracy:.3f}")
+                         record.loss.get("loss", float("nan")), "" if metrics is None else ", " + metrics_summary(metrics))
                 if cb.on_epoch_end:
                     cb.on_epoch_end(record)
 
@@ -404,4 +549,4 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
         card = build_card(model, cfg, recipe, train_set, test_set, history, done, True)
         ckpt = write_outputs(out, model, card, history, cfg)
     return TrainResult(out, ckpt, history, final, time.perf_counter() - t0,
-                       None if state is None else (names[start[0]], start[1]), card)
+                       None if state is None else (names[start[0]], start[1]), card, recipe)

@@ -1,0 +1,151 @@
+"""``auflow train`` / ``auflow eval`` for the expression models (issue 7): arpgnet on generated motion
+clips, svml_rgcn on generated multi-label faces, the papers' protocol configs, and a missing dataset
+directory named in one line. Tiny runs in process (typer's runner): a few seconds each on one core."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from auflow.engine.cli.main import app
+from auflow.models import load_checkpoint
+from auflow.models.data.expr import affwild2_metric
+from auflow.models.expr.synthetic import MOTION_LABELS, MULTILABEL_LABELS
+from auflow.models.expr_metrics import MULTILABEL_METRICS
+from auflow.models.train import load_train_config
+from auflow.models.train.recipes import build_recipe
+
+CONFIGS = Path(__file__).parents[3] / "configs" / "train"
+
+TINY_ARPGNET = {
+    "model": {"name": "arpgnet", "options": {"backbone": "small_conv", "input_size": 32, "num_frames": 4, "dim": 16,
+                                             "heads": 1, "patches": 2, "separate_relation_trunk": False, "dropout": 0.0}},
+    "data": {"dataset": "synthetic_motion", "size": 24, "test_size": 12, "seed": 0},
+    "train": {"batch_size": 8, "seed": 0, "threads": 1, "eval_every": 0,
+              "recipe": {"pretrain": {"images": 32, "epochs": 1}},
+              "stages": [{"name": "main", "epochs": 1,
+                          "optimizer": {"name": "adam", "lr": 1e-3, "lr_groups": {"backbone.": 1e-4}, "weight_decay": 0.0},
+                          "schedule": {"name": "constant"}}]},
+}
+TINY_SVML = {
+    "model": {"name": "svml_rgcn", "options": {"backbone": "small_conv", "input_size": 32, "mfb_o": 32, "gcn_hidden": 16}},
+    "data": {"dataset": "synthetic_multilabel", "size": 32, "test_size": 24, "seed": 0},
+    "train": {"batch_size": 8, "seed": 0, "threads": 1, "eval_every": 0,
+              "recipe": {"class_feature_images": 4},
+              "stages": [{"name": "main", "epochs": 1, "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 2e-4},
+                          "schedule": {"name": "step", "step_epochs": 20, "gamma": 0.1}}]},
+}
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+
+def _train_then_eval(cfg: dict, tmp_path: Path) -> tuple[dict, dict, str, str]:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    r = _cli("train", str(path), "--out", str(run))
+    assert r.exit_code == 0, r.output
+    card, _ = load_checkpoint(run / "model.pt")
+    js = tmp_path / "ev.json"
+    e = _cli("eval", str(run / "model.pt"), "synthetic", "--json", str(js))
+    assert e.exit_code == 0, e.output
+    return card.to_dict(), json.loads(js.read_text()), r.output, e.output
+
+
+def test_arpgnet_trains_through_the_cli_and_eval_repeats_its_metrics(tmp_path):
+    card, ev, train_out, eval_out = _train_then_eval(TINY_ARPGNET, tmp_path)
+    t = card["training"]
+    assert card["name"] == "arpgnet" and card["kind"] == "trained" and tuple(card["labels"]) == MOTION_LABELS
+    assert t["dataset"] == "synthetic_motion" and "motion_sequences" in t["data"] and "synthetic data" in t["note"]
+    assert t["pretrained_trunk"]["images"] == 32 and t["complete"]
+    m = t["metrics"]
+    assert m["kind"] == "single_label" and m["samples"] == 12 and m["challenge"] is None
+    # eval on the checkpoint's own generated test stream gives the trainer's figures
+    assert ev["dataset"] == "synthetic_motion" and ev["samples"] == 12
+    assert ev["accuracy"] == pytest.approx(m["accuracy"], abs=1e-12) and ev["f1"] == pytest.approx(m["f1"], abs=1e-12)
+    assert f"accuracy {100 * m['accuracy']:.1f}" in train_out
+    assert "accuracy" in eval_out and "F1 mouth_opening" in eval_out and "F1 mouth_closing" in eval_out
+    # the paper's two rates: 1e-4 for the trunk, 1e-3 for the rest
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    assert sorted(g["initial_lr"] for g in state["optimizer"]["param_groups"]) == [1e-4, 1e-3]
+
+
+def test_svml_rgcn_trains_through_the_cli_and_eval_repeats_the_nine_metrics(tmp_path):
+    card, ev, train_out, eval_out = _train_then_eval(TINY_SVML, tmp_path)
+    t = card["training"]
+    assert card["name"] == "svml_rgcn" and card["kind"] == "trained" and tuple(card["labels"]) == MULTILABEL_LABELS
+    assert t["dataset"] == "synthetic_multilabel" and "multilabel_faces" in t["data"]
+    assert "24 generated single-label faces" in t["class_features"]  # 4 per label, Eq. (5)
+    assert card["config"]["cooccurrence"] is not None  # the label graph from the training labels, Eq. (3)
+    m = t["metrics"]
+    assert m["kind"] == "multi_label" and list(m["values"]) == list(MULTILABEL_METRICS)
+    for name in MULTILABEL_METRICS:
+        assert ev[name] == pytest.approx(m[name], abs=1e-12, nan_ok=True), name
+    assert f"macro-F1 {m['macro_f1']:.4f}" in train_out
+    for header in ("HL", "Cov", "OE", "RL", "AP", "micro-F1", "macro-F1", "micro-AUC", "macro-AUC", "F1 happiness"):
+        assert header in eval_out, header
+
+
+def test_aff_wild2_is_scored_by_the_challenge_metric():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 200)
+    p = rng.random((200, 7))
+    p[np.arange(100), y[:100]] += 1.0  # half of them right
+    names = [f"c{i}" for i in range(7)]
+    recipe = build_recipe("arpgnet")
+    m = recipe.score(y, p, names, dataset="affwild2")
+    assert m.challenge == pytest.approx(affwild2_metric(y, p.argmax(1), 7), abs=1e-12)
+    assert m.challenge == pytest.approx(0.67 * m.macro_f1 + 0.33 * m.accuracy, abs=1e-12)
+    assert recipe.score(y, p, names, dataset="afew").challenge is None
+    assert build_recipe("arpgnet", {"loss": "focal"}).loss is not None
+
+
+PAPER_CONFIGS = ["arpgnet_rml.yaml", "arpgnet_afew.yaml", "arpgnet_affwild2.yaml", "svml_rgcn_rafml.yaml"]
+
+
+def test_paper_configs_hold_the_papers_settings():
+    def load(name):
+        return yaml.safe_load((CONFIGS / name).read_text())
+
+    for name in PAPER_CONFIGS[:3]:  # paper 003 Sec. 4.2
+        c = load(name)
+        o = c["model"]["options"]
+        opt = c["train"]["stages"][0]["optimizer"]
+        assert o["input_size"] == 96 and o["dropout"] == 0.25 and o["dim"] == 512, name
+        assert opt["name"] == "adam" and opt["lr"] == 1e-3 and opt["betas"] == [0.9, 0.999] and opt["eps"] == 1e-8
+        assert opt["lr_groups"] == {"backbone.": 1e-4, "relation_backbone.": 1e-4}
+    assert load("arpgnet_rml.yaml")["model"]["options"]["num_frames"] == 16
+    assert load("arpgnet_afew.yaml")["model"]["options"]["num_frames"] == 16
+    aff = load("arpgnet_affwild2.yaml")
+    assert aff["model"]["options"]["num_frames"] == 8 and aff["train"]["recipe"]["loss"] == "focal"
+    assert load("arpgnet_rml.yaml")["train"]["recipe"]["loss"] == "cross_entropy"
+    svml = load("svml_rgcn_rafml.yaml")  # paper 004 Sec. 4.2
+    st = svml["train"]["stages"][0]
+    assert svml["train"]["batch_size"] == 32 and st["epochs"] == 80
+    assert st["schedule"] == {"name": "step", "step_epochs": 20, "gamma": 0.1}
+    assert st["optimizer"]["name"] == "adam" and st["optimizer"]["weight_decay"] == 2e-4
+    assert st["optimizer"]["lr"] == 2e-4 and st["optimizer"]["lr_groups"] == {"backbone.": 2e-6}
+    assert svml["model"]["options"]["input_size"] == 224 and svml["data"]["augment"] is True
+
+
+@pytest.mark.parametrize("name, layout", [("arpgnet_rml.yaml", "Expected RML layout"),
+                                          ("arpgnet_afew.yaml", "Expected AFEW layout"),
+                                          ("arpgnet_affwild2.yaml", "Expected Aff-Wild2 layout"),
+                                          ("svml_rgcn_rafml.yaml", "Expected RAF-ML layout")])
+def test_a_missing_dataset_directory_is_one_line_naming_the_layout(name, layout, tmp_path):
+    cfg = load_train_config(CONFIGS / name, [f"data.root={tmp_path / 'missing'}"])  # the config validates
+    assert cfg.data.root.endswith("missing")
+    # a small trunk keeps the model cheap to build: the error comes from the data
+    r = _cli("train", str(CONFIGS / name), "--out", str(tmp_path / "run"), "--set", f"data.root={tmp_path / 'missing'}",
+             "--set", "train.device=cpu", "--set", "model.options.backbone=small_conv")
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and layout in lines[0], r.output
