@@ -120,7 +120,7 @@ def _play(chromium, tmp_path: Path, runs: dict[str | None, Path], shot: str, ext
             snapshots += [s for s in page.evaluate(READ_PAGE) if s["track"] >= 0]
             if not any(t.is_alive() for t in threads) and sub.recv(0.3) is None:
                 break
-            time.sleep(0.05)
+            time.sleep(0.2)  # each look at the page costs CPU the runs need; 5 a second sees plenty of seqs
         page.wait_for_function(ALL_ENDED, arg=len(runs), timeout=10_000)
         snapshots += [s for s in page.evaluate(READ_PAGE) if s["track"] >= 0]
         leaks, models = page.evaluate(LEAKS), page.evaluate(READ_MODELS)
