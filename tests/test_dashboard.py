@@ -18,6 +18,7 @@ import os
 import shutil
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -212,7 +213,9 @@ def test_every_wire_string_stays_text(chromium):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     msgs, last = _hostile_messages()
     with Dashboard([endpoint], port=0) as dash:
-        page, errors = _open(chromium, dash.url)
+        with urllib.request.urlopen(dash.url, timeout=10) as resp:
+            csp = dict(d.strip().split(" ", 1) for d in resp.headers["Content-Security-Policy"].split(";"))
+        page, errors = _open(chromium, dash.url)  # connects: the page's own script runs under that policy
         with Publisher(endpoint, wait_subscribers=4, wait_timeout_s=15) as pub:  # the dashboard's 4 topics
             for m in msgs:
                 assert pub.send(m)
@@ -237,6 +240,8 @@ def test_every_wire_string_stays_text(chromium):
         page.close()
     assert not errors, f"the page threw: {errors}"
     assert leaks_live == NO_LEAK and leaks_end == NO_LEAK
+    # a second wall: only the page's own script may run (by hash), so no inline handler would either
+    assert "'unsafe-inline'" not in csp["script-src"] and csp["script-src"].startswith("'sha256-")
     # the literal text is on the page, where each string belongs
     assert shown["cam"] == shown["title"] == HOSTILE_IMG
     assert shown["state"] == HOSTILE_IMG
