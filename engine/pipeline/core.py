@@ -228,7 +228,7 @@ class Pipeline:
                     self._put(self._results, item)
                 elif item is _FINISH:
                     return
-        except BaseException as e:  # noqa: BLE001 - a model failure ends the run; say so downstream
+        except BaseException as e:
             self._fatal = e
             log.exception("analyzer failed")
             self._results.put(e)
@@ -241,11 +241,7 @@ class Pipeline:
             s.write(msg)
 
     def _status(self, st: StreamStats, sid: str | None = None, counters=None) -> None:
-        now = time.perf_counter()
-        dt = max(now - st._last_t, 1e-9)
-        fps_in = max(0, st.frames_in - st._last_in) / dt
-        fps_out = max(0, st.frames_out - st._last_out) / dt
-        st._last_in, st._last_out, st._last_t = st.frames_in, st.frames_out, now
+        fps_in, fps_out = st.rates(time.perf_counter())
         sid = sid or st.sid
         c = counters if counters is not None else st.session
         queues = {"frames": c.queue, "crops": self._crops.qsize(), "results": self._results.qsize()}
@@ -305,7 +301,7 @@ class Pipeline:
             for obj in reversed(started):
                 try:
                     obj.stop()
-                except Exception:  # noqa: BLE001 - keep closing the rest
+                except Exception:
                     log.exception("error while stopping %s", type(obj).__name__)
         return self.stats
 

@@ -49,6 +49,23 @@ class StreamStats:
     _last_in: int = 0
     _last_out: int = 0
     _last_t: float = field(default_factory=time.perf_counter)
+    _last_rates: tuple[float, float] = (0.0, 0.0)
+
+    #: rates are measured over at least this long: a status right after another (a session's end just
+    #: after a heartbeat) repeats the last rates instead of dividing a few frames by a few microseconds
+    MIN_RATE_WINDOW_S = 0.25
+
+    def rates(self, now: float) -> tuple[float, float]:
+        """Frames per second in (``frames_in``) and out since the last measurement, at least
+        :attr:`MIN_RATE_WINDOW_S` ago; within that window the previous figures."""
+        dt = now - self._last_t
+        if dt < self.MIN_RATE_WINDOW_S:
+            return self._last_rates
+        fps_in = max(0, self.frames_in - self._last_in) / dt
+        fps_out = max(0, self.frames_out - self._last_out) / dt
+        self._last_in, self._last_out, self._last_t = self.frames_in, self.frames_out, now
+        self._last_rates = (fps_in, fps_out)
+        return self._last_rates
 
     def close_session(self, c: SessionCounters | None) -> None:
         if c is not None:
