@@ -5,7 +5,8 @@ every endpoint with :class:`auflow.engine.wire.subscriber.Subscriber` (so gaps a
 same way everywhere) and hands each message to the asyncio loop, which sends it to every open
 page as ``{"gap": n, "h": header}`` JSON. A page that is slower than the stream loses messages
 (``websockets.broadcast`` skips a client whose buffer is full) rather than slowing the others.
-A page that connects late first gets the latest ``status`` and ``result`` of each camera.
+A page that connects late first gets the latest ``status`` and ``result`` of each camera (of the
+:data:`MAX_CAMERAS` heard most recently; the page shows at most 64 tiles, replacing the longest-silent).
 
 Binds 127.0.0.1 by default. The page writes every string from the wire with ``textContent``
 (never as HTML), so a camera named ``<script>`` is shown, not run. Should that ever break, the
@@ -22,12 +23,17 @@ import json
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from http import HTTPStatus
 
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: cameras whose latest status/result a late page gets (the least recently heard are forgotten first;
+#: the page itself keeps at most 64 tiles), so a publisher inventing camera ids cannot grow memory
+MAX_CAMERAS = 256
 
 
 def content_security_policy(page: str) -> str:
@@ -56,7 +62,8 @@ class Dashboard:
         self.topics = list(topics) if topics else ["result/", "window/", "status/", "eos/"]
         self.curve_server_key = curve_server_key
         self.clients: set = set()
-        self._latest: dict[tuple[str, str], str] = {}  # (cam, type) -> last message, for late pages
+        # (cam, type) -> last message, for late pages; least recently updated first
+        self._latest: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread: threading.Thread | None = None
@@ -129,13 +136,20 @@ class Dashboard:
                 except (TypeError, ValueError):  # a value JSON cannot carry (bytes): skip, never crash
                     continue
                 if msg.type in ("status", "result"):
-                    self._latest[(msg.cam, msg.type)] = text
+                    self._remember(msg.cam, msg.type, text)
                 try:
                     self._loop.call_soon_threadsafe(self._broadcast, text)
                 except RuntimeError:  # the web server's loop has ended: nothing left to feed
                     return
         finally:
             sub.close()
+
+    def _remember(self, cam: str, kind: str, text: str) -> None:
+        """Keep a camera's latest status/result for late pages: at most :data:`MAX_CAMERAS` cameras."""
+        self._latest[(cam, kind)] = text
+        self._latest.move_to_end((cam, kind))
+        while len(self._latest) > 2 * MAX_CAMERAS:  # a flood of invented camera ids cannot grow it
+            self._latest.popitem(last=False)
 
     def _broadcast(self, text: str) -> None:
         import websockets

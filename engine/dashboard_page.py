@@ -36,7 +36,8 @@ const COLOURS = {neutral:"#9e9e9e", happiness:"#f5b700", sadness:"#3b6fd1", surp
                  disgust:"#5b8c2a", anger:"#d63a2f", contempt:"#a0522d"};
 const HISTORY = 120;          // frames kept in each track's expression timeline
 const TRACK_TTL_MS = 5000;    // a track not seen for this long is removed
-const cams = new Map();       // cam -> {el, tracks: Map(track -> {...}), gaps, status}
+const MAX_CAMS = 64;          // tiles kept; a new camera beyond this replaces the one silent the longest
+const cams = new Map();       // cam -> {el, tracks: Map(track -> {...}), gaps, status, seen}
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -48,7 +49,13 @@ const fmt = (x, d) => (x === null || x === undefined || Number.isNaN(Number(x)))
 
 function camTile(name) {
   let c = cams.get(name);
-  if (c) return c;
+  if (c) { c.seen = Date.now(); return c; }
+  if (cams.size >= MAX_CAMS) {
+    let oldest = null;
+    for (const [k, v] of cams) if (oldest === null || v.seen < cams.get(oldest).seen) oldest = k;
+    cams.get(oldest).el.remove();
+    cams.delete(oldest);
+  }
   const tile = el("div", "cam");
   tile.dataset.cam = name;
   tile.appendChild(el("h2", "", name));
@@ -65,7 +72,7 @@ function camTile(name) {
   const list = [...cams.keys(), name].sort();
   const box = document.getElementById("cams");
   box.insertBefore(tile, box.children[list.indexOf(name)] || null);
-  c = {el: tile, fields, tracksEl: tracks, tracks: new Map(), gaps: 0};
+  c = {el: tile, fields, tracksEl: tracks, tracks: new Map(), gaps: 0, seen: Date.now()};
   fields.gaps.textContent = "0";
   cams.set(name, c);
   return c;
