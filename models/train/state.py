@@ -40,7 +40,7 @@ class EpochRecord:
     epoch: int  # 1-based within the stage
     epochs: int
     loss: dict[str, float]  # mean of each loss term over the epoch
-    lr: float  # at the end of the epoch
+    lr: float  # at the end of the epoch (of the parameters outside optimizer.lr_groups)
     seconds: float
     metrics: AUMetrics | None = None  # or the recipe's (recipes.ExprMetrics, recipes.MultiLabelMetrics)
 

@@ -531,7 +531,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
                     y, p = predict(model, test_set, recipe, device, cfg.train.eval_batch_size or bs, cfg.data.workers)
                     metrics = recipe.score(y, p, model.card.labels, cfg.train.threshold, cfg.data.dataset)
                 record = EpochRecord(stage.name, epoch + 1, stage.epochs, {k: v / max(n, 1) for k, v in sums.items()},
-                                     float(opt.param_groups[0]["lr"]), time.perf_counter() - te, metrics)
+                                     float(opt.param_groups[-1]["lr"]), time.perf_counter() - te, metrics)
                 history.append(record)
                 done[stage.name] = epoch + 1
                 finished = last_epoch or all(done[x.name] >= x.epochs for x in cfg.train.stages)

@@ -22,8 +22,8 @@ from auflow.models.expr.arpgnet import (
     positional_encoding,
     trs_adjacency,
 )
-from auflow.models.expr.synthetic import MOTION_LABELS, face_parameter_frames, motion_sequences
-from auflow.models.expr.train_utils import FrameAverageBaseline, cross_entropy_step, fit, normalise, predict, pretrain_trunk
+from auflow.models.expr.synthetic import MOTION_LABELS, motion_sequences
+from auflow.models.expr.train_utils import FrameAverageBaseline, cross_entropy_step, fit, normalise, predict
 
 T, SIZE = 4, 48
 # the small trunk keeps these tests fast; the papers' trunks are built in test_configurable_…
@@ -317,33 +317,36 @@ def test_torch_export_takes_the_clip_model_and_the_fusion(model, clips):
 
 # -- learning what only time tells -------------------------------------------------------------------------
 @pytest.mark.slow
-def test_arpgnet_learns_motion_direction_that_a_per_frame_model_cannot():
+def test_arpgnet_learns_motion_direction_that_a_per_frame_model_cannot(tmp_path):
     """Mouth opening vs closing (``synthetic.motion_sequences``): every frame comes from the same
-    distribution in both classes; only the order differs. Both models start from the same trunk,
-    pre-trained on single generated faces (the stand-in for the paper's pre-trained InsightFace)."""
+    distribution in both classes; only the order differs. ARPGNet trains through ``auflow train``'s
+    trainer on configs/train/arpgnet_synthetic.yaml (its trunk first pre-trained on single generated
+    faces, the stand-in for the paper's pre-trained InsightFace); the per-frame baseline starts from
+    the same pre-trained trunk and trains on the same clips with the same rates."""
+    from pathlib import Path
+
+    from auflow.models.train import load_train_config, train
+
     start = time.perf_counter()
-    size, t, mean = 32, 6, (0.5, 0.5, 0.5)
-    faces, params = face_parameter_frames(2048, size, seed=3)
-    trunk, _ = pretrain_trunk("small_conv", normalise(faces, mean, mean), torch.as_tensor(params), epochs=6)
-    xtr, ytr = motion_sequences(256, t, size, seed=1)
-    xte, yte = motion_sequences(200, t, size, seed=2, paired=True)  # each clip also played backwards
-    x, y, xt = normalise(xtr, mean, mean), torch.as_tensor(ytr), normalise(xte, mean, mean)
+    cfg = load_train_config(Path(__file__).parents[2] / "configs" / "train" / "arpgnet_synthetic.yaml")
+    result = train(cfg, out_dir=tmp_path / "arpgnet")
+    acc_arpg = result.metrics.accuracy  # on the paired test clips (each also played backwards)
+    trunk = result.recipe.pretrained_trunk
 
-    def train(m):
-        own = [p for n, p in m.named_parameters() if not n.startswith("backbone.")]
-        groups = [{"params": m.backbone.parameters(), "lr": 1e-4}, {"params": own, "lr": 1e-3}]  # paper 003's rates
-        fit(m, x, y, cross_entropy_step, epochs=10, batch_size=16, param_groups=groups)
-        return float(np.mean(predict(m, xt).argmax(1) == yte))
-
+    o, d = cfg.model.options, cfg.data
+    size, t, mean = o["input_size"], o["num_frames"], (0.5, 0.5, 0.5)
+    xtr, ytr = motion_sequences(d.size, t, size, seed=2 * d.seed + 1)  # the trainer's training stream
+    xte, yte = motion_sequences(d.test_size, t, size, seed=2 * d.seed + 2, paired=True)  # and its test stream
     torch.manual_seed(0)
-    arpg = create_model("arpgnet", backbone="small_conv", labels=MOTION_LABELS, input_size=size, num_frames=t,
-                        dim=32, heads=2, patches=2, separate_relation_trunk=False, dropout=0.0)
-    arpg.load_trunk_weights(trunk)
-    torch.manual_seed(0)
-    base = FrameAverageBaseline("small_conv", 2, MOTION_LABELS, input_size=size)
+    base = FrameAverageBaseline(o["backbone"], 2, MOTION_LABELS, input_size=size)
     base.backbone.load_state_dict(trunk)
-    acc_arpg, acc_base = train(arpg), train(base)
+    own = [p for n, p in base.named_parameters() if not n.startswith("backbone.")]
+    groups = [{"params": base.backbone.parameters(), "lr": 1e-4}, {"params": own, "lr": 1e-3}]  # paper 003's rates
+    fit(base, normalise(xtr, mean, mean), torch.as_tensor(ytr), cross_entropy_step, epochs=cfg.train.stages[0].epochs,
+        batch_size=cfg.train.batch_size, param_groups=groups)
+    acc_base = float(np.mean(predict(base, normalise(xte, mean, mean)).argmax(1) == yte))
     seconds = time.perf_counter() - start
     print(f"arpgnet accuracy {acc_arpg:.3f}, per-frame mean baseline {acc_base:.3f}, {seconds:.0f} s")
+    assert result.card.training["dataset"] == "synthetic_motion" and result.metrics.samples == d.test_size
     assert acc_arpg >= 0.95
     assert acc_base <= 0.5 + 0.1

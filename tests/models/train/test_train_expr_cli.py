@@ -149,3 +149,32 @@ def test_a_missing_dataset_directory_is_one_line_naming_the_layout(name, layout,
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and layout in lines[0], r.output
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_expression_training_resumes_to_the_uninterrupted_weights_and_metrics(tmp_path):
+    from auflow.models.train import TrainCallbacks, train
+    from auflow.models.train.config import validate_train_config
+
+    raw = json.loads(json.dumps(TINY_SVML))
+    raw["train"].update(eval_every=1)
+    raw["train"]["stages"][0]["epochs"] = 2
+    cfg = validate_train_config(raw)
+    full = train(cfg, out_dir=tmp_path / "full")
+
+    def stop(stage, epoch, batch, batches, loss):
+        if epoch == 2 and batch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, out_dir=tmp_path / "cut", callbacks=TrainCallbacks(on_batch=stop))
+    resumed = train(cfg, out_dir=tmp_path / "cut")
+    assert resumed.resumed_from == ("main", 1)
+    a, b = load_checkpoint(full.checkpoint)[1], load_checkpoint(resumed.checkpoint)[1]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # epoch 1's metrics came back from train_state.pt as multi-label metrics
+    assert resumed.history[0].metrics.values == pytest.approx(full.history[0].metrics.values, abs=0, nan_ok=True)
+    assert resumed.metrics.values == pytest.approx(full.metrics.values, abs=0, nan_ok=True)
