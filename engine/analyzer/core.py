@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from ..config import AnalyzerSection, ModelSpec
+from ..errors import ConfigError
 from ..plugin import Plugin, build
 from ..registry import ANALYZERS
 from ..types import FaceCrops, FaceResults, ModelInfo
@@ -30,7 +31,10 @@ def build_analyzer(spec: ModelSpec, where: str, batch: int = 16) -> Plugin:
     opts = {"model": spec.name, "checkpoint": spec.checkpoint, "output": spec.output, "options": spec.options,
             "backend": spec.backend, "precision": spec.precision, "channels_last": spec.channels_last, "batch": batch}
     if spec.checkpoint and spec.checkpoint.startswith("starter:"):
+        if spec.tta != "none":
+            raise ConfigError(f"{where}: tta is not available for a starter checkpoint (its teacher cannot use it)")
         return build(ANALYZERS, "student", opts, where)
+    opts["tta"] = spec.tta
     return build(ANALYZERS, "model", opts, where)
 
 

@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-
+from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import Plugin, PluginConfig
 from auflow.engine.registry import ANALYZERS
 from auflow.engine.types import ModelInfo, ModelKind
+from pydantic import Field
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,25 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _lateral(label: str) -> bool:
+    low = label.lower()
+    return label.endswith(("_L", "_R")) or "left" in low or "right" in low
+
+
+def tta_views(crops: np.ndarray, mode: str) -> list[np.ndarray]:
+    """The views of (N, S, S, 3) crops that test-time augmentation ``mode`` averages (see the ``tta`` option)."""
+    if mode == "none":
+        return [crops]
+    if mode == "flip":
+        windows = [crops]
+    else:  # flip_shift: 104/112 windows, centred and shifted by 4/112 of the side both ways along the diagonal
+        side = crops.shape[1]
+        w, d = round(side * 104 / 112), round(side * 4 / 112)
+        c = (side - w) // 2
+        windows = [np.ascontiguousarray(crops[:, c + o:c + o + w, c + o:c + o + w]) for o in (0, -d, d)]
+    return [v for win in windows for v in (win, np.ascontiguousarray(win[:, :, ::-1]))]
 
 
 @ANALYZERS.register("model")
@@ -45,6 +65,11 @@ class TorchModelAnalyzer(Plugin):
         # provenance of a checkpoint: None = `user` (a checkpoint named in the config is the user's, whatever its
         # card says); the `student` analyzer sets the card's kind for a shipped starter checkpoint
         kind: ModelKind | None = None
+        tta: Literal["none", "flip", "flip_shift"] = Field(
+            "none", description="test-time augmentation, outputs averaged over the views: flip = the crop and its mirror "
+            "image; flip_shift = 3 windows of 104/112 of the crop (centred, 4/112 up-left, 4/112 down-right), each also "
+            "mirrored (6 views). Steadier outputs where landmarks jitter; costs 2x / 6x. Only for models whose labels "
+            "have no left/right side")
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
@@ -56,7 +81,6 @@ class TorchModelAnalyzer(Plugin):
 
     def start(self, device: str = "cpu") -> None:
         import torch
-
         from auflow.engine.analyzer.backends import load_backend
         from auflow.models import create_model
 
@@ -74,6 +98,9 @@ class TorchModelAnalyzer(Plugin):
         self.output = name
         self.outputs = {name: tuple(card.labels)}
         self.provenance = {name: ModelInfo(card.name, kind)}
+        if cfg.tta != "none" and any(_lateral(label) for label in card.labels):
+            raise ConfigError(f"analyzer {card.name}: tta {cfg.tta!r} mirrors the face, but its labels have a left/right "
+                              f"side ({', '.join(lb for lb in card.labels if _lateral(lb))}); use tta: none")
         if kind == "untrained":
             log.warning("%s has no trained weights: its %r output is random and every result marks it 'untrained'", card.name, name)
         c = len(card.mean)
@@ -104,9 +131,13 @@ class TorchModelAnalyzer(Plugin):
         step = self.config.batch  # never more than the backend was built for
         parts = []
         for i in range(0, len(crops), step):
-            with torch.inference_mode():
-                x = self.preprocess(crops[i:i + step])
-            parts.append(self.model(x).astype(np.float32, copy=False))
+            views = tta_views(crops[i:i + step], self.config.tta)
+            out = 0.0
+            for v in views:
+                with torch.inference_mode():
+                    x = self.preprocess(v)
+                out = out + self.model(x).astype(np.float32, copy=False)
+            parts.append(out / len(views) if len(views) > 1 else out)
         return {self.output: np.concatenate(parts)}
 
     def stop(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from auflow.engine.plugin import build
 from auflow.engine.registry import ANALYZERS
 
@@ -30,3 +29,36 @@ def test_an_untrained_model_gives_the_same_outputs_on_every_run_and_leaves_the_g
     torch.manual_seed(7)  # a different global state does not change the model either
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(first, _outputs(crops))
+
+
+def test_tta_views_and_averaging():
+    import pytest
+    from auflow.engine.errors import ConfigError
+    from auflow.plugins.analyzers.torch_model import tta_views
+
+    crops = np.random.default_rng(1).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    assert len(tta_views(crops, "none")) == 1
+    flip = tta_views(crops, "flip")
+    np.testing.assert_array_equal(flip[1], crops[:, :, ::-1])
+    views = tta_views(crops, "flip_shift")
+    assert len(views) == 6 and all(v.shape == (2, 104, 104, 3) for v in views)
+    np.testing.assert_array_equal(views[0], crops[:, 4:108, 4:108])  # centred window
+    np.testing.assert_array_equal(views[2], crops[:, 0:104, 0:104])  # up-left by 4
+    np.testing.assert_array_equal(views[4], crops[:, 8:112, 8:112])  # down-right by 4
+    np.testing.assert_array_equal(views[5], crops[:, 8:112, 8:112][:, :, ::-1])
+
+    def run(tta, x):
+        a = build(ANALYZERS, "model", {"model": "fer", "tta": tta}, "t")
+        a.start("cpu")
+        try:
+            return a.analyze(x)["expr"]
+        finally:
+            a.stop()
+
+    got = run("flip", crops)
+    # the mean of the model's outputs on the crops and on their mirror images
+    want = (run("none", crops) + run("none", np.ascontiguousarray(crops[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="left/right"):  # mirroring would swap a lateral model's sides
+        build(ANALYZERS, "model", {"model": "baseline_au", "tta": "flip", "options": {"backbone": "mobilenet_v2", "input_size": 64, "au_names": ["AU12_L", "AU12_R"]}}, "t").start("cpu")
