@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from auflow.engine.errors import ConfigError
+from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.types import FaceResults, ModelInfo
 from auflow.engine.wire import format as wire
 from auflow.plugins.analyzers.torch_model import TorchModelAnalyzer, resolve_device
@@ -55,29 +55,72 @@ Mode = Literal["causal", "centred"]
 
 
 # -- the encoder, an analyzer plugin ---------------------------------------------------------------
+#: the gate for a shipped (``starter:``) temporal checkpoint: held-out top-1 agreement with its teacher
+MIN_TOP1 = 0.8
+
+
+def starter_gate(card, min_top1: float = MIN_TOP1) -> tuple[bool, str]:
+    """(passes, why) for a shipped expression student's card: distilled, complete, and held-out top-1
+    agreement with its teacher (``training.agreement.top1``, written by ``auflow distill``) ≥ ``min_top1``."""
+    t = card.training or {}
+    if card.kind != "distilled":
+        return False, f"its card says kind {card.kind!r}, not a distilled student"
+    if not t.get("complete", False):
+        return False, "its distillation did not finish (card: complete = false)"
+    top1 = (t.get("agreement") or {}).get("top1")
+    if top1 is None:
+        return False, "its card holds no held-out top-1 agreement with its teacher"
+    teacher = ((t.get("teacher") or {}).get("expr") or {}).get("name", "its teacher")
+    if top1 < min_top1:
+        return False, f"held-out top-1 agreement with {teacher} {top1:.3f} < {min_top1}"
+    return True, f"held-out top-1 agreement with {teacher} {top1:.3f} >= {min_top1}"
+
+
 class TemporalEncoder(TorchModelAnalyzer):
     """The temporal model's per-frame half as an analyzer: crops → features (N, 2C') under
-    :data:`FEATURES`. Preprocessing is the card's, as for every registry model."""
+    :data:`FEATURES`. Preprocessing is the card's, as for every registry model.
+
+    ``checkpoint``: ``starter:NAME`` is a checkpoint shipped in ``auflow/models/checkpoints`` (the
+    default, ``starter:arpgnet_demo_student``): used, and reported ``distilled``, only when its card
+    passes :func:`starter_gate`; otherwise the same network runs untrained (reported ``untrained``)
+    and one log line says why. A checkpoint given by path is the user's and reported ``user``.
+    """
 
     def start(self, device: str = "cpu") -> None:
         import torch
-        from auflow.models import create_model
+        from auflow.models import create_model, load_checkpoint
+        from auflow.plugins.analyzers.student import STARTER_PREFIX, starter_path
 
         cfg = self.config
         self.device = resolve_device(device)
-        model = create_model(cfg.model, checkpoint=cfg.checkpoint, **cfg.options)
+        ckpt, kind = cfg.checkpoint, None
+        if ckpt and ckpt.startswith(STARTER_PREFIX):
+            path = starter_path(ckpt)
+            try:
+                card, _ = load_checkpoint(path)
+                ok, why = starter_gate(card)
+            except ModelError as e:  # a missing or unreadable shipped file: run untrained, say so
+                card, ok, why = None, False, f"cannot read {path} ({e})"
+            if ok:
+                ckpt, kind = str(path), card.kind
+                log.info("temporal: %s from %s: %s", cfg.model, ckpt, why)
+            else:
+                log.warning("temporal: the shipped %s is not used (%s): %s runs untrained", ckpt, why, cfg.model)
+                ckpt = None
+                if card is not None and card.name == cfg.model:  # the same network, without its weights
+                    cfg = cfg.model_copy(update={"options": {**card.config, **cfg.options}})
+        model = create_model(cfg.model, checkpoint=ckpt, **cfg.options)
         if not (hasattr(model, "encode_frames") and hasattr(model, "fuse") and hasattr(model, "num_frames")):
             raise ConfigError(f"temporal.model: {cfg.model!r} has no encode_frames/fuse split (a temporal model such as arpgnet)")
         self.net = model.eval().to(self.device)
         self.card = card = model.card
-        if cfg.checkpoint and card.kind == "untrained":
-            card.kind = "user"
+        self.kind = kind or ("user" if ckpt else card.kind)  # the card itself keeps its own kind
         self.num_frames = int(model.num_frames)
         self.dim = int(model.dim)
         self.output = FEATURES
         self.outputs = {FEATURES: tuple(f"f{i}" for i in range(2 * self.dim))}
-        self.provenance = {FEATURES: ModelInfo(card.name, card.kind)}
-        if card.kind == "untrained":
+        self.provenance = {FEATURES: ModelInfo(card.name, self.kind)}
+        if self.kind == "untrained":
             log.warning("%s has no trained weights: its windows are random and every window marks it 'untrained'", card.name)
         c = len(card.mean)
         self._mean = torch.tensor(card.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
@@ -274,7 +317,7 @@ class TemporalStage:
 
     def messages(self, windows: list[Window]) -> list[dict]:
         card = self.encoder.card
-        info = ModelInfo(card.name, card.kind)
+        info = ModelInfo(card.name, self.encoder.kind)
         task = card.task if card.task in ("expr", "au") else "expr"
         out = []
         for w in windows:

@@ -220,7 +220,7 @@ def test_stream_of_crops_equals_the_full_forward(mode):
 # -- the stage: features never published, windows carry provenance ------------------------------------
 def test_stage_strips_features_and_marks_windows_untrained():
     cfg = load_config(None, ["temporal.enabled=true", f"temporal.options={json.dumps({**SMALL, 'num_frames': 2})}",
-                             "temporal.stride=1"]).temporal
+                             "temporal.stride=1", "temporal.checkpoint=null"]).temporal
     stage = TemporalStage(cfg, batch=4)
     stage.encoder.start("cpu")
     labels = {FEATURES: stage.encoder.outputs[FEATURES], "expr": EXPRESSIONS}
@@ -258,7 +258,7 @@ def test_run_publishes_window_messages_with_valid_seq_ranges(face_video, tmp_pat
     opts = json.dumps({**SMALL, "num_frames": 4})
     cfg = load_config(None, ["publish.endpoint=null", "analyzer.models=[]", "source.workers=thread",
                              "sinks=[{name: jsonl}]", "temporal.enabled=true", f"temporal.options={opts}",
-                             "temporal.stride=3"])
+                             "temporal.stride=3", "temporal.checkpoint=null"])  # untrained, not the shipped student
     out = tmp_path / "run"
     outcome = runner.run(cfg, [str(face_video)], run_dir=out)
     (cam,) = outcome.stats
