@@ -97,9 +97,10 @@ class ModelSpec(Section):
     backend: Literal["eager", "compile", "onnx", "tensorrt"] = Field("eager", description="how the model runs (registry models only)")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp16/bf16 need a CUDA device")
     channels_last: bool = False
-    tta: Literal["none", "flip", "flip_shift"] = Field(
-        "none", description="test-time augmentation, outputs averaged: flip (2 views) | flip_shift (6: three shifted "
-        "windows, each mirrored); registry models whose labels have no left/right side")
+    tta: Literal["none", "flip", "flip_shift2", "flip_shift"] = Field(
+        "none", description="test-time augmentation, outputs averaged: flip (2 views) | flip_shift2 (2: a window moved "
+        "up-left, one moved down-right and mirrored) | flip_shift (6: three windows, each mirrored); registry models "
+        "whose labels have no left/right side")
 
 
 class AnalyzerSection(Section):

@@ -38,17 +38,26 @@ def _lateral(label: str) -> bool:
 
 
 def tta_views(crops: np.ndarray, mode: str) -> list[np.ndarray]:
-    """The views of (N, S, S, 3) crops that test-time augmentation ``mode`` averages (see the ``tta`` option)."""
+    """The views of (N, S, S, 3) crops that test-time augmentation ``mode`` averages (the ``tta`` option).
+
+    ``flip``: the crop and its mirror image. The shifted modes take windows of 104/112 of the side:
+    ``flip_shift2``: one moved 4/112 of the side up-left, one moved as much down-right and mirrored;
+    ``flip_shift``: centred, up-left and down-right, each also mirrored (6 views)."""
     if mode == "none":
         return [crops]
     if mode == "flip":
-        windows = [crops]
-    else:  # flip_shift: 104/112 windows, centred and shifted by 4/112 of the side both ways along the diagonal
-        side = crops.shape[1]
-        w, d = round(side * 104 / 112), round(side * 4 / 112)
-        c = (side - w) // 2
-        windows = [np.ascontiguousarray(crops[:, c + o:c + o + w, c + o:c + o + w]) for o in (0, -d, d)]
-    return [v for win in windows for v in (win, np.ascontiguousarray(win[:, :, ::-1]))]
+        return [crops, np.ascontiguousarray(crops[:, :, ::-1])]
+    side = crops.shape[1]
+    w, d = round(side * 104 / 112), round(side * 4 / 112)
+    c = (side - w) // 2
+
+    def window(o: int, mirror: bool) -> np.ndarray:
+        v = crops[:, c + o:c + o + w, c + o:c + o + w]
+        return np.ascontiguousarray(v[:, :, ::-1] if mirror else v)
+
+    if mode == "flip_shift2":
+        return [window(-d, False), window(d, True)]
+    return [window(o, m) for o in (0, -d, d) for m in (False, True)]
 
 
 @ANALYZERS.register("model")
@@ -65,11 +74,10 @@ class TorchModelAnalyzer(Plugin):
         # provenance of a checkpoint: None = `user` (a checkpoint named in the config is the user's, whatever its
         # card says); the `student` analyzer sets the card's kind for a shipped starter checkpoint
         kind: ModelKind | None = None
-        tta: Literal["none", "flip", "flip_shift"] = Field(
-            "none", description="test-time augmentation, outputs averaged over the views: flip = the crop and its mirror "
-            "image; flip_shift = 3 windows of 104/112 of the crop (centred, 4/112 up-left, 4/112 down-right), each also "
-            "mirrored (6 views). Steadier outputs where landmarks jitter; costs 2x / 6x. Only for models whose labels "
-            "have no left/right side")
+        tta: Literal["none", "flip", "flip_shift2", "flip_shift"] = Field(
+            "none", description="test-time augmentation, outputs averaged over the views (see tta_views): flip (2 views), "
+            "flip_shift2 (2), flip_shift (6). Steadier outputs where landmarks jitter; costs one model call per view. "
+            "Only for models whose labels have no left/right side")
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)

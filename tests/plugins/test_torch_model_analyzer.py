@@ -46,6 +46,10 @@ def test_tta_views_and_averaging():
     np.testing.assert_array_equal(views[2], crops[:, 0:104, 0:104])  # up-left by 4
     np.testing.assert_array_equal(views[4], crops[:, 8:112, 8:112])  # down-right by 4
     np.testing.assert_array_equal(views[5], crops[:, 8:112, 8:112][:, :, ::-1])
+    pair = tta_views(crops, "flip_shift2")
+    assert len(pair) == 2
+    np.testing.assert_array_equal(pair[0], views[2])
+    np.testing.assert_array_equal(pair[1], views[5])
 
     def run(tta, x):
         a = build(ANALYZERS, "model", {"model": "fer", "tta": tta}, "t")
