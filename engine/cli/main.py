@@ -228,8 +228,9 @@ def train(
 @guarded
 def eval_(
     checkpoint: Path = typer.Argument(..., help="model.pt written by auflow train"),
-    data: str = typer.Argument(..., help="'synthetic', or a BP4D / DISFA / EmotioNet directory (or bp4d:DIR)"),
-    fold: Optional[int] = typer.Option(None, "--fold", help="test fold 1-3 (default: the one the card was trained for)"),
+    data: str = typer.Argument(..., help="'synthetic' (the card's generated test stream), or a BP4D / DISFA / EmotioNet / "
+                               "RML / AFEW / Aff-Wild2 / RAF-ML directory (or bp4d:DIR, rml:DIR, ...)"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="test fold 1-3, RML: the held-out subject (default: the card's)"),
     split: str = typer.Option("test", "--split", help="test | train | all"),
     batch: int = typer.Option(64, "--batch"),
     device: str = typer.Option("cpu", "--device"),
@@ -237,7 +238,8 @@ def eval_(
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the metrics as JSON here"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Per-AU F1 and accuracy of a checkpoint on a dataset split."""
+    """A checkpoint's metrics on a dataset split: per-AU F1 and accuracy; arpgnet: accuracy and per-class F1
+    (Aff-Wild2: + 0.67·F1 + 0.33·Acc); svml_rgcn: the nine multi-label metrics."""
     from .train_cmd import run_eval
 
     setup_logging(verbose)

@@ -4,6 +4,8 @@
 
     model:   {name: me_graphau, options: {backbone: resnet50, dataset: bp4d, input_size: 224}}
     data:    {dataset: bp4d, root: /data/BP4D, fold: 1}          # or dataset: synthetic, size, seed
+             # expression models: rml (fold = held-out subject), afew, affwild2, rafml; generated:
+             # synthetic_motion (arpgnet), synthetic_multilabel (svml_rgcn)
     train:
       batch_size: 64
       seed: 0
