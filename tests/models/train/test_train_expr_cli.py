@@ -178,3 +178,89 @@ def test_expression_training_resumes_to_the_uninterrupted_weights_and_metrics(tm
     # epoch 1's metrics came back from train_state.pt as multi-label metrics
     assert resumed.history[0].metrics.values == pytest.approx(full.history[0].metrics.values, abs=0, nan_ok=True)
     assert resumed.metrics.values == pytest.approx(full.metrics.values, abs=0, nan_ok=True)
+
+
+# -- the real-data paths, on tiny fake trees in the documented layouts ------------------------------------
+def _img(path: Path, rng: np.random.Generator) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+
+
+def _small_arpgnet(frames: int, **extra) -> dict:
+    return {"backbone": "small_conv", "input_size": 32, "num_frames": frames, "dim": 16, "heads": 1, "patches": 2,
+            "separate_relation_trunk": False, **extra}
+
+
+def _one_epoch(model: dict, data: dict, out: Path, **train_kw):
+    from auflow.models.train import train
+    from auflow.models.train.config import validate_train_config
+
+    cfg = validate_train_config({"model": model, "data": data, "train": {
+        "batch_size": 4, "threads": 1, "eval_every": 0, **train_kw,
+        "stages": [{"name": "main", "epochs": 1, "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}}]}})
+    return train(cfg, out_dir=out)
+
+
+def test_afew_and_aff_wild2_train_and_evaluate_from_their_directories(tmp_path):
+    from auflow.engine.errors import ConfigError
+    from auflow.models.train.evaluate import evaluate_checkpoint
+
+    rng = np.random.default_rng(0)
+    afew = tmp_path / "AFEW"
+    for split, n in (("Train", 2), ("Val", 1)):
+        for emo in ("Angry", "Happy", "Neutral"):
+            for c in range(n):
+                for k in range(3):
+                    _img(afew / split / emo / f"{emo}{c}" / f"{k:03d}.png", rng)
+    res = _one_epoch({"name": "arpgnet", "options": _small_arpgnet(16)}, {"dataset": "afew", "root": str(afew)}, tmp_path / "a")
+    card = res.card
+    assert card.labels[0] == "anger" and len(card.labels) == 7 and "EmotiW" in card.training["protocol"]
+    assert card.training["metrics"]["split"] == "val" and res.metrics.samples == 3
+    ev = evaluate_checkpoint(res.checkpoint, str(afew))  # recognised by its Train/ and Val/
+    assert ev.dataset == "afew" and ev.split == "val" and ev.metrics.accuracy == pytest.approx(res.metrics.accuracy, abs=1e-12)
+
+    aff = tmp_path / "AffWild2"
+    header = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"  # an ABAW 3+ release: 8 classes
+    for sub, vid, labels in (("Train_Set", "v1", [0, 1, 2, 3, 4, 5, 6, 7, -1, 1]), ("Validation_Set", "v2", [7, 4, -1, 0])):
+        ann = aff / "annotations" / "EXPR_Set" / sub / f"{vid}.txt"
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        ann.write_text(header + "\n" + "\n".join(map(str, labels)) + "\n")
+        for k in range(len(labels)):
+            _img(aff / "cropped_aligned" / vid / f"{k + 1:05d}.jpg", rng)
+    seven = ["neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+    with pytest.raises(ConfigError, match="labelled.*Other.*model.options.labels"):
+        _one_epoch({"name": "arpgnet", "options": _small_arpgnet(8, labels=seven)}, {"dataset": "affwild2", "root": str(aff)},
+                   tmp_path / "b")
+    res = _one_epoch({"name": "arpgnet", "options": _small_arpgnet(8, labels=[*seven, "other"])},
+                     {"dataset": "affwild2", "root": str(aff)}, tmp_path / "c", recipe={"loss": "focal"})
+    assert "focal" in res.history[0].loss and res.metrics.samples == 3
+    assert res.metrics.challenge == pytest.approx(0.67 * res.metrics.macro_f1 + 0.33 * res.metrics.accuracy, abs=1e-12)
+    assert evaluate_checkpoint(res.checkpoint, f"affwild2:{aff}").metrics.challenge == pytest.approx(res.metrics.challenge)
+
+
+def test_rafml_trains_with_class_features_from_single_label_images_and_evaluates(tmp_path):
+    from auflow.models.data.expr import RAFML_LABELS
+    from auflow.models.train.evaluate import evaluate_checkpoint
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "RAF-ML"
+    dist, part = [], []
+    rows = [np.eye(6)[c] for c in range(6)] * 2 + [np.eye(6)[0] + np.eye(6)[3], np.eye(6)[1] + np.eye(6)[2]] * 2
+    for i, row in enumerate(rows):
+        name = f"img_{i:04d}.jpg"
+        _img(root / "Image" / "aligned" / f"img_{i:04d}_aligned.jpg", rng)
+        dist.append(name + " " + " ".join(f"{v:.2f}" for v in row))
+        part.append(f"{name} {int(i >= 14)}")  # the last two compound images are the test set
+    (root / "EmoLabel").mkdir(parents=True)
+    (root / "EmoLabel" / "distribution.txt").write_text("\n".join(dist) + "\n")
+    (root / "EmoLabel" / "partition_label.txt").write_text("\n".join(part) + "\n")
+    res = _one_epoch({"name": "svml_rgcn", "options": {"backbone": "small_conv", "input_size": 32, "mfb_o": 32, "gcn_hidden": 16}},
+                     {"dataset": "rafml", "root": str(root)}, tmp_path / "s", recipe={"class_feature_images": 2})
+    assert tuple(res.card.labels) == tuple(n.lower() for n in RAFML_LABELS)
+    assert res.card.training["class_features"] == "12 single-label training images"  # 2 per label
+    assert res.metrics.samples == 2
+    ev = evaluate_checkpoint(res.checkpoint, str(root))  # recognised by its EmoLabel/
+    assert ev.dataset == "rafml"
+    assert ev.metrics.values == pytest.approx(res.metrics.values, abs=1e-12, nan_ok=True)
