@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from math import ceil
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -108,6 +109,9 @@ class Aligner(Plugin):
     class Config(PluginConfig):
         size: int = Field(112, ge=16, le=1024, description="crop side in pixels")
         scale: float = Field(1.0, gt=0.0, le=4.0, description=">1 shows more context around the face (looser crop)")
+        impl: Literal["insightface", "numpy"] = Field(
+            "insightface", description="at scale 1: insightface = norm_crop itself; numpy = the same transform solved "
+            "in closed form here (no scikit-image fit: ~10x cheaper per face; crops within 1 gray level of norm_crop's)")
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
@@ -133,7 +137,7 @@ class Aligner(Plugin):
         work = warp_size(size)
         if len(faces) == 0:
             return np.zeros((0, size, size, 3), np.uint8)
-        if scale == 1.0:
+        if scale == 1.0 and self.config.impl == "insightface":
             self.start()
             crops = [self._norm_crop(image_bgr, k, image_size=work) for k in faces.kps]
         else:

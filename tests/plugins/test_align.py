@@ -136,6 +136,14 @@ def test_registered_as_norm_crop():
 def test_config_is_validated():
     with pytest.raises(ValidationError) as e:
         Aligner.Config(sise=112)
-    assert format_validation_error(e.value, "align", Aligner.Config) == "unknown key 'align.sise' (valid keys: size, scale)"
+    assert format_validation_error(e.value, "align", Aligner.Config) == "unknown key 'align.sise' (valid keys: size, scale, impl)"
     with pytest.raises(ValidationError):
         Aligner.Config(scale=0)
+
+
+def test_numpy_impl_matches_norm_crop_within_one_level(demo_sample, sample_kps):
+    aligner = Aligner(Aligner.Config(impl="numpy"))
+    for frame, kps in zip(demo_sample[::3], sample_kps):
+        crop = aligner.crop(frame, _faces(kps[None]))[0]
+        diff = np.abs(crop.astype(np.int16) - _norm_crop(frame, kps, 112))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
