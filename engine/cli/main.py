@@ -263,7 +263,7 @@ def report(
 def distill(
     videos: list[str] = typer.Argument(..., help="video files, folders or quoted globs of videos (unlabeled)"),
     out_dir: Path = typer.Option(..., "--out", "-o", help="folder for the cache, the checkpoint and its metrics"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="AU model to train: me_graphau (default), topo_au, au_gcn, baseline_au"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model to train: me_graphau (default), topo_au, au_gcn, baseline_au; arpgnet (expressions, from fer)"),
     option: Optional[list[str]] = typer.Option(None, "--option", help="model option, e.g. --option input_size=64 --option 'backbone_kw={width_mult: 0.5}'"),
     aus: Optional[str] = typer.Option(None, "--aus", help="comma-separated teacher AUs to learn (default: its 17 FACS AUs)"),
     teacher: Optional[list[str]] = typer.Option(None, "--teacher", help="mediapipe_au (default); add --teacher fer to cache expression labels too"),
