@@ -1,11 +1,13 @@
 """Issue 10: does a subscriber that sleeps 1 s per message slow the pipeline down?
 
-Runs `auflow run` on the same generated clip twice in one invocation: once with only a fast
+Runs `auflow run` on the same generated clip in pairs in one invocation: once with only a fast
 subscriber (the run waits for it), once with a fast subscriber plus one that sleeps 1 s per
-message. fps = frames / wall time of the `auflow run` process (startup and model loading included,
-the same in both). Prints both fps, their ratio, and the slow subscriber's received/lost counts.
+message. Prints each run's fps, the medians, their ratio, and what the slow subscriber received.
 
-    python bench/subscriber_bench.py --frames 80
+    python bench/subscriber_bench.py --frames 80 --pairs 3
+
+fps is the pipeline's own (summary.json: first frame to end of stream, start-up excluded); the runs
+alternate in order and the medians are compared, since a shared machine's load drifts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
@@ -55,28 +59,44 @@ def one_run(video: Path, out_dir: Path, slow: bool, sleep_s: float) -> dict:
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
-    frames = json.loads((out_dir / "summary.json").read_text())["streams"]["bench"]["frames"]
+    stream = json.loads((out_dir / "summary.json").read_text())["streams"]["bench"]
     for t in threads:
         t.join(timeout=5)  # the slow one may still be sleeping through its backlog; not waited for
-    return {"frames": frames, "wall_s": wall, "fps": frames / wall, "subscribers": stats}
+    # fps: the pipeline's own (first frame to end of stream, start-up excluded); wall_fps: with start-up
+    return {"frames": stream["frames"], "wall_s": wall, "wall_fps": stream["frames"] / wall, "fps": stream["fps"],
+            "subscribers": stats}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=80)
     ap.add_argument("--sleep", type=float, default=1.0, help="seconds the slow subscriber sleeps per message")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="pairs of runs, order alternating (without/with, with/without, ...): medians of a shared machine")
     args = ap.parse_args()
+    load0 = round(os.getloadavg()[0], 2)
+    base, slow = [], []
     with tempfile.TemporaryDirectory() as tmp:
         video = write_face_video(Path(tmp) / "bench.mp4", frames=args.frames)
-        base = one_run(video, Path(tmp) / "base", slow=False, sleep_s=args.sleep)
-        slow = one_run(video, Path(tmp) / "slow", slow=True, sleep_s=args.sleep)
-    ratio = slow["fps"] / base["fps"]
-    print(f"without slow subscriber: {base['fps']:.2f} fps ({base['frames']} frames, {base['wall_s']:.1f} s)")
-    print(f"with slow subscriber:    {slow['fps']:.2f} fps ({slow['frames']} frames, {slow['wall_s']:.1f} s); "
-          f"slow subscriber received {slow['subscribers']['slow']['received']} before the run ended")
-    print(f"ratio (with / without): {ratio:.3f}")
-    path = save("subscriber", {"machine": machine(), "frames": args.frames, "sleep_s": args.sleep,
-                               "without": base, "with_slow": slow, "ratio": ratio})
+        for i in range(args.pairs):
+            order = (False, True) if i % 2 == 0 else (True, False)
+            for with_slow in order:
+                r = one_run(video, Path(tmp) / f"run{i}-{int(with_slow)}", slow=with_slow, sleep_s=args.sleep)
+                (slow if with_slow else base).append(r)
+                print(f"pair {i}: {'with' if with_slow else 'without'} slow subscriber {r['fps']:.2f} fps "
+                      f"(wall {r['wall_fps']:.2f})", flush=True)
+    med_base = float(np.median([r["fps"] for r in base]))
+    med_slow = float(np.median([r["fps"] for r in slow]))
+    ratio = med_slow / med_base
+    received = [r["subscribers"]["slow"]["received"] for r in slow]
+    print(f"without slow subscriber: median {med_base:.2f} fps over {len(base)} runs")
+    print(f"with slow subscriber:    median {med_slow:.2f} fps over {len(slow)} runs; the slow subscriber received "
+          f"{received} of {args.frames} results before each run ended")
+    print(f"ratio of medians (with / without): {ratio:.3f}")
+    path = save("subscriber", {"machine": machine(), "frames": args.frames, "sleep_s": args.sleep, "pairs": args.pairs,
+                               "load_average_1min": [load0, round(os.getloadavg()[0], 2)],
+                               "without": base, "with_slow": slow, "median_fps_without": med_base,
+                               "median_fps_with_slow": med_slow, "ratio": ratio})
     print(f"saved {path}")
 
 
