@@ -222,6 +222,16 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module | int):
     return tuple(LabelSubset(s, d.aus) for s in sets)
 
 
+#: AFEW's folder names → auflow's expression names
+_EXPR_SPELLING = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
+
+
+def expr_label(name: str) -> str:
+    """A dataset's class name in auflow's lower-case spelling (AFEW's Angry → anger, Happy → happiness)."""
+    low = str(name).lower()
+    return _EXPR_SPELLING.get(low, low)
+
+
 def expr_label_names(dataset: str) -> tuple[str, ...] | None:
     """The classes of an expression dataset, without touching any files, in auflow's lower-case
     spelling (the label-embedding table's): RML and RAF-ML's emotions, AFEW's seven, the generated
@@ -229,10 +239,9 @@ def expr_label_names(dataset: str) -> tuple[str, ...] | None:
     from auflow.models.data.expr import AFEW_LABELS, RAFML_LABELS, RML_LABELS
     from auflow.models.expr.synthetic import MOTION_LABELS, MULTILABEL_LABELS
 
-    afew = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
-    names = {"rml": RML_LABELS, "afew": tuple(afew.get(n.lower(), n.lower()) for n in AFEW_LABELS), "rafml": RAFML_LABELS,
+    names = {"rml": RML_LABELS, "afew": AFEW_LABELS, "rafml": RAFML_LABELS,
              "synthetic_motion": MOTION_LABELS, "synthetic_multilabel": MULTILABEL_LABELS}.get(dataset)
-    return None if names is None else tuple(n.lower() for n in names)
+    return None if names is None else tuple(expr_label(n) for n in names)
 
 
 def label_names(cfg: TrainConfig) -> tuple[str, ...] | None:
@@ -271,7 +280,7 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     labels = tuple(model.card.labels)
     if expr and model.card.task != "expr":
         raise ConfigError(f"{cfg.data.dataset} is an expression dataset; {cfg.model.name} is a {model.card.task!r} model")
-    if expr and (wanted is None or tuple(n.lower() for n in labels) == wanted):
+    if expr and (wanted is None or tuple(expr_label(n) for n in labels) == wanted):
         pass
     elif labels != wanted:
         raise ConfigError(f"model {cfg.model.name} predicts {labels} but {cfg.data.dataset} is labelled {wanted}: "
@@ -356,9 +365,7 @@ def check_labels(model: torch.nn.Module, dataset, where: str) -> None:
     names = getattr(dataset, "label_names", None) or getattr(dataset, "au_names", None)
     if names is None:
         return
-    mine = tuple(n.lower() for n in model.card.labels)
-    theirs = tuple(str(n).lower() for n in names)
-    if mine != theirs and not (len(mine) == len(theirs) and expr_label_names("afew") == mine):
+    if tuple(map(expr_label, model.card.labels)) != tuple(map(expr_label, names)):
         raise ConfigError(f"{where}: the model predicts {tuple(model.card.labels)} but the data is labelled {tuple(names)}; "
                           f"set model.options.labels to the data's classes, in its order")
 
