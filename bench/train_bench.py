@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,11 +31,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table, percentiles, save, timed  # noqa: E402
-
-from auflow.models import create_model  # noqa: E402
-from auflow.models.data.synthetic_au import SYNTHETIC_AUS, SyntheticAU  # noqa: E402
-from auflow.models.train.recipes import build_recipe  # noqa: E402
+from auflow.models import create_model
+from auflow.models.data.synthetic_au import SYNTHETIC_AUS, SyntheticAU
+from auflow.models.train.recipes import build_recipe
+from common import machine, markdown_table, percentiles, save, timed
 
 NO_BACKBONE = {"au_gcn"}
 
@@ -95,8 +95,12 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     ap.add_argument("--skip-train", action="store_true", help="inference only")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load_before = round(os.getloadavg()[0], 2)
     rows, done_sizes = [], set()
     for spec in args.backbones.split(","):
         backbone, _, size = spec.partition(":")
@@ -117,7 +121,9 @@ def main() -> None:
         if ref and "infer_faces_per_s" in r:
             r["infer_vs_plain_backbone"] = round(r["infer_faces_per_s"] / ref["infer_faces_per_s"], 3)
     payload = {"bench": "train", "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device,
-               "batch": args.batch, "precision": args.precision, "threads": torch.get_num_threads(), "results": rows}
+               "batch": args.batch, "precision": args.precision, "threads": torch.get_num_threads(), "iters": args.iters,
+               # other work on the machine skews every figure: the 1-min load average at the start and the end
+               "load_average_1min": [load_before, round(os.getloadavg()[0], 2)], "results": rows}
     path = save("train", payload)
     print()
     print(markdown_table(rows, ["model", "backbone", "input", "params_m", "train_steps_per_s", "train_images_per_s",
