@@ -1,6 +1,6 @@
 """The demo clip through auflow, against its ceilings, measured in one run.
 
-    python bench/pipeline_bench.py [--video PATH] [--profile fast | --config FILE] [--set key=value ...]
+    python bench/pipeline_bench.py [--video PATH] [--profile fast | --config FILE] [--set key=value ...] [--streams 1,2,4]
 
 Ceilings: decode-only (PyAV), decode + face stage (detect, track, align: what the models can
 never beat), model-only (the analyzer on pre-cut crops, faces/s); then the whole pipeline end to
@@ -118,6 +118,38 @@ def end_to_end(video: str, cfg, dominant: dict | None = None) -> dict:
             "seconds": round(outcome.wall_s, 3), "fps": round(st.fps, 1), "latency_ms_capture_to_publish": percentiles(lat)}
 
 
+def streams_sweep(video: str, cfg_path, overrides: list[str], counts: list[int]) -> list[dict]:
+    """N copies of ``video`` as N concurrent streams (``source.parallel = N``), for each N in ``counts``:
+    the whole pipeline, and the same pipeline with no model (decode + face stage + publish: the ceiling
+    of those N streams on this machine). Aggregate fps = frames of all streams / wall time of the run."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in counts:
+            paths = []
+            for i in range(n):  # one file name per stream: cam ids differ
+                p = Path(tmp) / f"stream{i:02d}{Path(video).suffix}"
+                if not p.exists():
+                    p.symlink_to(Path(video).resolve())
+                paths.append(str(p))
+            row: dict = {"streams": n}
+            for label, extra in (("ceiling_no_models", ["analyzer.models=[]"]), ("end_to_end", [])):
+                cfg = load_config(cfg_path, ["publish.endpoint=tcp://127.0.0.1:*", f"source.parallel={n}",
+                                             "source.resume=false", *overrides, *extra])
+                run_dir = Path(tmp) / f"run-{n}-{label}"
+                outcome = runner.run(cfg, paths, run_dir=run_dir)
+                frames = sum(st.frames_out for st in outcome.stats.values())
+                msgs = [json.loads(line) for f in run_dir.glob("*.jsonl") for line in f.read_text().splitlines()]
+                lat = [m["latency_ms"]["total"] for m in msgs if m["type"] == "result"]
+                row[label] = {"frames": frames, "wall_s": round(outcome.wall_s, 3),
+                              "fps_total": round(frames / outcome.wall_s, 1),
+                              "fps_per_stream": sorted(round(st.fps, 1) for st in outcome.stats.values()),
+                              "latency_ms_capture_to_publish": percentiles(lat) if lat else None}
+            row["ratio_to_ceiling"] = round(row["end_to_end"]["fps_total"] / row["ceiling_no_models"]["fps_total"], 3)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def agreement(run: dict, reference: dict) -> dict:
     """Frames of the reference with a dominant expression, and the share where ``run`` names the same one."""
     frames = [f for f, d in reference.items() if d is not None]
@@ -132,6 +164,9 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="a YAML config (default: the packaged default.yaml)")
     ap.add_argument("--profile", default=None, help="a packaged profile: configs/NAME.yaml, e.g. fast")
     ap.add_argument("--no-reference", action="store_true", help="with --profile/--config: skip the default-config reference run")
+    ap.add_argument("--streams", default=None,
+                    help="also sweep concurrent streams, e.g. 1,2,4: N copies of the video at once, end to end and "
+                         "with no model (the N-stream ceiling), aggregate fps, latency percentiles")
     args = ap.parse_args()
     if args.profile and args.config:
         ap.error("give --profile or --config, not both")
@@ -157,11 +192,14 @@ def main() -> None:
         "every_frame_analysed": e2e["frames"] == e2e["frames_in"] == dec["frames"],
         "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews every figure
     }
+    if args.streams:
+        payload["streams_sweep"] = streams_sweep(video, config, args.overrides, [int(n) for n in args.streams.split(",")])
     if profile and not args.no_reference:
         ref_cfg = load_config(None, ["publish.endpoint=tcp://127.0.0.1:*"])
         reference: dict = {}
         payload["reference_default"] = end_to_end(video, ref_cfg, reference)
         payload["expr_agreement_with_default"] = agreement(dominant, reference)
+    payload["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     path = save(f"pipeline-{profile}" if profile else "pipeline", payload)
     print(json.dumps(payload, indent=2))
     rows = [
@@ -175,6 +213,11 @@ def main() -> None:
         a = payload["expr_agreement_with_default"]
         rows.append({"stage": "default config end to end", "fps": payload["reference_default"]["fps"], "note": "the quality reference"})
         rows.append({"stage": "dominant expression = default's", "fps": a["ratio"], "note": f"{a['same']}/{a['frames']} frames"})
+    for r in payload.get("streams_sweep", []):
+        e, c = r["end_to_end"], r["ceiling_no_models"]
+        rows.append({"stage": f"{r['streams']} streams end to end", "fps": e["fps_total"],
+                     "note": f"total; ceiling with no model {c['fps_total']} (ratio {r['ratio_to_ceiling']}); "
+                             f"p50/p95/p99 latency {e['latency_ms_capture_to_publish']} ms"})
     print()
     print(markdown_table(rows, ["stage", "fps", "note"]))
     print(f"saved {path}")
