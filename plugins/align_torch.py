@@ -93,14 +93,14 @@ def warp_crops(frames: torch.Tensor, kps: torch.Tensor | np.ndarray, size: int =
         raise ValueError(f"kps must be (M, 5, 2), got shape {tuple(kps.shape)}")
     n, c, h, w = frames.shape
     m = kps.shape[0]
+    out_dtype = frames.dtype
+    if m == 0:
+        return torch.zeros(0, c, size, size, dtype=out_dtype, device=dev)
     if frame_index is None:
         if m != n:
             raise ValueError(f"{m} faces for {n} frames: pass frame_index")
         frame_index = torch.arange(n, device=dev)
     frame_index = torch.as_tensor(frame_index, device=dev, dtype=torch.long)
-    out_dtype = frames.dtype
-    if m == 0:
-        return torch.zeros(0, c, size, size, dtype=out_dtype, device=dev)
     work = warp_size(size)
     theta = _theta(estimate_transform_torch(kps, size, scale), h, w, work)
     grid = F.affine_grid(theta.float(), [m, 1, work, work], align_corners=False)  # (M, work, work, 2)
