@@ -16,13 +16,14 @@ PYTEST := $(BIN)/python -m pytest
 APT_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly chromium
 JOBS_ARGS ?=
 
-.PHONY: venv assets system-deps demo test test-fast bench clean help
+.PHONY: venv assets system-deps demo test test-fast bench starter clean help
 
 help:
 	@echo "make demo       run the default config on the real face video (creates .venv)"
 	@echo "make test       every test this machine supports (creates .venv)"
 	@echo "make test-fast  skip tests marked slow"
 	@echo "make bench      decode / detect / end-to-end figures into bench/results/"
+	@echo "make starter    rebuild the shipped starter AU checkpoint (models/checkpoints/; 18-29 min on 2 busy cores)"
 
 $(STAMP):
 	@test -n "$(PYTHON)" || { echo "Python 3.10+ is needed (python3.11 preferred)"; exit 1; }
@@ -65,6 +66,11 @@ test-fast: $(STAMP) system-deps
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline_bench.py
 	$(BIN)/python bench/readme_table.py
+
+# the shipped starter AU checkpoint: distilled from the mediapipe_au teacher on the demo clip, one torch
+# thread, seed 1 (resumable: run it again after Ctrl-C); models/checkpoints/make_starter.py says what it does
+starter: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python models/checkpoints/make_starter.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .pytest-exit

@@ -76,3 +76,12 @@ def start_watched_run(video: Path, out_dir: Path, *extra: str):
                              "--wait-subscribers", "1", "--out", str(out_dir), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, COLUMNS="200"))
     return proc, sub
+
+
+def starter_au() -> dict:
+    """What the default config's `au` output reports: the shipped student if its card passes the gate, else its teacher."""
+    from auflow.models.card import load_checkpoint
+    from auflow.plugins.analyzers.student import gate, starter_path
+
+    card, _ = load_checkpoint(starter_path("starter:me_graphau_demo_student"))
+    return {"name": "me_graphau", "kind": "distilled"} if gate(card)[0] else {"name": "mediapipe_au", "kind": "teacher"}

@@ -12,7 +12,8 @@ checkpoint's card and applies the gate of issue 8:
 
 If it passes, the student runs and every result says ``kind: distilled``; if not (or the file is missing
 or unreadable), the teacher named in the card (``mediapipe_au``) runs for the same output and every
-result says ``kind: teacher``. One log line says which, and why. A checkpoint given by path
+result says ``kind: teacher``; its columns are cut to the student's labels (the 17 AUs, without the
+teacher's left/right columns), so the output has the same columns whichever runs. One log line says which, and why. A checkpoint given by path
 (``checkpoint: runs/distill/x/model.pt``) does not come here: it is used as given, ``kind: user``.
 """
 
@@ -65,7 +66,7 @@ def gate(card, min_pearson: float = MIN_PEARSON) -> tuple[bool, str]:
         return False, "its card holds no held-out agreement with its teacher"
     rs = {a: (per.get(a) or {}).get("pearson") for a in varying}
     teacher = (t.get("teacher") or {}).get("au", {}).get("name", "its teacher")
-    shown = ", ".join(f"{a} {'n/a' if r is None else f'{r:.2f}'}" for a, r in rs.items())
+    shown = ", ".join(f"{a} {'n/a' if r is None else f'{r:.3f}'}" for a, r in rs.items())
     low = [a for a, r in rs.items() if r is None or r < min_pearson]
     if low:
         return False, (f"held-out Pearson with {teacher} below {min_pearson} on {', '.join(low)} "
@@ -100,6 +101,7 @@ class StudentOrTeacherAnalyzer(Plugin):
         self.reason = ""
         self.outputs: dict[str, tuple[str, ...]] = {}
         self.provenance: dict = {}
+        self._cols: dict[str, list[int]] = {}
 
     def _card(self, path: Path):
         from auflow.models.card import load_checkpoint
@@ -137,6 +139,12 @@ class StudentOrTeacherAnalyzer(Plugin):
         self.reason = why
         self.outputs = dict(self.inner.outputs)
         self.provenance = dict(self.inner.provenance)
+        self._cols = {}
+        if not ok and card is not None:  # the teacher's columns the student has, so `au` keeps the same columns
+            for name, labels in self.outputs.items():
+                if set(card.labels) <= set(labels) and tuple(card.labels) != tuple(labels):
+                    self._cols[name] = [labels.index(a) for a in card.labels]
+                    self.outputs[name] = tuple(card.labels)
         who = ", ".join(f"{k}: {v.name} ({v.kind})" for k, v in self.provenance.items())
         if ok:
             log.info("%s: running the distilled student %s: %s", who, path.name, why)
@@ -144,7 +152,10 @@ class StudentOrTeacherAnalyzer(Plugin):
             log.info("%s: running the teacher instead of the student %s: %s", who, path.name, why)
 
     def analyze(self, crops):
-        return self.inner.analyze(crops)
+        out = self.inner.analyze(crops)
+        for name, cols in self._cols.items():
+            out[name] = out[name][:, cols]
+        return out
 
     def stop(self) -> None:
         if self.inner is not None:

@@ -17,7 +17,8 @@ from auflow.models.card import ModelCard, load_checkpoint, save_checkpoint
 from auflow.plugins.analyzers import student
 from auflow.plugins.analyzers.blendshape_au import AU_LABELS
 
-SMALL = {"backbone": "mobilenet_v2", "input_size": 32, "backbone_kw": {"width_mult": 0.25}}
+SMALL = {"backbone": "mobilenet_v2", "input_size": 32, "backbone_kw": {"width_mult": 0.25},
+         "au_names": ["AU01", "AU02", "AU12", "AU25", "AU45"]}  # teacher AUs, as a distilled student has
 CROPS = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
 
 
@@ -81,8 +82,11 @@ def test_a_card_failing_the_gate_runs_the_teacher_and_says_why(tmp_path, monkeyp
     with caplog.at_level(logging.INFO, logger=student.__name__):
         a.start("cpu")
     assert a.choice == "teacher" and a.provenance == {"au": ModelInfo("mediapipe_au", "teacher")}
-    assert a.outputs == {"au": AU_LABELS} and "AU02" in a.reason and "below 0.8" in a.reason
-    assert a.analyze(CROPS)["au"].shape == (2, len(AU_LABELS))
+    labels = create_model("baseline_au", **SMALL).card.labels
+    assert a.outputs == {"au": labels} and "AU02" in a.reason and "below 0.8" in a.reason  # the student's columns
+    teacher = a.inner.analyze(CROPS)["au"]
+    assert teacher.shape == (2, len(AU_LABELS))
+    np.testing.assert_array_equal(a.analyze(CROPS)["au"], teacher[:, [AU_LABELS.index(x) for x in labels]])
     lines = [r.getMessage() for r in caplog.records if r.name == student.__name__]
     assert len(lines) == 1 and "running the teacher instead" in lines[0] and "AU02 0.61" in lines[0]
     # a missing starter file is no crash either: the teacher, and how to build it
@@ -99,3 +103,38 @@ def test_a_user_checkpoint_is_used_as_given_and_reported_user(tmp_path):
     assert type(a).__name__ == "TorchModelAnalyzer" and a.provenance == {"au": ModelInfo("baseline_au", "user")}
     assert load_checkpoint(path)[0].kind == "distilled"  # the card keeps its own kind
 
+
+
+@pytest.mark.parametrize("profile", ["default", "fast"])
+def test_the_shipped_starter_checkpoint_and_the_configs_au_entry(profile):
+    """The shipped file is there (<= 20 MB, its card.json's sha256), both configs name it, and the `au` output is
+    the student as `distilled` if its card passes the gate, else the teacher as `teacher`, as the gate says."""
+    import hashlib
+    import json
+
+    from auflow.engine.cli.demo import profile_path
+    from auflow.engine.config import load_config
+
+    cfg = load_config(None if profile == "default" else profile_path(profile), [])
+    spec = next(m for m in cfg.analyzer.models if m.checkpoint and m.checkpoint.startswith(student.STARTER_PREFIX))
+    assert spec.name == "me_graphau" and spec.checkpoint == "starter:me_graphau_demo_student"
+    path = student.starter_path(spec.checkpoint)
+    assert path.is_file(), f"{path} is missing: make starter"
+    data = path.read_bytes()
+    assert len(data) <= 20 * 2**20
+    meta = json.loads(path.with_name(path.stem + ".card.json").read_text())
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest() and meta["bytes"] == len(data)
+    card, _ = load_checkpoint(path)
+    t = card.training
+    assert card.kind == "distilled" and t["complete"] and t["teacher"]["au"]["name"] == "mediapipe_au"
+    assert [v["name"] for v in t["videos"]] == ["WolfgangLanger_Pexels.mp4"] and t["split"]["mode"] == "time"
+    assert {"AU01", "AU12", "AU25", "AU45"} <= set(t["agreement"]["varying"])
+    assert "not trained on any FACS-coded dataset" in t["note"]
+    ok, why = student.gate(card)
+    if profile == "fast":
+        return  # same entry; building it needs an ONNX export
+    a = build_analyzer(spec, "analyzer.models.1")
+    a.start("cpu")
+    assert a.reason == why and a.outputs == {"au": card.labels}
+    want = ModelInfo("me_graphau", "distilled") if ok else ModelInfo("mediapipe_au", "teacher")
+    assert a.choice == ("student" if ok else "teacher") and a.provenance == {"au": want}
