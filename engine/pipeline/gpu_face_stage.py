@@ -1,0 +1,201 @@
+"""The face stage of the all-GPU path: frames of many streams, already on one torch device, in one batch.
+
+DESIGN.md ("GPU path"): NVDEC decodes into GPU memory, one GPU process batches detection across all
+streams, estimates norm_crop's similarity and warps on the GPU, and the crops go to the models
+without visiting host memory. This module is that process's face stage; it is the CPU
+:class:`~auflow.engine.pipeline.face_stage.FaceStage` with the same contract, batched:
+
+    frames (3, H, W) uint8 BGR tensors of several streams, one device
+      → RetinaFace-MobileNet0.25 on the whole batch (frames grouped by size; a frame larger than
+        ``max_side`` is area-downscaled on the device with cv2's INTER_AREA weights)
+      → the best ``max_faces`` per frame → the configured tracker, one instance per stream
+        (ByteTrack runs on the host: only boxes and scores, a few floats per face, travel)
+      → ``align_torch.warp_crops`` on the device
+      → :class:`GpuFaceCrops`: the FaceCrops metadata (meta, faces with tracks, latency_ms) and the
+        crops as one (N, 3, S, S) uint8 device tensor per frame, for a device-side analyzer;
+        ``to_face_crops()`` gives the host FaceCrops the current analyzer takes.
+
+Placement (not wired into ``engine/pipeline/core.py`` yet): the multi-process pipeline today runs
+one worker per stream that decodes, then runs FaceStage on the CPU and ships only crops to the
+analyzer process. The GPU placement is one GPU process that owns the device: per-stream NVDEC
+decoders (``engine/sources/hwaccel.py`` with ``is_hw_owned`` left True, frames handed to torch by
+DLPack — this hand-over is the part not written yet) feed it frames; it gathers the latest frame of
+every stream (max batch, max wait, like the analyzer's batching), calls :meth:`GpuFaceStage.process`
+once per batch, and passes the device crops straight to the analyzer models in the same process.
+Frames of one stream must arrive in order: the tracker needs increasing frame indices.
+
+Parity, tested on the CPU (tests/engine/pipeline/test_gpu_face_stage.py): with the same retinaface
+options, the same faces, tracks and (within 1 gray level) crops as FaceStage on the demo clip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...plugins.align import Aligner
+from ...plugins.align_torch import _area_matrix, warp_crops
+from ...plugins.detectors.retinaface import (
+    BGR_MEAN,
+    PRE_NMS_TOP_K,
+    batched_nms,
+    decode,
+    prior_boxes,
+)
+from ..config import FaceSection
+from ..errors import ConfigError
+from ..plugin import build
+from ..registry import DETECTORS, TRACKERS
+from ..types import FaceCrops, Faces, FrameMeta
+
+
+@dataclass
+class GpuFaceCrops:
+    """FaceCrops with the crops left on the device: (N, 3, S, S) uint8 BGR tensor."""
+
+    meta: FrameMeta
+    faces: Faces
+    crops: torch.Tensor
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_face_crops(self) -> FaceCrops:
+        """The host FaceCrops (N, S, S, 3) uint8 that the CPU analyzer takes (copies the crops to the host)."""
+        return FaceCrops(self.meta, self.faces, self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy(), self.latency_ms)
+
+
+def fit_max_side_torch(x: torch.Tensor, max_side: int) -> tuple[torch.Tensor, float, float]:
+    """``yunet.fit_max_side`` on a (B, C, H, W) uint8 batch on its device: INTER_AREA weights, rounded to uint8."""
+    h, w = x.shape[-2:]
+    if max(h, w) <= max_side:
+        return x, 1.0, 1.0
+    s = max_side / max(h, w)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    ry = _area_matrix(h, nh, torch.float32, x.device)
+    rx = _area_matrix(w, nw, torch.float32, x.device)
+    small = (ry @ x.float() @ rx.T).round_().clamp_(0, 255).to(torch.uint8)
+    return small, nw / w, nh / h
+
+
+def detect_tensors(det: Any, x: torch.Tensor, scale_xy: torch.Tensor) -> list[Faces]:
+    """RetinaFace on a (B, 3, h, w) uint8 BGR batch already on the detector's device.
+
+    The same computation as ``RetinaFaceDetector._detect_same_size`` (which takes host arrays),
+    from the upload on: ``scale_xy`` (B, 2) = network px / frame px. Returns host Faces.
+    """
+    cfg = det.config
+    b, _, h, w = x.shape
+    dev = x.device
+    with torch.inference_mode():
+        x = x.float() - torch.tensor(BGR_MEAN, device=dev)[:, None, None]
+        loc, scores, landm = det._model(x.contiguous())
+        priors = det._priors.get((h, w))
+        if priors is None:
+            priors = det._priors[(h, w)] = prior_boxes(h, w, dev)
+        boxes, kps = decode(loc, landm, priors)
+        to_px = torch.tensor([w, h], dtype=torch.float32, device=dev) / scale_xy.to(dev)
+        boxes = boxes * to_px.repeat(1, 2)[:, None, :]
+        kps = kps * to_px[:, None, None, :]
+        valid = scores > cfg.score_threshold
+        k = int(min(PRE_NMS_TOP_K, max(1, int(valid.sum(dim=1).max()))))
+        top_scores, order = torch.topk(torch.where(valid, scores, -1.0), k, dim=1, sorted=True)
+        boxes = torch.gather(boxes, 1, order[..., None].expand(b, k, 4))
+        kps = torch.gather(kps, 1, order[..., None, None].expand(b, k, 5, 2))
+        keep = batched_nms(boxes, top_scores > cfg.score_threshold, cfg.nms_threshold)
+        boxes, kps, top_scores, keep = (t.cpu().numpy() for t in (boxes, kps, top_scores, keep))
+    out = []
+    for i in range(b):
+        sel = np.flatnonzero(keep[i])
+        out.append(Faces(boxes[i, sel], top_scores[i, sel], kps[i, sel]) if len(sel) else Faces.empty())
+    return out
+
+
+class GpuFaceStage:
+    """Batched detect → track → align for frames of many streams on one torch device (see the module doc)."""
+
+    def __init__(self, cfg: FaceSection, device: str = "cuda") -> None:
+        if cfg.detector.name != "retinaface":
+            raise ConfigError(f"the GPU face stage detects with retinaface (torch), not {cfg.detector.name!r}")
+        if cfg.align.name != "norm_crop":
+            raise ConfigError(f"the GPU face stage aligns like norm_crop, not {cfg.align.name!r}")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.detector = build(DETECTORS, "retinaface", {**cfg.detector.options, "device": device}, "face.detector")
+        align = Aligner.Config(**cfg.align.options)  # validated like the CPU stage's aligner
+        self.size, self.scale = align.size, align.scale
+        self._trackers: dict[str, tuple[str, Any]] = {}  # cam → (sid, tracker)
+
+    def start(self) -> None:
+        self.detector.start()
+
+    def _tracker(self, meta: FrameMeta):
+        sid, tracker = self._trackers.get(meta.cam, (None, None))
+        if tracker is None:
+            tracker = build(TRACKERS, self.cfg.tracker.name, self.cfg.tracker.options, "face.tracker")
+            tracker.start()
+        elif sid != meta.sid:
+            tracker.reset()  # a new session of that camera
+        self._trackers[meta.cam] = (meta.sid, tracker)
+        return tracker
+
+    def on_stream_end(self, cam: str) -> None:
+        entry = self._trackers.pop(cam, None)
+        if entry is not None:
+            entry[1].stop()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def process(self, frames: Sequence[tuple[FrameMeta, torch.Tensor]],
+                latency_ms: Sequence[dict[str, float]] | None = None) -> list[GpuFaceCrops]:
+        """One batch: ``frames`` as (meta, (3, H, W) uint8 BGR tensor on this stage's device) of any streams.
+
+        Frames of one stream must come in frame order. Returns one GpuFaceCrops per frame, in order;
+        its latency_ms adds detect/track/align, each the batch's time (every frame waited for the batch).
+        """
+        if self.detector._model is None:
+            self.start()
+        n = len(frames)
+        t0 = time.perf_counter()
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (meta, img) in enumerate(frames):
+            if img.ndim != 3 or img.shape[0] != 3 or img.dtype != torch.uint8 or img.device != self.device:
+                raise ValueError(f"frame {i}: expected a (3, H, W) uint8 tensor on {self.device}, "
+                                 f"got {img.dtype} {tuple(img.shape)} on {img.device}")
+            groups.setdefault(tuple(img.shape[1:]), []).append(i)
+        stacked: dict[tuple[int, int], torch.Tensor] = {}
+        detected: list[Faces | None] = [None] * n
+        for hw, idx in groups.items():
+            x = stacked[hw] = torch.stack([frames[i][1] for i in idx])
+            small, sx, sy = fit_max_side_torch(x, self.detector.config.max_side)
+            scale = torch.tensor([[sx, sy]], dtype=torch.float32).expand(len(idx), 2)
+            for i, faces in zip(idx, detect_tensors(self.detector, small, scale)):
+                if len(faces) > self.cfg.max_faces:
+                    faces = faces[np.argsort(-faces.score)[: self.cfg.max_faces]]
+                detected[i] = faces
+        t1 = time.perf_counter()
+        tracked = [self._tracker(meta).update(detected[i], meta.frame) for i, (meta, _) in enumerate(frames)]
+        t2 = time.perf_counter()
+        crops: list[torch.Tensor | None] = [None] * n
+        for hw, idx in groups.items():
+            counts = [len(tracked[i]) for i in idx]
+            kps = np.concatenate([tracked[i].kps for i in idx]).reshape(-1, 5, 2)
+            where = np.repeat(np.arange(len(idx)), counts)
+            out = warp_crops(stacked[hw], torch.from_numpy(kps), self.size, self.scale, frame_index=where)
+            for i, part in zip(idx, torch.split(out, counts)):
+                crops[i] = part
+        self._sync()
+        t3 = time.perf_counter()
+        stamp = {"detect": (t1 - t0) * 1e3, "track": (t2 - t1) * 1e3, "align": (t3 - t2) * 1e3}
+        lat_in = latency_ms or [{}] * n
+        return [GpuFaceCrops(meta, tracked[i], crops[i], {**lat_in[i], **stamp}) for i, (meta, _) in enumerate(frames)]
+
+    def stop(self) -> None:
+        for cam in list(self._trackers):
+            self.on_stream_end(cam)
+        self.detector.stop()

@@ -1,0 +1,135 @@
+"""GpuFaceStage (the all-GPU path's face stage) on the CPU against the CPU FaceStage with retinaface.
+
+Crops are compared with the warp bound of tests/plugins/test_align_torch.py: max |diff| ≤ 1 gray
+level, mean < 0.01. The cuda variant (marker ``gpu``) runs the stage on the GPU against the CPU FaceStage.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from auflow.engine.assets import asset_path, expected_path
+from auflow.engine.config import FaceSection
+from auflow.engine.errors import ConfigError
+from auflow.engine.pipeline.face_stage import FaceStage
+from auflow.engine.pipeline.gpu_face_stage import GpuFaceStage, fit_max_side_torch
+from auflow.engine.types import FrameMeta, FramePacket
+from auflow.plugins.detectors.yunet import fit_max_side
+
+FRAMES = 20
+#: the second (mirrored) camera joins for the first frames only: the test stays ~10 s on one CPU thread
+FRAMES_B = 6
+
+
+@pytest.fixture(scope="module")
+def demo_frames() -> list[np.ndarray]:
+    """The demo clip's first 20 frames (BGR)."""
+    import av
+
+    if expected_path("demo_video") is None:
+        pytest.skip("asset demo_video is not installed (run `make assets`)")
+    out = []
+    with av.open(str(asset_path("demo_video"))) as c:
+        for frame in c.decode(video=0):
+            out.append(frame.to_ndarray(format="bgr24"))
+            if len(out) == FRAMES:
+                break
+    return out
+
+
+def _cfg(size: int = 112, scale: float = 1.0, max_side: int = 640) -> FaceSection:
+    return FaceSection.model_validate({
+        "detector": {"name": "retinaface", "max_side": max_side},
+        "align": {"name": "norm_crop", "size": size, "scale": scale, "impl": "numpy"},
+        "tracker": {"name": "bytetrack"},
+    })
+
+
+def _meta(cam: str, i: int, img: np.ndarray) -> FrameMeta:
+    return FrameMeta(cam, f"{cam}-s1", i, i, (1, 25), 0, img.shape[1], img.shape[0])
+
+
+def _cpu_run(cfg: FaceSection, cam: str, frames: list[np.ndarray]):
+    stage = FaceStage(cfg)
+    stage.start()
+    return [stage.process(FramePacket(_meta(cam, i, f), f)) for i, f in enumerate(frames)]
+
+
+def _assert_same(gpu_out, cpu_out):
+    assert gpu_out.meta == cpu_out.meta
+    g, c = gpu_out.faces, cpu_out.faces
+    assert len(g) == len(c)
+    np.testing.assert_allclose(g.bbox, c.bbox, atol=1e-2)
+    np.testing.assert_allclose(g.kps, c.kps, atol=1e-2)
+    np.testing.assert_array_equal(g.track, c.track)
+    host = gpu_out.to_face_crops()
+    assert host.crops.shape == cpu_out.crops.shape and host.crops.dtype == np.uint8
+    diff = np.abs(host.crops.astype(np.int16) - cpu_out.crops)
+    if diff.size:
+        assert diff.max() <= 1 and diff.mean() < 0.01
+    assert {"detect", "track", "align"} <= set(gpu_out.latency_ms)
+
+
+def _two_streams_match(demo_frames, device: str):
+    """Two cameras (the clip, and the clip mirrored) interleaved in batches of 8 frames: each equals its own CPU run."""
+    cfg = _cfg()
+    mirrored = [np.ascontiguousarray(f[:, ::-1]) for f in demo_frames[:FRAMES_B]]
+    ref = {"a": _cpu_run(cfg, "a", demo_frames), "b": _cpu_run(cfg, "b", mirrored)}
+    stage = GpuFaceStage(cfg, device=device)
+    stage.start()
+    items = [(cam, i, f) for i in range(FRAMES) for cam, f in (("a", demo_frames[i]), ("b", mirrored[i] if i < FRAMES_B else None))
+             if f is not None]
+    outs = {"a": [], "b": []}
+    for start in range(0, len(items), 8):
+        batch = items[start:start + 8]
+        frames = [(_meta(cam, i, f), torch.from_numpy(f).permute(2, 0, 1).to(device)) for cam, i, f in batch]
+        for (cam, _, _), out in zip(batch, stage.process(frames)):
+            assert out.crops.device.type == torch.device(device).type
+            outs[cam].append(out)
+    faces = 0
+    for cam in ("a", "b"):
+        assert len(outs[cam]) == len(ref[cam])
+        for g, c in zip(outs[cam], ref[cam]):
+            _assert_same(g, c)
+            faces += len(c.faces)
+    assert faces >= FRAMES + FRAMES_B  # the face is found in every frame of both streams
+    assert outs["a"][-1].faces.track[0] >= 0
+    stage.stop()
+
+
+@pytest.mark.slow
+def test_two_streams_batched_equal_the_cpu_face_stage(demo_frames):
+    _two_streams_match(demo_frames, "cpu")
+
+
+@pytest.mark.gpu
+def test_two_streams_batched_on_cuda_equal_the_cpu_face_stage(demo_frames):
+    _two_streams_match(demo_frames, "cuda")
+
+
+def test_large_frames_are_downscaled_like_the_cpu_detector(demo_frames):
+    """1280×720 frames (over max_side): the device area downscale gives cv2's pixels and the same faces and crops."""
+    big = [cv2.resize(f, (1280, 720), interpolation=cv2.INTER_LINEAR) for f in demo_frames[:3]]
+    small, sx, sy = fit_max_side_torch(torch.from_numpy(np.stack(big)).permute(0, 3, 1, 2), 640)
+    ref, rx, ry = fit_max_side(big[0], 640)
+    assert (sx, sy) == (rx, ry)
+    assert np.abs(small[0].permute(1, 2, 0).numpy().astype(np.int16) - ref).max() <= 1
+    cfg = _cfg(size=224, scale=1.3)
+    cpu = _cpu_run(cfg, "a", big)
+    stage = GpuFaceStage(cfg, device="cpu")
+    outs = stage.process([(_meta("a", i, f), torch.from_numpy(f).permute(2, 0, 1)) for i, f in enumerate(big)])
+    for g, c in zip(outs, cpu):
+        assert len(g.faces) == len(c.faces) >= 1
+        np.testing.assert_allclose(g.faces.bbox, c.faces.bbox, atol=1.0)  # downscale may differ by 1 level
+        diff = np.abs(g.to_face_crops().crops.astype(np.int16) - c.crops)
+        assert diff.mean() < 1.0
+
+
+def test_refuses_what_it_cannot_do():
+    with pytest.raises(ConfigError, match="retinaface"):
+        GpuFaceStage(FaceSection.model_validate({"detector": {"name": "yunet"}}), device="cpu")
+    stage = GpuFaceStage(_cfg(), device="cpu")
+    with pytest.raises(ValueError, match="uint8"):
+        stage.process([(_meta("a", 0, np.zeros((8, 8, 3))), torch.zeros(3, 8, 8))])
