@@ -30,6 +30,8 @@ def test_wheel_contains_every_subpackage_and_default_config(tmp_path):
     missing = source_packages() - names
     assert not missing, f"packages missing from the wheel (add them to pyproject's packages): {sorted(missing)}"
     assert "auflow/configs/default.yaml" in names
+    # the default config's `au` checkpoint and its card ship in the wheel (pyproject package-data)
+    assert {"auflow/models/checkpoints/me_graphau_demo_student.pt", "auflow/models/checkpoints/me_graphau_demo_student.card.json"} <= names
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"auflow"}, f"wheel puts these at the top of site-packages: {tops}"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
