@@ -29,10 +29,12 @@ def sample(demo_sample):
 
 
 def _reference(frames, kps, size, scale):
-    """Aligner crops: insightface's norm_crop where it applies, else the numpy transform + cv2.warpAffine."""
+    """Aligner crops: insightface's norm_crop where it applies and is installed, else the numpy transform + cv2.warpAffine."""
     impl = "insightface" if scale == 1.0 and size % 112 == 0 else "numpy"
-    if impl == "insightface":
-        pytest.importorskip("insightface.utils.face_align")
+    try:
+        import insightface.utils.face_align  # noqa: F401
+    except ImportError:  # the GPU machine has no insightface: the numpy impl, itself within 1 level of norm_crop
+        impl = "numpy"
     aligner = Aligner(Aligner.Config(size=size, scale=scale, impl=impl))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

