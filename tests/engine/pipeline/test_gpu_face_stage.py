@@ -1,7 +1,8 @@
 """GpuFaceStage (the all-GPU path's face stage) on the CPU against the CPU FaceStage with retinaface.
 
 Crops are compared with the warp bound of tests/plugins/test_align_torch.py: max |diff| ≤ 1 gray
-level, mean < 0.01. The cuda variant (marker ``gpu``) runs the stage on the GPU against the CPU FaceStage.
+level, mean < 0.01 (max ≤ 2 in the cuda variant, marker ``gpu``, which runs the stage on the GPU against
+the CPU FaceStage).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _cpu_run(cfg: FaceSection, cam: str, frames: list[np.ndarray]):
     return [stage.process(FramePacket(_meta(cam, i, f), f)) for i, f in enumerate(frames)]
 
 
-def _assert_same(gpu_out, cpu_out):
+def _assert_same(gpu_out, cpu_out, max_diff):
     assert gpu_out.meta == cpu_out.meta
     g, c = gpu_out.faces, cpu_out.faces
     assert len(g) == len(c)
@@ -68,7 +69,7 @@ def _assert_same(gpu_out, cpu_out):
     assert host.crops.shape == cpu_out.crops.shape and host.crops.dtype == np.uint8
     diff = np.abs(host.crops.astype(np.int16) - cpu_out.crops)
     if diff.size:
-        assert diff.max() <= 1 and diff.mean() < 0.01
+        assert diff.max() <= max_diff and diff.mean() < 0.01
     assert {"detect", "track", "align"} <= set(gpu_out.latency_ms)
 
 
@@ -92,7 +93,7 @@ def _two_streams_match(demo_frames, device: str):
     for cam in ("a", "b"):
         assert len(outs[cam]) == len(ref[cam])
         for g, c in zip(outs[cam], ref[cam]):
-            _assert_same(g, c)
+            _assert_same(g, c, 1 if device == "cpu" else 2)
             faces += len(c.faces)
     assert faces >= FRAMES + FRAMES_B  # the face is found in every frame of both streams
     assert outs["a"][-1].faces.track[0] >= 0
