@@ -10,7 +10,9 @@ On the demo clip's first ``--frames`` frames:
   insightface is installed, else the numpy transform + cv2.warpAffine): max and mean |Δ| gray levels
   at 112 and 224;
 - ``stage``: :class:`GpuFaceStage` on ``--device`` for 1080p frames (the demo frames upscaled), one
-  frame from each of N streams per batch: median batch time, frames/s, faces/s, for each N.
+  frame from each of N streams per batch: median batch time, frames/s, faces/s, for each N;
+- ``nvdec_dlpack``: NVDEC decoding into device memory (``is_hw_owned``), planes to torch by DLPack,
+  NV12 → BGR on the device (:func:`nvdec_probe`).
 
 Figures are printed and written, never asserted (the tests assert parity).
 """
@@ -120,12 +122,61 @@ def stage_throughput(frames: list[np.ndarray], device: str, streams: list[int], 
     return rows
 
 
+def nvdec_probe(device: str, frames: int) -> dict:
+    """NVDEC into device memory, handed to torch by DLPack, converted to BGR on the device.
+
+    What the decoded frame and its planes expose, the BGR pixels against the CPU decoder's
+    ``bgr24`` (first 8 frames), and decode(+convert) frames/s of a 1080p H.264 clip with nothing
+    copied to the host. Off CUDA (the dry run) the CPU decoder's frames reformatted to NV12 stand
+    in, so the code path runs. Errors are recorded, not raised.
+    """
+    from auflow.engine.pipeline.gpu_face_stage import nv12_to_bgr
+    from av.codec.hwaccel import HWAccel
+    from sources_bench import make_clip
+
+    path = make_clip("1080p", frames)
+    with av.open(str(path)) as c:
+        ref = [f.to_ndarray(format="bgr24") for _, f in zip(range(8), c.decode(video=0))]
+    out: dict = {"clip": path.name, "frames": frames}
+    cuda = device.startswith("cuda")
+    try:
+        hw = HWAccel(device_type="cuda", allow_software_fallback=False, is_hw_owned=True) if cuda else None
+        diffs, n = [], 0
+        with av.open(str(path), hwaccel=hw) as c:
+            sync(device)
+            t0 = time.perf_counter()
+            for f in c.decode(video=0):
+                if not cuda:
+                    f = f.reformat(format="nv12")
+                if n == 0:
+                    out["frame_format"] = f.format.name
+                    out["planes"] = [{"w": p.width, "h": p.height, "line_size": p.line_size,
+                                      "dlpack_device": list(p.__dlpack_device__())} for p in f.planes]
+                y, uv = (torch.from_dlpack(p) for p in f.planes[:2])
+                if n == 0:
+                    out["tensors"] = [{"shape": list(t.shape), "dtype": str(t.dtype), "device": str(t.device)} for t in (y, uv)]
+                matrix = "bt709" if getattr(f, "colorspace", None) == 1 else "bt601"
+                bgr = nv12_to_bgr(y.to(device), uv.to(device), matrix)
+                if n < len(ref):
+                    diffs.append(np.abs(bgr.permute(1, 2, 0).cpu().numpy().astype(np.int16) - ref[n]))
+                n += 1
+            sync(device)
+            dt = time.perf_counter() - t0
+        d = np.stack(diffs)
+        out.update(decoded=n, fps_decode_to_bgr_tensor=round(n / dt, 1),
+                   bgr_vs_cpu_bgr24={"mean_abs": round(float(d.mean()), 3), "max_abs": int(d.max())})
+    except Exception as e:  # noqa: BLE001 - a probe: what failed is the finding
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--streams", default="1,8,32,64", help="comma-separated stream counts (frames per batch)")
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--nvdec-frames", type=int, default=240, help="frames of the 1080p clip for the NVDEC probe (0: skip)")
     ap.add_argument("--out", default=None, help="JSON path (default: print only)")
     args = ap.parse_args()
     frames = demo_frames(args.frames)
@@ -135,10 +186,12 @@ def main() -> None:
     wp = warp_parity(frames, cpu_faces, args.device)
     print("warp", wp, flush=True)
     st = stage_throughput(frames, args.device, [int(s) for s in args.streams.split(",")], args.iters)
+    nv = nvdec_probe(args.device, args.nvdec_frames) if args.nvdec_frames else None
+    print("nvdec", nv, flush=True)
     payload = {"bench": "gpu_parity", "device": args.device, "machine": machine(),
                "torch": torch.__version__, "cuda": torch.version.cuda,
                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-               "retinaface": rf, "warp": wp, "stage_1080p": st, "wall_s": round(time.perf_counter() - t0, 1)}
+               "retinaface": rf, "warp": wp, "stage_1080p": st, "nvdec_dlpack": nv, "wall_s": round(time.perf_counter() - t0, 1)}
     text = json.dumps(payload, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -93,8 +93,8 @@ step tests_gpu $((TINY ? 120 : 75)) "$PY" -m pytest -q -m gpu -p no:cacheprovide
   tests/plugins/test_align_torch.py tests/plugins/test_retinaface.py tests/engine/pipeline/test_gpu_face_stage.py
 
 # (2) parity JSON + the batched face stage on 1080p frames, 1..64 streams per batch
-if ((TINY)); then P=(--frames 4 --streams 1,2 --iters 1); else P=(--frames 32 --streams 1,8,32,64 --iters 5); fi
-step parity 90 "$PY" bench/gpu_parity.py --device "$DEVICE" "${P[@]}" --out "$RES/gpu_parity.json"
+if ((TINY)); then P=(--frames 4 --streams 1,2 --iters 1 --nvdec-frames 24); else P=(--frames 32 --streams 1,8,32,64 --iters 5); fi
+step parity 120 "$PY" bench/gpu_parity.py --device "$DEVICE" "${P[@]}" --out "$RES/gpu_parity.json"
 
 # (3) me_graphau with ResNet-50 fp16 at batch 64 next to a plain ResNet-50 (baseline_au), inference only
 if ((TINY)); then T=(--batch 2 --iters 1 --backbones resnet50:112 --threads 1); else T=(--batch 64 --iters 20 --backbones resnet50:224 --precision fp16); fi
@@ -102,18 +102,18 @@ step train_bench 100 "$PY" "$RES/bench/train_bench.py" --models baseline_au,me_g
 
 # (4) every registered model's faces/s, fp16 batch 64, eager and channels-last
 if ((TINY)); then M=(--batch 2 --iters 1 --models fer --backends eager); else M=(--batch 64 --iters 20 --precision fp16 --backends eager,eager+cl); fi
-step models_bench 70 "$PY" "$RES/bench/models_bench.py" --device "$DEVICE" "${M[@]}"
+step models_bench 60 "$PY" "$RES/bench/models_bench.py" --device "$DEVICE" "${M[@]}"
 
 # (5) the temporal stage at 64 tracks
 if ((TINY)); then W=(--t 8 --tracks 2 --frames 16 --iters 1 --batch 2 --threads 1); else W=(--t 8,16,32 --tracks 64 --frames 96 --iters 20 --batch 64); fi
-step temporal 50 "$PY" "$RES/bench/temporal_bench.py" --device "$DEVICE" "${W[@]}"
+step temporal 45 "$PY" "$RES/bench/temporal_bench.py" --device "$DEVICE" "${W[@]}"
 
 # (6) decode-only ceilings: NVDEC, and FFmpeg's CPU decoders for the same clips
 if ((TINY)); then
   step sources_cpu 60 "$PY" "$RES/bench/sources_bench.py" --sizes 480p --streams 1 --frames 24 --repeat 1 --hwaccel cpu
 else
   step sources_nvdec 75 "$PY" "$RES/bench/sources_bench.py" --sizes 1080p --streams 1 8 32 --frames 240 --repeat 2 --hwaccel cuda
-  step sources_cpu 50 "$PY" "$RES/bench/sources_bench.py" --sizes 1080p --streams 1 8 --frames 240 --repeat 1 --hwaccel cpu
+  step sources_cpu 40 "$PY" "$RES/bench/sources_bench.py" --sizes 1080p --streams 1 8 --frames 240 --repeat 1 --hwaccel cpu
 fi
 
 cp "$RES"/bench/results/*.json "$RES/" 2>/dev/null

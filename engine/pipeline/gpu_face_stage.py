@@ -18,8 +18,9 @@ without visiting host memory. This module is that process's face stage; it is th
 Placement (not wired into ``engine/pipeline/core.py`` yet): the multi-process pipeline today runs
 one worker per stream that decodes, then runs FaceStage on the CPU and ships only crops to the
 analyzer process. The GPU placement is one GPU process that owns the device: per-stream NVDEC
-decoders (``engine/sources/hwaccel.py`` with ``is_hw_owned`` left True, frames handed to torch by
-DLPack — this hand-over is the part not written yet) feed it frames; it gathers the latest frame of
+decoders (``engine/sources/hwaccel.py`` with ``HWAccel(..., is_hw_owned=True)``: PyAV ≥ 18's
+planes expose ``__dlpack__``, so ``torch.from_dlpack(plane)`` + :func:`nv12_to_bgr` make the frame
+tensor without a copy to the host; probed by ``bench/gpu_parity.py``, not yet run on a GPU) feed it frames; it gathers the latest frame of
 every stream (max batch, max wait, like the analyzer's batching), calls :meth:`GpuFaceStage.process`
 once per batch, and passes the device crops straight to the analyzer models in the same process.
 Frames of one stream must arrive in order: the tracker needs increasing frame indices.
@@ -66,6 +67,32 @@ class GpuFaceCrops:
     def to_face_crops(self) -> FaceCrops:
         """The host FaceCrops (N, S, S, 3) uint8 that the CPU analyzer takes (copies the crops to the host)."""
         return FaceCrops(self.meta, self.faces, self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy(), self.latency_ms)
+
+
+#: (Kr, Kb) of the YCbCr matrices: BT.601 (FFmpeg's default for SD/unspecified) and BT.709 (HD)
+YCBCR = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+
+
+def nv12_to_bgr(y: torch.Tensor, uv: torch.Tensor, matrix: str = "bt601", full_range: bool = False) -> torch.Tensor:
+    """NV12 planes on any device (what NVDEC decodes to) → a (3, H, W) uint8 BGR frame on that device.
+
+    y (H, W) uint8, uv (H/2, W/2, 2) uint8 interleaved Cb, Cr — the two planes of a PyAV frame,
+    e.g. ``torch.from_dlpack(frame.planes[i])``. Chroma is repeated 2×2 (nearest). Not bit-exact
+    with FFmpeg's swscale ``bgr24``: on the demo clip (BT.601, limited range) the mean |Δ| is
+    1.2–1.3 gray levels and the max 3 (swscale's fixed point is ~1 level darker).
+    """
+    kr, kb = YCBCR[matrix]
+    kg = 1.0 - kr - kb
+    h, w = y.shape
+    cb = uv[..., 0].float().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w] - 128.0
+    cr = uv[..., 1].float().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w] - 128.0
+    yy = y.float()
+    if not full_range:
+        yy, cb, cr = (yy - 16.0) * (255 / 219), cb * (255 / 224), cr * (255 / 224)
+    r = yy + 2 * (1 - kr) * cr
+    b = yy + 2 * (1 - kb) * cb
+    g = yy - (2 * kb * (1 - kb) / kg) * cb - (2 * kr * (1 - kr) / kg) * cr
+    return torch.stack([b, g, r]).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def fit_max_side_torch(x: torch.Tensor, max_side: int) -> tuple[torch.Tensor, float, float]:
