@@ -106,7 +106,7 @@ def test_topo_au_learns_every_generated_au_over_a_given_local_backbone(runs):
     res = runs["topo_au_local_synthetic"]
     _learns_every_au(res)
     init = res.card.training["init"]
-    assert init["model"] == "me_graphau" and init["frozen"]["prefixes"] == ["backbone."], init
+    assert init["init_from"]["model"] == "me_graphau" and init["frozen"]["prefixes"] == ["backbone."], init
     # the backbone stayed as given: only Topo-AU's own modules trained
     _, given = load_checkpoint(runs["me_graphau_local_synthetic"].checkpoint)
     _, trained = load_checkpoint(res.checkpoint)
