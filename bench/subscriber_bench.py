@@ -63,8 +63,9 @@ def one_run(video: Path, out_dir: Path, slow: bool, sleep_s: float) -> dict:
     for t in threads:
         t.join(timeout=5)  # the slow one may still be sleeping through its backlog; not waited for
     # fps: the pipeline's own (first frame to end of stream, start-up excluded); wall_fps: with start-up
+    # a copy: the slow subscriber's thread goes on consuming its backlog after the run
     return {"frames": stream["frames"], "wall_s": wall, "wall_fps": stream["frames"] / wall, "fps": stream["fps"],
-            "subscribers": stats}
+            "subscribers": {name: dict(v) for name, v in stats.items()}}
 
 
 def main() -> None:
