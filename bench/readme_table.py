@@ -55,7 +55,8 @@ def sources_rows(results: list[dict]) -> str:
 
 def render() -> str:
     results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("pipeline-*.json")), key=lambda r: r["date"])
-    intro = ("Measured by `make bench` (`bench/pipeline_bench.py`, `--profile fast` for the fast profile) on the demo clip "
+    intro = ("Measured by `make bench` (`bench/pipeline_bench.py`, `--profile fast` for the fast profile; `--streams 1,2,4` "
+             "adds N concurrent copies of the clip, end to end and with no model as their ceiling) on the demo clip "
              "(472 frames, 640×360), all stages in the same run; *expr = default's* is the share of frames whose dominant "
              "expression equals the default config's (full resolution, every frame) from the same run. JSON in `bench/results/`.")
     body = [intro, "", pipeline_rows(results) if results else "(no results yet)"]
