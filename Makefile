@@ -58,7 +58,7 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	rm -f .pytest-exit
-	$(PYTEST) -q -ra $(JOBS_ARGS) || { rc=$$?; echo $$rc > .pytest-exit; exit $$rc; }
+	$(PYTEST) -q -ra --durations=30 $(JOBS_ARGS) || { rc=$$?; echo $$rc > .pytest-exit; exit $$rc; }
 
 test-fast: $(STAMP) system-deps
 	$(PYTEST) -q -ra -m "not slow" $(JOBS_ARGS)
