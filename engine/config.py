@@ -108,6 +108,9 @@ class AnalyzerSection(Section):
     batch: int = Field(16, ge=1, description="max faces per model call (batches gather across frames and streams)")
     max_wait_ms: float = Field(5.0, ge=0, description="longest a face waits for its batch to fill")
     threads: int = Field(0, ge=0, description="torch intra-op threads, 0 = torch's default")
+    parallel_models: bool = Field(False, description=(
+        "run the models on each batch at the same time, one thread each (ONNX Runtime and torch release the GIL): "
+        "uses cores the face stage leaves idle; false = one after the other"))
     models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="fer")])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -44,6 +45,7 @@ class Analyzer:
         self.plugins = [build_analyzer(m, f"analyzer.models.{i}", cfg.batch) for i, m in enumerate(cfg.models)]
         self.labels: dict[str, tuple[str, ...]] = {}
         self.models: dict[str, ModelInfo] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         if self.cfg.threads:
@@ -57,6 +59,16 @@ class Analyzer:
                     raise ValueError(f"two analyzers both produce the output {name!r}: give one `output:` another name")
                 self.labels[name] = labels
                 self.models[name] = p.provenance[name]
+        if self.cfg.parallel_models and len(self.plugins) > 1:
+            threads = self.cfg.threads
+
+            def init() -> None:  # torch's intra-op thread count is per thread
+                if threads:
+                    import torch
+
+                    torch.set_num_threads(threads)
+
+            self._pool = ThreadPoolExecutor(len(self.plugins) - 1, thread_name_prefix="auflow-model", initializer=init)
 
     def run(self, items: list[FaceCrops]) -> list[FaceResults]:
         """One model call per plugin for all faces of ``items``; results in the same order."""
@@ -66,8 +78,14 @@ class Analyzer:
         outputs: dict[str, np.ndarray] = {}
         if total:
             crops = np.concatenate([it.crops for it in items if len(it.faces)])
-            for p in self.plugins:
-                outputs.update(p.analyze(crops))
+            if self._pool is not None:  # the first model in this thread, the others beside it
+                futures = [self._pool.submit(p.analyze, crops) for p in self.plugins[1:]]
+                outputs.update(self.plugins[0].analyze(crops))
+                for f in futures:
+                    outputs.update(f.result())
+            else:
+                for p in self.plugins:
+                    outputs.update(p.analyze(crops))
         else:
             outputs = {name: np.zeros((0, len(lab)), np.float32) for name, lab in self.labels.items()}
         ms = (time.perf_counter() - t0) * 1e3
@@ -81,5 +99,8 @@ class Analyzer:
         return results
 
     def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for p in self.plugins:
             p.stop()

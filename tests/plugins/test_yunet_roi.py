@@ -81,12 +81,51 @@ def test_new_frame_size_means_full_search(first_frames):
     det.start()
     det.detect(first_frames[0])
     det.detect(first_frames[1])
-    assert det.stats == {"full": 1, "roi": 1, "roi_miss": 0}
+    assert det.stats == {"full": 1, "roi": 1, "roi_miss": 0, "tracked": 0, "track_lost": 0}
     det.detect(np.ascontiguousarray(np.pad(first_frames[2], ((0, 40), (0, 0), (0, 0)))))
     assert det.stats["full"] == 2
     det.reset()
     det.detect(first_frames[3])
     assert det.stats["full"] == 3
+
+
+# detect_every: YuNet every Nth frame, the landmarks followed by optical flow between. Tracking carries a
+# full-frame detection's landmarks forward, so on these frames it stays in the same band as detecting
+# every frame (measured 2026-12-02 over the whole clip, bench/detect_every_study.py: mean 0.046 box
+# widths when detecting every frame, 0.048-0.049 every 3rd or 5th)
+@pytest.mark.parametrize("every", [3, 5])
+def test_tracking_between_detections_stays_on_the_face(first_frames, reference, every):
+    det = build(DETECTORS, "yunet_roi", {"detect_every": every})
+    det.start()
+    got = [det.detect(f) for f in first_frames]
+    st = det.stats
+    assert st["full"] + st["roi"] + st["tracked"] == N_FRAMES
+    assert st["tracked"] >= N_FRAMES * (every - 1) / every * 0.7, st  # most frames between detections were tracked
+    errs = []
+    for i, (g, r) in enumerate(zip(got, reference)):
+        assert len(g) == 1, f"frame {i}: {len(g)} faces"
+        assert box_iou(g.bbox[0], r.bbox[0]) > 0.75, f"frame {i}: {g.bbox[0]} vs {r.bbox[0]}"
+        errs.append(np.linalg.norm(g.kps[0] - r.kps[0], axis=1).mean() / (r.bbox[0, 2] - r.bbox[0, 0]))
+    assert np.mean(errs) < 0.06 and np.max(errs) < 0.12, (np.mean(errs), np.max(errs))
+
+
+def test_tracking_hands_a_cut_to_the_detector(first_frames):
+    """Flow cannot follow a face across a cut: the forward-backward check fails and YuNet runs instead."""
+    det = build(DETECTORS, "yunet_roi", {"detect_every": 30, "full_every": 1000})
+    det.start()
+    full = build(DETECTORS, "yunet", {"max_side": det.config.max_side})
+    full.start()
+    det.detect(first_frames[0])
+    det.detect(first_frames[1])
+    assert det.stats["tracked"] == 1
+    moved = np.ascontiguousarray(first_frames[2][:, ::-1])  # the face jumps to the other side of the frame
+    got, want = det.detect(moved), full.detect(moved)
+    assert det.stats["track_lost"] == 1 and det.stats["full"] == 2  # the ROI held no face: a full-frame search
+    assert len(got) == 1 and box_iou(got.bbox[0], want.bbox[0]) > 0.85
+    assert len(det.detect(np.zeros_like(moved))) == 0  # nothing to follow on a blank frame
+    det.reset()
+    det.detect(first_frames[3])
+    assert det.stats["full"] == 4  # reset forgets the faces and the frame: detect again
 
 
 def test_roi_box_grows_and_clips():
@@ -101,6 +140,8 @@ def test_config_is_validated():
         build(DETECTORS, "yunet_roi", {"roi_max_side": 5000})
     with pytest.raises(ConfigError, match="unknown key"):
         build(DETECTORS, "yunet_roi", {"roi_size": 100})
+    with pytest.raises(ConfigError, match="detect_every"):
+        build(DETECTORS, "yunet_roi", {"detect_every": 0})
     det = build(DETECTORS, "yunet_roi", {"threads": 1, "score_threshold": 0.7})
     assert det.full.config.threads == 1 and det.roi.config.score_threshold == 0.7
     assert det.roi.config.max_side == det.config.roi_max_side and det.full.config.max_side == det.config.max_side
