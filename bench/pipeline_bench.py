@@ -200,7 +200,8 @@ def main() -> None:
         payload["reference_default"] = end_to_end(video, ref_cfg, reference)
         payload["expr_agreement_with_default"] = agreement(dominant, reference)
     payload["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    path = save(f"pipeline-{profile}" if profile else "pipeline", payload)
+    # a run with --set overrides is an experiment: kept beside, never over, the profile's own figures
+    path = save(("pipeline-" + profile if profile else "pipeline") + ("-set" if args.overrides else ""), payload)
     print(json.dumps(payload, indent=2))
     rows = [
         {"stage": "decode only", "fps": dec["fps"], "note": f"{dec['frames']} frames"},

@@ -54,7 +54,8 @@ def sources_rows(results: list[dict]) -> str:
 
 
 def render() -> str:
-    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("pipeline-*.json")), key=lambda r: r["date"])
+    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("pipeline-*.json")
+                      if "-set-" not in p.stem), key=lambda r: r["date"])  # --set runs are experiments
     intro = ("Measured by `make bench` (`bench/pipeline_bench.py`, `--profile fast` for the fast profile; `--streams 1,2,4` "
              "adds N concurrent copies of the clip, end to end and with no model as their ceiling) on the demo clip "
              "(472 frames, 640×360), all stages in the same run; *expr = default's* is the share of frames whose dominant "
