@@ -18,6 +18,7 @@ AU probabilities are cosine similarities (Eq. 2), in [0, 1] — the paper puts n
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -183,10 +184,12 @@ class MEGraphAU(nn.Module):
         dim: int,
         k: int,
         gcn_layers: int = 2,
+        edge_grid: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.num_aus, self.dim, self.k = num_aus, dim, k
+        self.edge_grid = edge_grid
         # backbone channels → C: X = FC(backbone tokens), as the authors' code (C_backbone / 4)
         self.global_linear = TokenLinear(backbone.out_channels, dim)
         # AFG: N AU-specific FC layers (each with its own BN), run as one FC to N·C channels
@@ -211,11 +214,17 @@ class MEGraphAU(nn.Module):
         u = self.afg(x).view(b, d, self.num_aus, c).transpose(1, 2)
         return u, u.mean(dim=2)  # v_i = GAP(U_i)
 
-    def _mefl(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Eq. (3)-(5): edge features e (B, N, N, C); e[:, i, j] = e_ij."""
+    def _mefl(self, u: torch.Tensor, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """Eq. (3)-(5): edge features e (B, N, N, C); e[:, i, j] = e_ij. ``hw``: the map's (H, W), D = H·W."""
         b, n, d, c = u.shape
         # Eq. (3): F_i = FAM(U_i, X) for all i at once: the N·D query rows attend to X independently
         f_as = self.fam(u.reshape(b, n * d, c), x).view(b, n, d, c)
+        g = self.edge_grid
+        if g is not None and hw is not None and (hw[0] > g or hw[1] > g):
+            # ARM costs (N·D)² scores: on a map larger than the paper's 7×7 (ResNet-50 at 224 px), each F_i is
+            # average-pooled to g×g first; nodes and FAM keep every position
+            maps = f_as.reshape(b * n, hw[0], hw[1], c).permute(0, 3, 1, 2)
+            f_as = F.adaptive_avg_pool2d(maps, (min(g, hw[0]), min(g, hw[1]))).flatten(2).transpose(1, 2).reshape(b, n, -1, c)
         # Eq. (5): e_ij = GAP(ARM(F_j, F_i)), F_j the query, F_i key and value
         return self.arm.pairwise_pooled(f_as)
 
@@ -224,7 +233,12 @@ class MEGraphAU(nn.Module):
         feat = self.backbone(x)
         tokens = self.global_linear(feat.flatten(2).transpose(1, 2))  # X: (B, D, C)
         u, v = self._afg(tokens)
-        h, e = v, self._mefl(u, tokens)  # G^0
+        hw = None
+        if self.edge_grid is not None:
+            with warnings.catch_warnings():  # a trace (ONNX export) keeps them as constants: right, the card fixes the size
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                hw = (int(feat.shape[2]), int(feat.shape[3]))
+        h, e = v, self._mefl(u, tokens, hw)  # G^0
         for layer in self.gnn:
             h, e = layer(h, e)
         return v, h, e
@@ -280,6 +294,7 @@ def me_graphau(
     dim: int | None = None,
     gcn_layers: int = 2,
     backbone_kw: dict[str, Any] | None = None,
+    edge_grid: int | None = None,
 ) -> MEGraphAU:
     """Build ME-GraphAU, randomly initialised (``card.kind == "untrained"``).
 
@@ -291,6 +306,9 @@ def me_graphau(
     - ``dim``: node / edge feature size C; default backbone channels / 4 (authors' code), / 8 for
       ``mobilenet_v2`` (160).
     - ``gcn_layers``: GatedGCN depth L (2 in the paper).
+    - ``edge_grid``: average-pool each AU's FAM output to at most this many positions per side before
+      ARM, whose cost grows with the square of the positions (N·D)²; None (default) = every position,
+      as the paper, whose ResNet-50 map is 7×7. For backbones cut early (large maps), e.g. 6.
     """
     names, found = resolve_au_names(au_names, dataset, num_classes)
     n = len(names)
@@ -301,11 +319,13 @@ def me_graphau(
         raise ModelError(f"input_size={input_size} is below the backbones' stride of 32")
     if gcn_layers < 1:
         raise ModelError(f"gcn_layers must be >= 1, got {gcn_layers}")
+    if edge_grid is not None and edge_grid < 1:
+        raise ModelError(f"edge_grid must be >= 1 (or null), got {edge_grid}")
     net = build_backbone(backbone, **(backbone_kw or {}))
     dim = dim if dim is not None else net.out_channels // DIM_DIVISOR.get(backbone, 4)
     if dim < 2:
         raise ModelError(f"dim={dim} is too small for the cross attention (needs >= 2)")
-    model = MEGraphAU(net, n, dim, k, gcn_layers)
+    model = MEGraphAU(net, n, dim, k, gcn_layers, edge_grid)
     config = {
         "backbone": backbone,
         "au_names": list(names),
@@ -315,6 +335,8 @@ def me_graphau(
         "gcn_layers": gcn_layers,
         "backbone_kw": dict(backbone_kw or {}),
     }
+    if edge_grid is not None:  # absent from older cards: they load as before
+        config["edge_grid"] = edge_grid
     model.card = ModelCard(
         name="me_graphau",
         task="au",

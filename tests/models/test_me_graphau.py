@@ -167,6 +167,26 @@ def test_mefl_edges_follow_eq3_to_eq5(model):
             torch.testing.assert_close(e[0, i, j], want, atol=1e-5, rtol=0)
 
 
+def test_edge_grid_pools_each_fam_map_before_arm():
+    """edge_grid: ARM sees each F_i average-pooled to g×g; a map no larger than g is left as it is."""
+    torch.manual_seed(0)
+    m = me_graphau(backbone="resnet18", input_size=64, edge_grid=2).eval()
+    assert m.card.config["edge_grid"] == 2 and "edge_grid" not in me_graphau(backbone="resnet18", input_size=64).card.config
+    n, c = m.num_aus, m.dim
+    u, x = torch.randn(1, n, 16, c), torch.randn(1, 16, c)  # a 4×4 map
+    with torch.no_grad():
+        e = m._mefl(u, x, (4, 4))
+        f = torch.stack([m.fam(u[:, i], x)[0] for i in range(n)])  # (N, 16, C)
+        pooled = f.view(n, 2, 2, 2, 2, c).mean(dim=(2, 4)).reshape(n, 4, c)  # 2×2 blocks of the 4×4 map
+        for i, j in [(0, 1), (3, 7), (5, 5)]:
+            torch.testing.assert_close(e[0, i, j], m.arm(pooled[j:j + 1], pooled[i:i + 1])[0].mean(0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(m._mefl(u[:, :, :4], x[:, :4], (2, 2)), m._mefl(u[:, :, :4], x[:, :4]))  # 2×2 ≤ g
+        images = torch.randn(2, 3, 64, 64)
+        want = m(images).numpy()
+    (got,) = _onnx_run(m, (images,), input_names=["image"], output_names=["probs"])
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
 def test_gated_gcn_is_equivariant_to_relabelling_the_aus():
     torch.manual_seed(0)
     layer = GatedGCNLayer(6).eval()
@@ -221,6 +241,7 @@ def test_label_sets(kw, labels, k):
         ({"au_names": ["AU01", "AU01"]}, "unique"),
         ({"k": 13}, "k=13"),
         ({"backbone": "vgg"}, "unknown backbone"),
+        ({"edge_grid": 0}, "edge_grid"),
     ],
 )
 def test_bad_configs_are_model_errors(kw, match):
