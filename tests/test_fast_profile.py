@@ -23,6 +23,9 @@ def test_fast_profile_validates_and_differs_from_default_where_it_says():
     assert fast.source.analyze_fps is None  # no frame is skipped
     assert [m.name for m in fast.analyzer.models] == [m.name for m in default.analyzer.models]
     assert {m.backend for m in fast.analyzer.models} == {"onnx"}
+    # YuNet every 5th frame, optical flow between; the models side by side (the default detects every frame)
+    assert fast.face.detector.options["detect_every"] == 5 and default.face.detector.options.get("detect_every", 1) == 1
+    assert fast.analyzer.parallel_models and not default.analyzer.parallel_models
     with pytest.raises(ConfigError, match="fast"):
         profile_path("nonexistent")
 
