@@ -47,11 +47,15 @@ class Analyzer:
         self.models: dict[str, ModelInfo] = {}
         self._pool: ThreadPoolExecutor | None = None
 
-    def start(self) -> None:
+    def _set_threads(self) -> None:
+        """torch's intra-op thread count (``analyzer.threads``; 0 leaves torch's default): it is per thread."""
         if self.cfg.threads:
             import torch
 
             torch.set_num_threads(self.cfg.threads)
+
+    def start(self) -> None:
+        self._set_threads()
         for p in self.plugins:
             p.start(device=self.cfg.device)
             for name, labels in p.outputs.items():
@@ -60,15 +64,8 @@ class Analyzer:
                 self.labels[name] = labels
                 self.models[name] = p.provenance[name]
         if self.cfg.parallel_models and len(self.plugins) > 1:
-            threads = self.cfg.threads
-
-            def init() -> None:  # torch's intra-op thread count is per thread
-                if threads:
-                    import torch
-
-                    torch.set_num_threads(threads)
-
-            self._pool = ThreadPoolExecutor(len(self.plugins) - 1, thread_name_prefix="auflow-model", initializer=init)
+            self._pool = ThreadPoolExecutor(len(self.plugins) - 1, thread_name_prefix="auflow-model",
+                                            initializer=self._set_threads)
 
     def run(self, items: list[FaceCrops]) -> list[FaceResults]:
         """One model call per plugin for all faces of ``items``; results in the same order."""

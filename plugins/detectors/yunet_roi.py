@@ -25,7 +25,7 @@ a cut costs one detection, not a drifting face. The box follows the landmarks (t
 their spread's scale); the score stays the last detection's. Tracked faces are marked in ``stats``
 (``tracked``); their accuracy cost — how far tracked landmarks fall from detected ones, and what
 that does to the models' outputs — is measured in tests/plugins/test_yunet_roi.py and
-bench/pipeline_bench.py, not assumed.
+bench/detect_every_study.py, not assumed.
 
 The detector keeps the previous frame's faces (and, when tracking, its image), so one instance
 serves one stream (the face stage builds one per stream worker); ``reset()`` forgets them. The
