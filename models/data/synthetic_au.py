@@ -53,6 +53,7 @@ draw from different streams (``s`` = 0 and 1) and so share no image.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -246,6 +247,36 @@ def _intensities(labels: np.ndarray, rng: np.random.Generator) -> dict[str, floa
     return out
 
 
+#: rendered images kept per (seed, split, image size): a face costs ~2.4 ms to draw, and training runs
+#: over the same stream for several epochs (and, in the tests, several runs share one stream)
+RENDER_CACHE_BYTES = 1 << 30
+_RENDERED: OrderedDict[tuple[int, str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+
+def _render_store(seed: int, split: str, image_size: int, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(images, drawn) for the first ``size`` faces of a stream, shared by every dataset of that stream in
+    this process; the least recently used streams are let go to stay under :data:`RENDER_CACHE_BYTES`.
+    None when one stream alone is over the budget (then every face is drawn each time it is read)."""
+    need = size * image_size * image_size * 3
+    if need > RENDER_CACHE_BYTES:
+        return None
+    key = (seed, split, image_size)
+    store = _RENDERED.pop(key, None)
+    if store is not None and len(store[0]) < size:  # a longer prefix of the same stream: grow it
+        images, drawn = np.zeros((size, image_size, image_size, 3), np.uint8), np.zeros(size, bool)
+        images[:len(store[0])], drawn[:len(store[1])] = store
+        store = (images, drawn)
+    store = store or (np.zeros((size, image_size, image_size, 3), np.uint8), np.zeros(size, bool))
+    _RENDERED[key] = store
+    while sum(v[0].nbytes for v in _RENDERED.values()) > RENDER_CACHE_BYTES:
+        _RENDERED.popitem(last=False)
+    return store
+
+
+def clear_render_cache() -> None:
+    _RENDERED.clear()
+
+
 class SyntheticAU(Dataset):
     """``size`` generated faces; item ``i`` → ``{"image": uint8 (3, S, S) RGB, "labels": float32 (N,)}``.
 
@@ -268,6 +299,7 @@ class SyntheticAU(Dataset):
         self.size, self.seed, self.split, self.image_size = size, seed, split, image_size
         self.au_names = SYNTHETIC_AUS
         self.labels = np.stack([sample_labels(self._rng(i)) for i in range(size)])
+        self._store = _render_store(seed, split, image_size, size)
         self.description = (f"generated cartoon faces (auflow.models.data.synthetic_au), seed {seed}, split {split}, "
                             f"{size} images {image_size}x{image_size}; hidden AUs {', '.join(HIDDEN_AUS)} have no pixel cue")
 
@@ -281,9 +313,15 @@ class SyntheticAU(Dataset):
         """The RGB uint8 (S, S, 3) image of sample ``index`` (same draw as ``self[index]``)."""
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} samples")
+        if self._store is not None and self._store[1][index]:
+            return self._store[0][index].copy()
         rng = self._rng(index)
         labels = sample_labels(rng)  # the same draws as in __init__, so the stream stays aligned
-        return render_face(_intensities(labels, rng), _look(rng), self.image_size, rng)
+        img = render_face(_intensities(labels, rng), _look(rng), self.image_size, rng)
+        if self._store is not None:
+            self._store[0][index] = img
+            self._store[1][index] = True
+        return img
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         img = self.image(index)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from auflow.models.data import DatasetError, build_dataset
+from auflow.models.data import synthetic_au
 from auflow.models.data.synthetic_au import (
     HIDDEN_AUS,
     HIDDEN_RULES,
@@ -15,15 +16,22 @@ from auflow.models.data.synthetic_au import (
     VISIBLE_AUS,
     SyntheticAU,
     _look,
+    clear_render_cache,
     render_face,
 )
+
+
+@pytest.fixture
+def drawn_each_time(monkeypatch):
+    """No render cache: every read draws the face again (so determinism is the generator's, not the cache's)."""
+    monkeypatch.setattr(synthetic_au, "RENDER_CACHE_BYTES", 0)
 
 
 def col(au: str) -> int:
     return SYNTHETIC_AUS.index(au)
 
 
-def test_same_seed_same_images_other_seed_or_split_other_images():
+def test_same_seed_same_images_other_seed_or_split_other_images(drawn_each_time):
     a, b = SyntheticAU(20, seed=5, image_size=48), SyntheticAU(20, seed=5, image_size=48)
     for i in (0, 7, 19):
         assert torch.equal(a[i]["image"], b[i]["image"]) and torch.equal(a[i]["labels"], b[i]["labels"])
@@ -33,13 +41,34 @@ def test_same_seed_same_images_other_seed_or_split_other_images():
     assert not any(torch.equal(a[i]["image"], t[i]["image"]) for i in range(20))
 
 
-def test_a_sample_does_not_depend_on_order_or_dataset_size():
+def test_a_sample_does_not_depend_on_order_or_dataset_size(drawn_each_time):
     small, big = SyntheticAU(5, seed=1, image_size=32), SyntheticAU(50, seed=1, image_size=32)
     late_first = big[40]["image"].clone()
     for i in range(5):
         assert torch.equal(small[i]["image"], big[i]["image"])
     assert torch.equal(big[40]["image"], late_first)
     np.testing.assert_array_equal(small.labels, big.labels[:5])
+
+
+def test_the_render_cache_returns_the_drawn_faces(monkeypatch):
+    clear_render_cache()
+    picks = (0, 29, 5)
+    ds = SyntheticAU(30, seed=9, image_size=40)
+    first = [ds.image(i) for i in picks]
+    first[0][:] = 0  # a caller that writes into its image does not change the cached face
+    again = SyntheticAU(30, seed=9, image_size=40)  # another dataset of the same stream: served from the cache
+    assert again._store is ds._store and int(ds._store[1].sum()) == len(picks)
+    longer = SyntheticAU(60, seed=9, image_size=40)  # a longer prefix keeps what was drawn
+    assert int(longer._store[1].sum()) == len(picks)
+    monkeypatch.setattr(synthetic_au, "RENDER_CACHE_BYTES", 0)
+    fresh = SyntheticAU(30, seed=9, image_size=40)
+    assert fresh._store is None
+    for i in picks:
+        drawn = fresh.image(i)
+        assert drawn.std() > 10
+        np.testing.assert_array_equal(again.image(i), drawn)
+        np.testing.assert_array_equal(longer.image(i), drawn)
+    clear_render_cache()
 
 
 def test_items_have_the_dataset_contract():

@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 import torch
 from auflow.models.card import load_checkpoint
-from auflow.models.data.synthetic_au import HIDDEN_AUS, VISIBLE_AUS
+from auflow.models.data.synthetic_au import HIDDEN_AUS, VISIBLE_AUS, clear_render_cache
 from auflow.models.train import load_train_config, train
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,10 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return Runs(tmp_path_factory.mktemp("synthetic_training"))
+    # the three runs read one stream of 12,000 generated faces: each face is drawn once (the
+    # dataset's render cache, 330 MB at 96 px) rather than once per epoch and run; let go after
+    yield Runs(tmp_path_factory.mktemp("synthetic_training"))
+    clear_render_cache()
 
 
 def _summary(res) -> str:
