@@ -85,6 +85,13 @@ class FaceSection(Section):
     align: PluginSpec = PluginSpec(name="norm_crop")
     tracker: PluginSpec = PluginSpec(name="bytetrack")
     max_faces: int = Field(16, ge=1, description="keep at most this many faces per frame (highest score first)")
+    device: str | None = Field(None, description=(
+        "null (default): each stream's worker runs the face stage on the CPU, any detector. cpu | cuda | cuda:N | "
+        "auto: one face stage for all streams in the pipeline's process, on that torch device (the all-GPU "
+        "placement, DESIGN.md): frames of every stream batched for retinaface and the norm_crop warp; workers "
+        "only decode (use source.workers: thread, so frames are not copied between processes)"))
+    batch: int = Field(16, ge=1, description="face.device set: most frames per detection batch (across streams)")
+    max_wait_ms: float = Field(5.0, ge=0, description="face.device set: longest a frame waits for its batch to fill")
 
 
 class ModelSpec(Section):

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..analyzer.core import Analyzer
@@ -32,7 +32,7 @@ from ..plugin import Plugin, build
 from ..registry import SINKS
 from ..sources.core import Source
 from ..sources.worker import WorkerSpec
-from ..types import FaceCrops
+from ..types import FaceCrops, FramePacket
 from ..wire import format as wire
 from .face_stage import FaceStage
 from .stats import EndOfStream, StreamStats
@@ -40,7 +40,38 @@ from .streams import WorkerHandle
 
 log = logging.getLogger(__name__)
 
-_FINISH = object()  # tells the analyzer thread that no stream will send anything more
+_FINISH = object()  # tells the face and analyzer threads that no stream will send anything more
+
+
+def gather(q: queue.Queue, batch: int, max_wait_ms: float, kind: type,
+           weight: Callable[[object], int] = lambda _: 1) -> Iterator[tuple[list, object]]:
+    """Dynamic batches from ``q``: ``(items, None)`` once ``batch`` is reached (by ``weight``), the queue
+    runs dry with the oldest item waited ``max_wait_ms``, or another kind of item comes; ``([], item)``
+    for each item not of ``kind`` (a control item), after the batch before it — order is kept."""
+    pending: list = []
+    n, t_first = 0, 0.0
+    while True:
+        timeout = None
+        if pending:
+            timeout = max(0.0, t_first + max_wait_ms / 1e3 - time.perf_counter())
+        try:
+            item = q.get(timeout=timeout) if timeout is None or timeout > 0 else q.get_nowait()
+        except queue.Empty:
+            item = None
+        if isinstance(item, kind):
+            if not pending:
+                t_first = time.perf_counter()
+            pending.append(item)
+            n += weight(item)
+            if n < batch and not q.empty():
+                continue
+            if n < batch and (time.perf_counter() - t_first) * 1e3 < max_wait_ms:
+                continue
+        if pending:
+            yield pending, None
+            pending, n = [], 0
+        if item is not None and not isinstance(item, kind):
+            yield [], item
 
 __all__ = ["EndOfStream", "Pipeline", "StreamStats"]
 
@@ -69,6 +100,13 @@ class Pipeline:
         n_live = sum(s.live for s in sources)
         width = n_live + min(cfg.source.parallel, len(sources) - n_live)
         self._crops: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
+        self.face_stage = None  # face.device set: one face stage for every stream, fed by self._frames
+        if cfg.face.device is not None:
+            from .gpu_face_stage import GpuFaceStage
+
+            self.face_stage = GpuFaceStage(cfg.face, device=cfg.face.device)
+            self._frames: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
+        self._inbox = self._crops if self.face_stage is None else self._frames  # what the collectors fill
         self._results: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
         self.analyzer = Analyzer(cfg.analyzer)
         self.temporal = None  # windows per track (engine/temporal.py): its encoder runs with the analyzer's models
@@ -77,7 +115,8 @@ class Pipeline:
 
             self.temporal = TemporalStage(cfg.temporal, cfg.analyzer.batch)
             self.analyzer.plugins.append(self.temporal.encoder)
-        FaceStage(cfg.face)  # builds (no I/O) to fail here, once, on a bad face config; workers build their own
+        if self.face_stage is None:
+            FaceStage(cfg.face)  # builds (no I/O) to fail here, once, on a bad face config; workers build their own
         self.sinks: list[Plugin] = [build(SINKS, s.name, s.options, f"sinks.{i}") for i, s in enumerate(cfg.sinks)]
         self.publisher = None
         # files wait their turn (source.parallel at a time); live streams all start at once
@@ -159,10 +198,10 @@ class Pipeline:
                     level, name, text = payload
                     logging.getLogger(name).log(level, "%s" if text.startswith(cam) else f"{cam}: %s", text)
                     continue
-                if kind == "crops":
+                if kind in ("crops", "frame"):
                     if counters.sid == st.sid:
                         st.session = counters
-                    self._put(self._crops, payload)
+                    self._put(self._inbox, payload)
                 elif kind == "state":
                     if payload.sid != st.sid:
                         st.sid, st.session = payload.sid, counters
@@ -175,7 +214,7 @@ class Pipeline:
                     st.close_session(counters)
                     open_sid = None
                     final = final or payload.final
-                    self._put(self._crops, EndOfStream(cam, payload.sid, payload.reason, payload.error, payload.final, counters))
+                    self._put(self._inbox, EndOfStream(cam, payload.sid, payload.reason, payload.error, payload.final, counters))
                 elif kind == "fatal":
                     problem = payload
                 elif kind == "crashed":
@@ -186,12 +225,12 @@ class Pipeline:
             restart = crashed and st.live and st.restarts < policy.max_restarts and not self._stop.is_set()
             log.error("%s%s", problem or f"{cam}: worker ended without a reason", "; restarting it" if restart else "")
             if open_sid is not None or not restart:
-                self._put(self._crops, EndOfStream(cam, open_sid or "", "error", problem, not restart, st.session))
+                self._put(self._inbox, EndOfStream(cam, open_sid or "", "error", problem, not restart, st.session))
             if not restart:
                 return
             st.restarts += 1
             if self._stop.wait(min(policy.max_s, policy.initial_s * 2 ** (st.restarts - 1))):
-                self._put(self._crops, EndOfStream(cam, "", "interrupted", None, True, st.session))
+                self._put(self._inbox, EndOfStream(cam, "", "interrupted", None, True, st.session))
                 return
             self.handles[cam] = WorkerHandle(handle.spec, handle.mode, handle.queue_size)
             self.handles[cam].start()
@@ -199,39 +238,74 @@ class Pipeline:
     # -- shared ----------------------------------------------------------------------------------
     def _analyze(self) -> None:
         cfg = self.cfg.analyzer
-        pending: list[FaceCrops] = []
-        n_faces = 0
-        t_first = 0.0
         try:
-            while True:
-                timeout = None
-                if pending:
-                    timeout = max(0.0, t_first + cfg.max_wait_ms / 1e3 - time.perf_counter())
-                try:
-                    item = self._crops.get(timeout=timeout) if timeout is None or timeout > 0 else self._crops.get_nowait()
-                except queue.Empty:
-                    item = None
-                if isinstance(item, FaceCrops):
-                    if not pending:
-                        t_first = time.perf_counter()
-                    pending.append(item)
-                    n_faces += len(item.faces)
-                    if n_faces < cfg.batch and not self._crops.empty():
-                        continue
-                    if n_faces < cfg.batch and (time.perf_counter() - t_first) * 1e3 < cfg.max_wait_ms:
-                        continue
-                if pending:
-                    for res in self.analyzer.run(pending):
+            for items, control in gather(self._crops, cfg.batch, cfg.max_wait_ms, FaceCrops, lambda it: len(it.faces)):
+                if items:
+                    for res in self.analyzer.run(items):
                         self._put(self._results, res)
-                    pending, n_faces = [], 0
-                if isinstance(item, EndOfStream):
-                    self._put(self._results, item)
-                elif item is _FINISH:
+                if isinstance(control, EndOfStream):
+                    self._put(self._results, control)
+                elif control is _FINISH:
                     return
         except BaseException as e:
             self._fatal = e
             log.exception("analyzer failed")
             self._results.put(e)
+
+    def _shared_faces(self) -> None:
+        """face.device set: frames of every stream → one batched face stage → the analyzer's queue.
+
+        A batch that fails is run again frame by frame, so one stream's bad frame ends that stream
+        only (its worker is stopped; its end says why) and the others' frames go on."""
+        cfg = self.cfg.face
+        stage = self.face_stage
+        failed: dict[str, str] = {}  # cam → why its face stage failed
+        try:
+            for frames, control in gather(self._frames, cfg.batch, cfg.max_wait_ms, FramePacket):
+                frames = [f for f in frames if f.meta.cam not in failed]
+                if frames:
+                    for crops in self._shared_batch(frames, failed):
+                        self._put(self._crops, crops)
+                if isinstance(control, EndOfStream):
+                    stage.on_stream_end(control.cam)
+                    if control.cam in failed and control.final:
+                        c = control
+                        control = EndOfStream(c.cam, c.sid, "error", failed.pop(c.cam), True, c.counters)
+                    self._put(self._crops, control)
+                elif control is _FINISH:
+                    self._put(self._crops, _FINISH)
+                    return
+        except BaseException as e:
+            self._fatal = e
+            log.exception("face stage failed")
+            self._results.put(e)
+
+    def _shared_batch(self, frames: list[FramePacket], failed: dict[str, str]) -> list[FaceCrops]:
+        import torch
+
+        stage = self.face_stage
+        dev = stage.device
+
+        def tensor(pkt: FramePacket) -> torch.Tensor:  # (H, W, 3) host BGR → (3, H, W) on the stage's device
+            img = pkt.image
+            return img if isinstance(img, torch.Tensor) else torch.from_numpy(img).to(dev, non_blocking=True).permute(2, 0, 1)
+
+        try:
+            out = stage.process([(f.meta, tensor(f)) for f in frames], [f.latency_ms for f in frames])
+        except Exception:  # noqa: BLE001 - find the frame(s) at fault: each alone
+            out = []
+            for f in frames:
+                if f.meta.cam in failed:
+                    continue
+                try:
+                    out += stage.process([(f.meta, tensor(f))], [f.latency_ms])
+                except Exception as e:  # noqa: BLE001 - ends this stream only, with its reason
+                    log.exception("face stage failed on %s frame %d", f.meta.cam, f.meta.frame)
+                    failed[f.meta.cam] = f"{f.meta.cam}: face stage failed: {type(e).__name__}: {e}"
+                    handle = self.handles.get(f.meta.cam)
+                    if handle is not None:
+                        handle.request_stop()
+        return [o.to_face_crops() for o in out]  # a failed stream's frames before the bad one are delivered
 
     # -- the publishing thread -------------------------------------------------------------------
     def _emit(self, msg: dict) -> None:
@@ -270,6 +344,12 @@ class Pipeline:
                 started.append(s)
                 if hasattr(s, "set_sources"):  # sinks that re-read the pixels (annotated video)
                     s.set_sources({src.cam: src.uri for src in self.sources if not src.live})
+            if self.face_stage is not None:
+                self.face_stage.start()
+                started.append(self.face_stage)
+                faces = threading.Thread(target=self._shared_faces, name="auflow-faces", daemon=True)
+                self._threads.append(faces)
+                faces.start()
             self.analyzer.start()
             started.append(self.analyzer)
             if self.publisher is not None and pub_cfg.wait_subscribers:
@@ -288,10 +368,11 @@ class Pipeline:
         finally:
             self._stop.set()
             if self._fatal is not None:
-                try:
-                    self._crops.put_nowait(_FINISH)  # an analyzer still waiting for input ends too
-                except queue.Full:
-                    pass
+                for q in {id(self._inbox): self._inbox, id(self._crops): self._crops}.values():
+                    try:
+                        q.put_nowait(_FINISH)  # a face stage or analyzer still waiting for input ends too
+                    except queue.Full:
+                        pass
             for h in list(self.handles.values()):
                 h.request_stop()
             for t in self._threads:
@@ -353,7 +434,7 @@ class Pipeline:
                 self._emit(w)
             if self.on_result is not None:
                 self.on_result(st)
-        self._crops.put(_FINISH)
+        self._inbox.put(_FINISH)
 
     def _end_session(self, item: EndOfStream) -> None:
         st = self.stats[item.cam]

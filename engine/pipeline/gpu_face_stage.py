@@ -15,15 +15,17 @@ without visiting host memory. This module is that process's face stage; it is th
         crops as one (N, 3, S, S) uint8 device tensor per frame, for a device-side analyzer;
         ``to_face_crops()`` gives the host FaceCrops the current analyzer takes.
 
-Placement (not wired into ``engine/pipeline/core.py`` yet): the multi-process pipeline today runs
-one worker per stream that decodes, then runs FaceStage on the CPU and ships only crops to the
-analyzer process. The GPU placement is one GPU process that owns the device: per-stream NVDEC
-decoders (``engine/sources/hwaccel.py`` with ``HWAccel(..., is_hw_owned=True)``: PyAV ≥ 18's
-planes expose ``__dlpack__``, so ``torch.from_dlpack(plane)`` + :func:`nv12_to_bgr` make the frame
-tensor without a copy to the host; probed by ``bench/gpu_parity.py``, not yet run on a GPU) feed it frames; it gathers the latest frame of
-every stream (max batch, max wait, like the analyzer's batching), calls :meth:`GpuFaceStage.process`
-once per batch, and passes the device crops straight to the analyzer models in the same process.
-Frames of one stream must arrive in order: the tracker needs increasing frame indices.
+Placement (``face.device``, wired in ``engine/pipeline/core.py``): set, the stream workers only
+decode and send their frames; a thread of the pipeline's process gathers the frames of every
+stream into dynamic batches (``face.batch`` frames, ``face.max_wait_ms``), uploads them, calls
+:meth:`GpuFaceStage.process` once per batch and hands the crops to the analyzer (copied to the
+host: 112×112×3 bytes a face; the analyzer takes host crops today). Frames of one stream arrive in
+order (one collector per stream), as the tracker needs. Not yet: NVDEC frames stay on the device —
+``engine/sources/hwaccel.py`` downloads them (``is_hw_owned`` False); with ``HWAccel(...,
+is_hw_owned=True)`` PyAV ≥ 18's planes expose ``__dlpack__``, so ``torch.from_dlpack(plane)`` +
+:func:`nv12_to_bgr` would make the frame tensor without a copy to the host (probed by
+``bench/gpu_parity.py``, not yet run on a GPU; the pipeline passes a frame that is already a
+tensor through as it is).
 
 Parity, tested on the CPU (tests/engine/pipeline/test_gpu_face_stage.py): with the same retinaface
 options, the same faces, tracks and (within 1 gray level) crops as FaceStage on the demo clip.
@@ -149,6 +151,8 @@ class GpuFaceStage:
             raise ConfigError(f"the GPU face stage detects with retinaface (torch), not {cfg.detector.name!r}")
         if cfg.align.name != "norm_crop":
             raise ConfigError(f"the GPU face stage aligns like norm_crop, not {cfg.align.name!r}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cfg = cfg
         self.device = torch.device(device)
         self.detector = build(DETECTORS, "retinaface", {**cfg.detector.options, "device": device}, "face.detector")

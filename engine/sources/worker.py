@@ -7,10 +7,12 @@ a thread (``thread``). Inside, two threads:
   and puts frames into a :class:`FrameBuffer` — which, for files, makes decoding wait when full
   (lossless) and, for live sources, drops the oldest frame and counts it;
 - the worker's main thread runs the face stage (detect, track, align) on each frame and sends
-  ``FaceCrops`` (aligned crops of a few KB each, never the frame) to the parent.
+  ``FaceCrops`` (aligned crops of a few KB each, never the frame) to the parent — unless
+  ``face.device`` is set: then one face stage in the parent serves every stream (batched on that
+  device) and the worker sends it the decoded frames (``frame`` messages).
 
 Messages to the parent are tuples ``(kind, payload, counters)``: ``state`` (a StateChange),
-``crops`` (FaceCrops), ``end`` (a SessionEnd), ``log`` ((level, logger, text)), ``fatal`` (an
+``crops`` (FaceCrops), ``frame`` (a FramePacket, when face.device is set), ``end`` (a SessionEnd), ``log`` ((level, logger, text)), ``fatal`` (an
 error line: the worker cannot run at all) and ``done`` (always last, sent from ``finally``).
 """
 
@@ -165,8 +167,11 @@ class StreamWorker:
 
         src = make_source(self.spec.uri, self.cfg, cam=self.spec.cam)
         self.source = src
-        stage = FaceStage(FaceSection.model_validate(self.spec.face))
-        stage.start()
+        face = FaceSection.model_validate(self.spec.face)
+        # face.device set: the pipeline's one shared face stage takes the frames; this worker only decodes
+        stage = FaceStage(face) if face.device is None else None
+        if stage is not None:
+            stage.start()
         try:
             self.buffer = FrameBuffer(self.cfg.live_queue if src.live else self.cfg.queue, src.live, self.counters)
             decoder = threading.Thread(target=self._decode, args=(src,), name=f"auflow-decode-{self.spec.cam}", daemon=True)
@@ -176,7 +181,8 @@ class StreamWorker:
             finally:
                 decoder.join()
         finally:
-            stage.stop()
+            if stage is not None:
+                stage.stop()
 
     # -- the decode thread ----------------------------------------------------------------------
     def _decode(self, src: Source) -> None:
@@ -213,10 +219,14 @@ class StreamWorker:
 
     # -- the worker's main thread: the face stage ----------------------------------------------------
     def _faces(self, stage) -> None:
+        """Run the face stage on each frame and send the crops; with no stage (face.device set), send the frames."""
         failed: str | None = None
         while True:
             item = self.buffer.get()
             if isinstance(item, FramePacket):
+                if stage is None:
+                    _send(self.out, ("frame", item, self._snapshot()))
+                    continue
                 if failed:
                     continue
                 try:
@@ -232,7 +242,8 @@ class StreamWorker:
             if isinstance(event, StateChange):
                 _send(self.out, ("state", event, counters))
             elif isinstance(event, SessionEnd):
-                stage.on_stream_end()
+                if stage is not None:
+                    stage.on_stream_end()
                 if failed:
                     event = SessionEnd(event.sid, "error", failed, final=True)
                 _send(self.out, ("end", event, counters))
