@@ -1,6 +1,6 @@
 """The demo clip through auflow, against its ceilings, measured in one run.
 
-    python bench/pipeline_bench.py [--video PATH] [--profile fast | --config FILE] [--set key=value ...] [--streams 1,2,4]
+    python bench/pipeline_bench.py [--video PATH] [--size WxH] [--profile fast | --config FILE] [--set key=value ...] [--streams 1,2,4]
 
 Ceilings: decode-only (PyAV), decode + face stage (detect, track, align: what the models can
 never beat), model-only (the analyzer on pre-cut crops, faces/s); then the whole pipeline end to
@@ -55,14 +55,39 @@ def decode_only(video: str) -> dict:
 
 
 def decode_detect(video: str, cfg) -> tuple[dict, list]:
+    """Decode + the face stage: the per-frame FaceStage, or with ``face.device`` set the shared batched
+    stage (GpuFaceStage) on batches of ``face.batch`` frames, as the pipeline runs it."""
     src = FileSource(video)
     src.open()
-    stage = FaceStage(cfg.face)
+    shared = cfg.face.device is not None
+    if shared:
+        import torch
+
+        from auflow.engine.pipeline.gpu_face_stage import GpuFaceStage
+
+        stage = GpuFaceStage(cfg.face, device=cfg.face.device)
+
+        def run(pkts):
+            frames = [(p.meta, torch.from_numpy(p.image).to(stage.device).permute(2, 0, 1)) for p in pkts]
+            return [o.to_face_crops() for o in stage.process(frames)]
+    else:
+        stage = FaceStage(cfg.face)
+
+        def run(pkts):
+            return [stage.process(p) for p in pkts]
     stage.start()
-    crops, n, with_face = [], 0, 0
+    crops, n, with_face, pending = [], 0, 0, []
     t0 = time.perf_counter()
     for pkt in src.frames():
-        fc = stage.process(pkt)
+        pending.append(pkt)
+        if len(pending) < (cfg.face.batch if shared else 1):
+            continue
+        for fc in run(pending):
+            n += 1
+            with_face += len(fc.faces) > 0
+            crops.append(fc.crops)
+        pending = []
+    for fc in run(pending) if pending else []:
         n += 1
         with_face += len(fc.faces) > 0
         crops.append(fc.crops)
@@ -70,6 +95,31 @@ def decode_detect(video: str, cfg) -> tuple[dict, list]:
     stage.stop()
     src.close()
     return {"frames": n, "frames_with_face": with_face, "seconds": round(dt, 3), "fps": round(n / dt, 1)}, crops
+
+
+def resized_clip(video: str, size: str) -> str:
+    """``video`` re-encoded at ``size`` (WxH, e.g. 1920x1080; cached in the temp folder): the GPU sweep's
+    1080p face video is the demo clip upscaled."""
+    import av
+    import cv2
+
+    w, h = (int(v) for v in size.lower().split("x"))
+    path = Path(tempfile.gettempdir()) / f"auflow-bench-{Path(video).stem}-{w}x{h}.mp4"
+    if path.exists():
+        return str(path)
+    tmp = path.with_suffix(".part.mp4")
+    with av.open(video) as src, av.open(str(tmp), "w") as out:
+        rate = src.streams.video[0].average_rate or 25
+        s = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "20"})
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for frame in src.decode(video=0):
+            img = cv2.resize(frame.to_ndarray(format="bgr24"), (w, h), interpolation=cv2.INTER_CUBIC)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    tmp.rename(path)
+    return str(path)
 
 
 def model_only(cfg, crops: list) -> dict:
@@ -181,10 +231,13 @@ def main() -> None:
     ap.add_argument("--streams", default=None,
                     help="also sweep concurrent streams, e.g. 1,2,4: N copies of the video at once, end to end and "
                          "with no model (the N-stream ceiling), aggregate fps, latency percentiles")
+    ap.add_argument("--size", default=None, help="re-encode the video at WxH first, e.g. 1920x1080 (the GPU sweep's 1080p clip)")
     args = ap.parse_args()
     if args.profile and args.config:
         ap.error("give --profile or --config, not both")
     video = args.video or str(asset_path("demo_video"))
+    if args.size:
+        video = resized_clip(video, args.size)
     config = default_config_path().with_name(f"{args.profile}.yaml") if args.profile else args.config
     profile = args.profile or (Path(args.config).stem if args.config else None)
     cfg = load_config(config, ["publish.endpoint=tcp://127.0.0.1:*", *args.overrides])

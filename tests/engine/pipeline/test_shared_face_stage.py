@@ -105,3 +105,20 @@ def test_the_shared_face_stage_needs_retinaface_and_norm_crop(clips, tmp_path):
         Pipeline(config("face.device=cpu"), src, tmp_path)  # the default detector is yunet
     with pytest.raises(ConfigError):
         config("face.device=cpu", "face.batch=0")
+
+
+@pytest.mark.timeout(300)
+def test_the_gpu_profile_validates_and_its_placement_runs_here_on_the_cpu(clips, tmp_path):
+    from auflow.engine.cli.demo import profile_path
+    from auflow.engine.config import load_config
+
+    gpu = load_config(profile_path("gpu"))
+    assert gpu.face.device == "cuda" and gpu.face.detector.name == "retinaface" and gpu.source.workers == "thread"
+    assert gpu.analyzer.device == "cuda" and {m.precision for m in gpu.analyzer.models} == {"fp16"}
+    # the profile as it is, but on the CPU: fp32, yunet-free, the stage shared by both streams
+    cpu = load_config(profile_path("gpu"), ["face.device=cpu", "face.detector.max_side=320", "analyzer.device=cpu",
+                                            "analyzer.models=[{name: fer}]", "source.hwaccel=cpu", "source.parallel=2",
+                                            "publish.endpoint=null", "sinks=[]"])
+    got = _run(cpu, clips, tmp_path)
+    assert [m["frame"] for m in _results(got["a"])] == list(range(FRAMES)) and got["a"][-1]["reason"] == "end"
+    assert [m["frame"] for m in _results(got["b"])] == list(range(FRAMES + 4)) and got["b"][-1]["reason"] == "end"
