@@ -67,14 +67,31 @@ class Analyzer:
             self._pool = ThreadPoolExecutor(len(self.plugins) - 1, thread_name_prefix="auflow-model",
                                             initializer=self._set_threads)
 
-    def run(self, items: list[FaceCrops]) -> list[FaceResults]:
-        """One model call per plugin for all faces of ``items``; results in the same order."""
+    @property
+    def takes_tensors(self) -> bool:
+        """Every model takes crops as torch tensors (so the shared face stage's crops may stay on its device)."""
+        return bool(self.plugins) and all(getattr(p, "takes_tensors", False) for p in self.plugins)
+
+    def run(self, items: list) -> list[FaceResults]:
+        """One model call per plugin for all faces of ``items``; results in the same order.
+
+        Items are FaceCrops, or GpuFaceCrops (crops a (N, 3, S, S) tensor) when every model takes
+        tensors; otherwise a tensor batch is copied to the host first."""
         counts = [len(it.faces) for it in items]
         total = sum(counts)
         t0 = time.perf_counter()
         outputs: dict[str, np.ndarray] = {}
-        if total:
+        on_device = [not isinstance(it.crops, np.ndarray) for it in items]
+        if any(on_device) and not (all(on_device) and self.takes_tensors):
+            items = [it.to_face_crops() if dev else it for it, dev in zip(items, on_device)]
+            on_device = [False]
+        if total and all(on_device):
+            import torch
+
+            crops = torch.cat([it.crops for it in items if len(it.faces)])
+        elif total:
             crops = np.concatenate([it.crops for it in items if len(it.faces)])
+        if total:
             if self._pool is not None:  # the first model in this thread, the others beside it
                 futures = [self._pool.submit(p.analyze, crops) for p in self.plugins[1:]]
                 outputs.update(self.plugins[0].analyze(crops))

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 _FINISH = object()  # tells the face and analyzer threads that no stream will send anything more
 
 
-def gather(q: queue.Queue, batch: int, max_wait_ms: float, kind: type,
+def gather(q: queue.Queue, batch: int, max_wait_ms: float, kind: type | tuple[type, ...],
            weight: Callable[[object], int] = lambda _: 1) -> Iterator[tuple[list, object]]:
     """Dynamic batches from ``q``: ``(items, None)`` once ``batch`` is reached (by ``weight``), the queue
     runs dry with the oldest item waited ``max_wait_ms``, or another kind of item comes; ``([], item)``
@@ -238,8 +238,13 @@ class Pipeline:
     # -- shared ----------------------------------------------------------------------------------
     def _analyze(self) -> None:
         cfg = self.cfg.analyzer
+        kind: type | tuple[type, ...] = FaceCrops
+        if self.face_stage is not None:  # its crops may stay on its device (GpuFaceCrops)
+            from .gpu_face_stage import GpuFaceCrops
+
+            kind = (FaceCrops, GpuFaceCrops)
         try:
-            for items, control in gather(self._crops, cfg.batch, cfg.max_wait_ms, FaceCrops, lambda it: len(it.faces)):
+            for items, control in gather(self._crops, cfg.batch, cfg.max_wait_ms, kind, lambda it: len(it.faces)):
                 if items:
                     for res in self.analyzer.run(items):
                         self._put(self._results, res)
@@ -280,7 +285,7 @@ class Pipeline:
             log.exception("face stage failed")
             self._results.put(e)
 
-    def _shared_batch(self, frames: list[FramePacket], failed: dict[str, str]) -> list[FaceCrops]:
+    def _shared_batch(self, frames: list[FramePacket], failed: dict[str, str]) -> list:
         import torch
 
         stage = self.face_stage
@@ -305,7 +310,11 @@ class Pipeline:
                     handle = self.handles.get(f.meta.cam)
                     if handle is not None:
                         handle.request_stop()
-        return [o.to_face_crops() for o in out]  # a failed stream's frames before the bad one are delivered
+        # a failed stream's frames before the bad one are delivered; the crops stay on the stage's device
+        # when every model takes tensors (the analyzer moves them to its own device), else go to the host
+        if self.analyzer.takes_tensors:
+            return out
+        return [o.to_face_crops() for o in out]
 
     # -- the publishing thread -------------------------------------------------------------------
     def _emit(self, msg: dict) -> None:

@@ -18,8 +18,9 @@ without visiting host memory. This module is that process's face stage; it is th
 Placement (``face.device``, wired in ``engine/pipeline/core.py``): set, the stream workers only
 decode and send their frames; a thread of the pipeline's process gathers the frames of every
 stream into dynamic batches (``face.batch`` frames, ``face.max_wait_ms``), uploads them, calls
-:meth:`GpuFaceStage.process` once per batch and hands the crops to the analyzer (copied to the
-host: 112×112×3 bytes a face; the analyzer takes host crops today). Frames of one stream arrive in
+:meth:`GpuFaceStage.process` once per batch and hands the GpuFaceCrops to the analyzer: the crops
+stay on the device when every model takes tensors (the registry models do: ``torch_model``'s
+device preprocessing; a teacher such as mediapipe_au does not, and then they go to the host). Frames of one stream arrive in
 order (one collector per stream), as the tracker needs. Not yet: NVDEC frames stay on the device —
 ``engine/sources/hwaccel.py`` downloads them (``is_hw_owned`` False); with ``HWAccel(...,
 is_hw_owned=True)`` PyAV ≥ 18's planes expose ``__dlpack__``, so ``torch.from_dlpack(plane)`` +

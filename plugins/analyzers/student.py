@@ -151,6 +151,10 @@ class StudentOrTeacherAnalyzer(Plugin):
         else:
             log.info("%s: running the teacher instead of the student %s: %s", who, path.name, why)
 
+    @property
+    def takes_tensors(self) -> bool:
+        return bool(getattr(self.inner, "takes_tensors", False))
+
     def analyze(self, crops):
         out = self.inner.analyze(crops)
         for name, cols in self._cols.items():

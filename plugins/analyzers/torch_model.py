@@ -37,23 +37,29 @@ def _lateral(label: str) -> bool:
     return label.endswith(("_L", "_R")) or "left" in low or "right" in low
 
 
-def tta_views(crops: np.ndarray, mode: str) -> list[np.ndarray]:
+def tta_views(crops, mode: str) -> list:
     """The views of (N, S, S, 3) crops that test-time augmentation ``mode`` averages (the ``tta`` option).
 
     ``flip``: the crop and its mirror image. The shifted modes take windows of 104/112 of the side:
     ``flip_shift2``: one moved 4/112 of the side up-left, one moved as much down-right and mirrored;
-    ``flip_shift``: centred, up-left and down-right, each also mirrored (6 views)."""
+    ``flip_shift``: centred, up-left and down-right, each also mirrored (6 views).
+    Also for (N, 3, S, S) torch tensors (crops left on the device by the shared face stage)."""
     if mode == "none":
         return [crops]
+    host = isinstance(crops, np.ndarray)
+
+    def mirror(v):
+        return np.ascontiguousarray(v[:, :, ::-1]) if host else v.flip(-1)
+
     if mode == "flip":
-        return [crops, np.ascontiguousarray(crops[:, :, ::-1])]
-    side = crops.shape[1]
+        return [crops, mirror(crops)]
+    side = crops.shape[1] if host else crops.shape[-1]
     w, d = round(side * 104 / 112), round(side * 4 / 112)
     c = (side - w) // 2
 
-    def window(o: int, mirror: bool) -> np.ndarray:
-        v = crops[:, c + o:c + o + w, c + o:c + o + w]
-        return np.ascontiguousarray(v[:, :, ::-1] if mirror else v)
+    def window(o: int, flip: bool):
+        v = crops[:, c + o:c + o + w, c + o:c + o + w] if host else crops[..., c + o:c + o + w, c + o:c + o + w]
+        return mirror(v) if flip else (np.ascontiguousarray(v) if host else v)
 
     if mode == "flip_shift2":
         return [window(-d, False), window(d, True)]
@@ -115,10 +121,36 @@ class TorchModelAnalyzer(Plugin):
         self._mean = torch.tensor(card.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
         self._std = torch.tensor(card.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
 
+    #: takes crops as (N, 3, S, S) uint8 BGR torch tensors too (the shared face stage's, left on its device)
+    takes_tensors = True
+
+    def _preprocess_tensor(self, crops):
+        """The device twin of the host path: resize (cv2's INTER_AREA weights down, bilinear up; rounded to
+        uint8 levels as cv2 does), gray or BGR → RGB, normalise."""
+        import torch.nn.functional as F
+
+        from auflow.plugins.align_torch import _area_matrix
+
+        size = self.card.input_size
+        x = crops.to(self.device, non_blocking=True).float()
+        side = x.shape[-1]
+        if side > size:
+            r = _area_matrix(side, size, x.dtype, x.device)
+            x = (r @ x @ r.T).round_().clamp_(0, 255)
+        elif side < size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear").round_().clamp_(0, 255)
+        if self.card.input_channels == 1:  # cv2's BGR2GRAY weights
+            x = (0.114 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.299 * x[:, 2:3]).round_()
+        else:
+            x = x.flip(1)  # BGR → RGB
+        return (x.div_(255.0) - self._mean) / self._std
+
     def preprocess(self, crops: np.ndarray):
         """(N, S, S, 3) BGR uint8 → (N, C, s, s) float on the device, normalised as the card says."""
         import torch
 
+        if isinstance(crops, torch.Tensor):
+            return self._preprocess_tensor(crops)
         card = self.card
         size = card.input_size
         if crops.shape[1] != size:

@@ -54,12 +54,23 @@ def test_one_face_stage_for_every_stream_gives_the_per_worker_results(clips, tmp
         return process(self, frames, latency_ms)
 
     monkeypatch.setattr(GpuFaceStage, "process", recorded)
+    from auflow.engine.analyzer.core import Analyzer
+
+    run, crop_types = Analyzer.run, set()
+
+    def seen(self, items):
+        crop_types.update(type(it.crops).__name__ for it in items)
+        return run(self, items)
+
+    monkeypatch.setattr(Analyzer, "run", seen)
     # two files at once, so the shared stage batches frames of both streams together
     per_worker = _run(config(*RETINAFACE, "source.parallel=2"), clips, tmp_path / "w")
-    assert not batches  # the per-worker placement never builds the shared stage
+    assert not batches and crop_types == {"ndarray"}  # the per-worker placement never builds the shared stage
+    crop_types.clear()
     shared = _run(config(*RETINAFACE, "source.parallel=2", "face.device=cpu", "face.batch=4", "face.max_wait_ms=50"),
                   clips, tmp_path / "s")
     assert sorted(shared) == sorted(per_worker) == ["a", "b"]
+    assert crop_types == {"Tensor"}  # fer takes tensors: the crops reached it without a copy to numpy
     assert max(len(b) for b in batches) <= 4 and any(len({cam for cam, _ in b}) == 2 for b in batches), batches
     for cam in ("a", "b"):  # each stream's frames reach the stage once each, in order
         assert [f for b in batches for c, f in b if c == cam] == list(range(FRAMES + 4 * (cam == "b")))
