@@ -55,7 +55,7 @@ class FrameMeta:
     frame: int  # index of the decoded frame in the session
     pts: int | None
     time_base: tuple[int, int]
-    t_capture_ns: int  # wall clock (time.time_ns) when the frame left the decoder
+    t_capture_ns: int  # wall clock (time.time_ns) when the frame left the decoder (source.realtime: when it was due)
     width: int
     height: int
 

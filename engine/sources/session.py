@@ -23,8 +23,9 @@ import logging
 import math
 import random
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import ReconnectSection
 from ..errors import SourceError
@@ -164,3 +165,44 @@ class Decimator:
             self._last = slot
             return True
         return False
+
+
+class Pacer:
+    """Holds each frame until its presentation time comes round on the wall clock (``source.realtime``):
+    a file played as a camera would deliver it, for replaying a recording as a live stream and for
+    measuring live latency.
+
+    The clock starts at the first frame; frame ``i`` is due ``t_i - t_0`` seconds later (its timestamp,
+    or ``i / nominal_fps`` when the container gives none). A frame decoded after it was due goes at
+    once. Either way its ``t_capture_ns`` becomes the wall time it was due, so frame→publish latency
+    counts a decoder that falls behind as a camera's frames waiting would. A clock that jumps back
+    restarts the pacing.
+    """
+
+    def __init__(self, name: str, nominal_fps: float | None) -> None:
+        self.name = name
+        self.nominal_fps = nominal_fps
+        self._start: tuple[float, int, float] | None = None  # (monotonic, time_ns, stream time) of the first frame
+        self._last = -math.inf
+
+    def due(self, meta) -> tuple[float, int]:
+        """(monotonic, wall ns) at which the frame is due."""
+        t = meta.timestamp
+        if t is None:
+            if not self.nominal_fps:
+                raise SourceError(f"{self.name}: source.realtime needs a frame rate to play at, and this source "
+                                  "gives neither timestamps nor a rate")
+            t = meta.frame / self.nominal_fps
+        if self._start is None or t < self._last - 1.0:
+            self._start = (time.monotonic(), time.time_ns(), t)
+        self._last = t
+        mono, wall, t0 = self._start
+        return mono + (t - t0), wall + int((t - t0) * 1e9)
+
+    def wait(self, pkt: FramePacket, stop: threading.Event) -> FramePacket:
+        """The packet, once due (sooner if ``stop`` is set), stamped with the time it was due."""
+        mono, wall = self.due(pkt.meta)
+        delay = mono - time.monotonic()
+        if delay > 0:
+            stop.wait(delay)
+        return replace(pkt, meta=replace(pkt.meta, t_capture_ns=wall))

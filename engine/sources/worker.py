@@ -4,8 +4,9 @@ One worker per stream, in its own *spawned* process (``source.workers: process``
 a thread (``thread``). Inside, two threads:
 
 - *decode* runs :func:`~.session.run_sessions` (connect, reconnect, read), applies ``analyze_fps``
+  (and, with ``source.realtime``, holds each frame of a file until it is due: a :class:`~.session.Pacer`)
   and puts frames into a :class:`FrameBuffer` — which, for files, makes decoding wait when full
-  (lossless) and, for live sources, drops the oldest frame and counts it;
+  (lossless) and, for live sources and realtime files, drops the oldest frame and counts it;
 - the worker's main thread runs the face stage (detect, track, align) on each frame and sends
   ``FaceCrops`` (aligned crops of a few KB each, never the frame) to the parent — unless
   ``face.device`` is set: then one face stage in the parent serves every stream (batched on that
@@ -29,7 +30,7 @@ from typing import Any
 from ..errors import AuflowError
 from ..types import FramePacket
 from .core import SessionCounters, Source
-from .session import Decimator, SessionEnd, StateChange, run_sessions
+from .session import Decimator, Pacer, SessionEnd, StateChange, run_sessions
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,8 @@ class StreamWorker:
         if stage is not None:
             stage.start()
         try:
-            self.buffer = FrameBuffer(self.cfg.live_queue if src.live else self.cfg.queue, src.live, self.counters)
+            live = src.live or self.cfg.realtime  # a file played in real time is live for the buffer: the newest kept
+            self.buffer = FrameBuffer(self.cfg.live_queue if live else self.cfg.queue, live, self.counters)
             decoder = threading.Thread(target=self._decode, args=(src,), name=f"auflow-decode-{self.spec.cam}", daemon=True)
             decoder.start()
             try:
@@ -188,6 +190,7 @@ class StreamWorker:
     def _decode(self, src: Source) -> None:
         buf = self.buffer
         decimator = Decimator(self.cfg.analyze_fps)
+        pacer: Pacer | None = None  # source.realtime on a file: made when the session is live (its rate known)
         final_sent = False
         error: str | None = None
         try:
@@ -198,17 +201,23 @@ class StreamWorker:
                     if not decimator.keep(item.meta):
                         self.counters.decimated += 1
                         continue
+                    if pacer is not None:
+                        item = pacer.wait(item, self.stop)
                     buf.put_frame(item, self.stop)
                 elif isinstance(item, StateChange):
                     if item.sid != self.counters.sid:  # a new session: its own counts
                         self.counters.reset(item.sid)
                     if item.state == "live":
                         decimator = Decimator(self.cfg.analyze_fps, src.fps)
+                        if self.cfg.realtime and not src.live:
+                            pacer = Pacer(src.name, src.fps)
                     buf.put_control((item, self._snapshot()))
                 elif isinstance(item, SessionEnd):
                     self.counters.decode_errors = src.decode_errors
                     buf.put_control((item, self._snapshot()))
                     final_sent = item.final
+        except AuflowError as e:  # a clear error of this stream (source.realtime on a source with no rate)
+            error = str(e)
         except Exception as e:  # noqa: BLE001 - a bug in decoding ends this stream only, with its reason
             log.exception("decoding %s failed", self.spec.cam)
             error = f"{src.name}: decoding failed: {type(e).__name__}: {e}"
