@@ -96,18 +96,23 @@ class Pipeline:
         self.on_stream_start = on_stream_start
         self.stats = {s.cam: StreamStats(s.cam, s.uri, live=s.live, total_frames=s.total_frames) for s in sources}
         self._stop = threading.Event()
-        qsize = cfg.source.queue
         n_live = sum(s.live for s in sources)
-        width = n_live + min(cfg.source.parallel, len(sources) - n_live)
-        self._crops: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
+        width = max(n_live + min(cfg.source.parallel, len(sources) - n_live), 1)
+        # Items queued per stream between its worker and the stage that batches them. Files: source.queue, so
+        # decoding runs ahead (lossless, backpressure). A run of live streams only (cameras, or files played with
+        # source.realtime): a few, so that when the pipeline falls behind the workers drop the oldest frames
+        # (counted) instead of a deep queue serving stale ones seconds late.
+        all_live = cfg.source.realtime or n_live == len(sources)
+        self._depth = cfg.source.live_queue + 2 if all_live else cfg.source.queue
+        self._crops: queue.Queue = queue.Queue(maxsize=self._depth * width)
         self.face_stage = None  # face.device set: one face stage for every stream, fed by self._frames
         if cfg.face.device is not None:
             from .gpu_face_stage import GpuFaceStage
 
             self.face_stage = GpuFaceStage(cfg.face, device=cfg.face.device)
-            self._frames: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
+            self._frames: queue.Queue = queue.Queue(maxsize=self._depth * width)
         self._inbox = self._crops if self.face_stage is None else self._frames  # what the collectors fill
-        self._results: queue.Queue = queue.Queue(maxsize=qsize * max(width, 1))
+        self._results: queue.Queue = queue.Queue(maxsize=cfg.source.queue * width)
         self.analyzer = Analyzer(cfg.analyzer)
         self.temporal = None  # windows per track (engine/temporal.py): its encoder runs with the analyzer's models
         if cfg.temporal.enabled:
@@ -154,7 +159,7 @@ class Pipeline:
     def _start_stream(self, src: Source) -> None:
         spec = WorkerSpec(src.uri, src.cam, self.cfg.source.model_dump(mode="json"), self.cfg.face.model_dump(mode="json"),
                           logging.getLogger().getEffectiveLevel())
-        handle = WorkerHandle(spec, self.cfg.source.workers, self.cfg.source.queue)
+        handle = WorkerHandle(spec, self.cfg.source.workers, self._depth)
         self.handles[src.cam] = handle
         self._active.add(src.cam)
         st = self.stats[src.cam]

@@ -162,7 +162,17 @@ class GpuFaceStage:
         self._trackers: dict[str, tuple[str, Any]] = {}  # cam → (sid, tracker)
 
     def start(self) -> None:
+        """Load the detector and pay, here, what the first frame would otherwise wait for (a live stream's
+        first second piling up behind it): the tracker library's import (~0.5 s) and the device's first
+        detector kernels."""
         self.detector.start()
+        spare = build(TRACKERS, self.cfg.tracker.name, self.cfg.tracker.options, "face.tracker")
+        spare.start()
+        spare.stop()
+        x = torch.zeros((1, 3, 64, 64), dtype=torch.uint8, device=self.device)
+        small, sx, sy = fit_max_side_torch(x, self.detector.config.max_side)
+        detect_tensors(self.detector, small, torch.tensor([[sx, sy]], dtype=torch.float32))
+        self._sync()
 
     def _tracker(self, meta: FrameMeta):
         sid, tracker = self._trackers.get(meta.cam, (None, None))

@@ -133,3 +133,28 @@ def test_the_gpu_profile_validates_and_its_placement_runs_here_on_the_cpu(clips,
     got = _run(cpu, clips, tmp_path)
     assert [m["frame"] for m in _results(got["a"])] == list(range(FRAMES)) and got["a"][-1]["reason"] == "end"
     assert [m["frame"] for m in _results(got["b"])] == list(range(FRAMES + 4)) and got["b"][-1]["reason"] == "end"
+
+
+@pytest.mark.timeout(300)
+def test_a_live_stream_behind_a_slow_shared_stage_drops_old_frames_instead_of_queueing_them(tmp_path, monkeypatch):
+    """A file played live (source.realtime, 25 fps) into a face stage that takes 0.2 s a batch: the workers keep
+    only the newest frames, so the ones analysed are recent and the rest are counted as dropped. (With the
+    files' deep queues, 32 frames in the worker's queue and 32 in the stage's, every one of these 50 frames
+    would have waited its turn and none would have been dropped: the last ones seconds late.)"""
+    import time
+
+    process = GpuFaceStage.process
+
+    def slow(self, frames, latency_ms=None):
+        time.sleep(0.2)
+        return process(self, frames, latency_ms)
+
+    monkeypatch.setattr(GpuFaceStage, "process", slow)
+    clip = str(write_clip(tmp_path / "live.mp4", frames=50, face=True))
+    got = _run(config(*RETINAFACE, "face.device=cpu", "face.batch=1", "source.realtime=true"), [clip], tmp_path / "r")
+    msgs = got["live"]
+    frames, eos = [m["frame"] for m in _results(msgs)], msgs[-1]
+    assert eos["type"] == "eos" and eos["reason"] == "end"
+    # ~2 s of video at 0.2 s a frame: ~10 analysed plus the few in flight; every frame analysed or counted
+    assert eos["dropped"] >= 20 and len(frames) + eos["dropped"] == 50, (len(frames), eos["dropped"])
+    assert frames == sorted(frames) and frames[-1] == 49  # the newest frame is kept
