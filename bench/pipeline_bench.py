@@ -1,6 +1,7 @@
 """The demo clip through auflow, against its ceilings, measured in one run.
 
-    python bench/pipeline_bench.py [--video PATH] [--size WxH] [--profile fast | --config FILE] [--set key=value ...] [--streams 1,2,4]
+    python bench/pipeline_bench.py [--video PATH] [--size WxH] [--profile fast | --config FILE] [--set key=value ...]
+        [--frames N] [--streams 1,2,4] [--live-streams 2,4 [--p99-ms 100]]
 
 Ceilings: decode-only (PyAV), decode + face stage (detect, track, align: what the models can
 never beat), model-only (the analyzer on pre-cut crops, faces/s); then the whole pipeline end to
@@ -15,6 +16,12 @@ also runs end to end in the same invocation as the quality reference (full resol
 detected): the result file (pipeline-NAME-<machine>-<date>.json) then also has the default's fps,
 the frames with a face found, and the share of frames whose dominant expression (the largest face's
 `expr` argmax) equals the reference's.
+
+``--streams`` runs N copies of the clip at once, as fast as they decode (capacity: aggregate fps, the
+ratios to the same N streams only decoded and with no model). ``--live-streams`` plays each copy at the
+clip's own frame rate as a live camera would deliver it (``source.realtime``): the figures are then the
+frames dropped because the pipeline was behind and the capture→publish latency percentiles, and a row
+is ``live`` when no stream dropped a frame and p99 ≤ ``--p99-ms`` (100). ``--frames N`` cuts the clip.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,14 +52,45 @@ from auflow.engine.pipeline.face_stage import FaceStage  # noqa: E402
 from auflow.engine.sources import FileSource  # noqa: E402
 
 
-def decode_only(video: str) -> dict:
-    src = FileSource(video)
+def decode_only(video: str, hwaccel: str = "cpu") -> dict:
+    """One stream decoded to BGR frames by auflow's file source (``hwaccel``: the config's decoder)."""
+    src = FileSource(video, hwaccel_mode=hwaccel)
     src.open()
     t0 = time.perf_counter()
     n = sum(1 for _ in src.frames())
     dt = time.perf_counter() - t0
     src.close()
-    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 1)}
+    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 1), "decoder": src.decoder}
+
+
+def decode_only_streams(video: str, n: int, hwaccel: str, workers: str) -> dict:
+    """The decode-only ceiling of N copies of ``video`` at once, placed as the pipeline places its decoders:
+    a thread each (``source.workers: thread``, the GPU profile) or a spawned process each (sources_bench)."""
+    if workers != "thread":
+        from sources_bench import concurrent
+
+        r = concurrent(Path(video), n, hwaccel)
+        return {"frames": r["frames"], "wall_s": r["seconds"], "fps_total": r["total_fps"], "decoder": r["decoder"]}
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Barrier(n + 1)
+
+    def one(_):
+        src = FileSource(video, hwaccel_mode=hwaccel)
+        src.open()
+        start.wait()
+        count = sum(1 for _ in src.frames())
+        src.close()
+        return count, src.decoder
+
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(one, i) for i in range(n)]
+        start.wait()  # every stream opened: the clock starts together
+        t0 = time.perf_counter()
+        results = [f.result() for f in futures]
+        wall = time.perf_counter() - t0
+    frames = sum(c for c, _ in results)
+    return {"frames": frames, "wall_s": round(wall, 3), "fps_total": round(frames / wall, 1), "decoder": results[0][1]}
 
 
 def decode_detect(video: str, cfg) -> tuple[dict, list]:
@@ -97,23 +136,31 @@ def decode_detect(video: str, cfg) -> tuple[dict, list]:
     return {"frames": n, "frames_with_face": with_face, "seconds": round(dt, 3), "fps": round(n / dt, 1)}, crops
 
 
-def resized_clip(video: str, size: str) -> str:
-    """``video`` re-encoded at ``size`` (WxH, e.g. 1920x1080; cached in the temp folder): the GPU sweep's
-    1080p face video is the demo clip upscaled."""
+def prepared_clip(video: str, size: str | None = None, frames: int | None = None) -> str:
+    """``video`` re-encoded at ``size`` (WxH, e.g. 1920x1080) and/or cut to its first ``frames`` frames
+    (cached in the temp folder): the GPU sweep's 1080p face video is the demo clip upscaled."""
     import av
     import cv2
 
-    w, h = (int(v) for v in size.lower().split("x"))
-    path = Path(tempfile.gettempdir()) / f"auflow-bench-{Path(video).stem}-{w}x{h}.mp4"
+    if size is None and frames is None:
+        return video
+    w, h = (int(v) for v in size.lower().split("x")) if size else (None, None)
+    tag = (f"-{w}x{h}" if size else "") + (f"-{frames}f" if frames else "")
+    path = Path(tempfile.gettempdir()) / f"auflow-bench-{Path(video).stem}{tag}.mp4"
     if path.exists():
         return str(path)
     tmp = path.with_suffix(".part.mp4")
     with av.open(video) as src, av.open(str(tmp), "w") as out:
-        rate = src.streams.video[0].average_rate or 25
+        vs = src.streams.video[0]
+        rate = vs.average_rate or 25
         s = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "20"})
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for frame in src.decode(video=0):
-            img = cv2.resize(frame.to_ndarray(format="bgr24"), (w, h), interpolation=cv2.INTER_CUBIC)
+        s.width, s.height, s.pix_fmt = w or vs.codec_context.width, h or vs.codec_context.height, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            if frames is not None and i >= frames:
+                break
+            img = frame.to_ndarray(format="bgr24")
+            if size:
+                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
                 out.mux(p)
         for p in s.encode():
@@ -182,10 +229,17 @@ def end_to_end(video: str, cfg, dominant: dict | None = None) -> dict:
             "wall_s_with_model_loading": round(outcome.wall_s, 3), "latency_ms_capture_to_publish": percentiles(lat)}
 
 
-def streams_sweep(video: str, cfg_path, overrides: list[str], counts: list[int]) -> list[dict]:
+def streams_sweep(video: str, cfg_path, overrides: list[str], counts: list[int], realtime: bool = False,
+                  p99_ms: float = 100.0) -> list[dict]:
     """N copies of ``video`` as N concurrent streams (``source.parallel = N``), for each N in ``counts``:
-    the whole pipeline, and the same pipeline with no model (decode + face stage + publish: the ceiling
-    of those N streams on this machine). Aggregate fps = frames of all streams / wall time of the run."""
+    the whole pipeline; the same pipeline with no model (decode + face stage + publish); and (capacity runs)
+    the N streams only decoded, by the config's decoder placed as the pipeline places it (the decode-only
+    ceiling: NVDEC with the gpu profile). Aggregate fps = frames of all streams / wall time of the run.
+
+    ``realtime``: every stream played at the clip's rate (``source.realtime``), as live cameras: a row is
+    ``live`` when no frame was dropped and the capture→publish p99 is ≤ ``p99_ms``."""
+    if realtime:
+        overrides = ["source.realtime=true", *overrides]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
@@ -195,7 +249,7 @@ def streams_sweep(video: str, cfg_path, overrides: list[str], counts: list[int])
                 if not p.exists():
                     p.symlink_to(Path(video).resolve())
                 paths.append(str(p))
-            row: dict = {"streams": n}
+            row: dict = {"streams": n, "realtime": realtime}
             for label, extra in (("ceiling_no_models", ["analyzer.models=[]"]), ("end_to_end", [])):
                 cfg = load_config(cfg_path, ["publish.endpoint=tcp://127.0.0.1:*", f"source.parallel={n}",
                                              "source.resume=false", *overrides, *extra])
@@ -204,11 +258,18 @@ def streams_sweep(video: str, cfg_path, overrides: list[str], counts: list[int])
                 frames = sum(st.frames_out for st in outcome.stats.values())
                 msgs = [json.loads(line) for f in run_dir.glob("*.jsonl") for line in f.read_text().splitlines()]
                 lat = [m["latency_ms"]["total"] for m in msgs if m["type"] == "result"]
+                dropped = [st.dropped for st in outcome.stats.values()]
                 row[label] = {"frames": frames, "wall_s": round(outcome.wall_s, 3),
                               "fps_total": round(frames / outcome.wall_s, 1),
                               "fps_per_stream": sorted(round(st.fps, 1) for st in outcome.stats.values()),
-                              "latency_ms_capture_to_publish": percentiles(lat) if lat else None}
+                              "latency_ms_capture_to_publish": percentiles(lat) if lat else None,
+                              "dropped": sum(dropped), "dropped_per_stream_max": max(dropped, default=0)}
+                if realtime:
+                    row[label]["live"] = bool(lat) and sum(dropped) == 0 and percentiles(lat)["p99"] <= p99_ms
             row["ratio_to_ceiling"] = round(row["end_to_end"]["fps_total"] / row["ceiling_no_models"]["fps_total"], 3)
+            if not realtime:
+                row["decode_only"] = decode_only_streams(video, n, cfg.source.hwaccel, cfg.source.workers)
+                row["ratio_to_decode_only"] = round(row["end_to_end"]["fps_total"] / row["decode_only"]["fps_total"], 3)
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -231,62 +292,87 @@ def main() -> None:
     ap.add_argument("--streams", default=None,
                     help="also sweep concurrent streams, e.g. 1,2,4: N copies of the video at once, end to end and "
                          "with no model (the N-stream ceiling), aggregate fps, latency percentiles")
+    ap.add_argument("--live-streams", default=None,
+                    help="also sweep N live streams, e.g. 32,64: N copies played at the clip's own rate (source.realtime), "
+                         "frames dropped and p50/p95/p99 capture->publish latency")
+    ap.add_argument("--p99-ms", type=float, default=100.0, help="the p99 latency a live row must meet (default 100)")
+    ap.add_argument("--frames", type=int, default=None, help="cut the video to its first N frames (shorter sweeps)")
+    ap.add_argument("--sweep-only", action="store_true", help="only the --streams/--live-streams sweeps (no single-stream "
+                                                              "ceilings, no reference run)")
     ap.add_argument("--size", default=None, help="re-encode the video at WxH first, e.g. 1920x1080 (the GPU sweep's 1080p clip)")
     args = ap.parse_args()
     if args.profile and args.config:
         ap.error("give --profile or --config, not both")
     video = args.video or str(asset_path("demo_video"))
-    if args.size:
-        video = resized_clip(video, args.size)
+    video = prepared_clip(video, args.size, args.frames)
     config = default_config_path().with_name(f"{args.profile}.yaml") if args.profile else args.config
     profile = args.profile or (Path(args.config).stem if args.config else None)
     cfg = load_config(config, ["publish.endpoint=tcp://127.0.0.1:*", *args.overrides])
 
-    dec = decode_only(video)
-    det, crops = decode_detect(video, cfg)
-    mod = model_only(cfg, crops)
-    dominant: dict = {}
-    e2e = end_to_end(video, cfg, dominant)
+    if args.sweep_only and not (args.streams or args.live_streams):
+        ap.error("--sweep-only needs --streams or --live-streams")
     payload = {
         "bench": "pipeline", "video": Path(video).name, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "profile": profile or "default", "config_overrides": args.overrides,
         "models": [m.name for m in cfg.analyzer.models], "detector": cfg.face.detector.name,
         "detector_options": cfg.face.detector.options,
         "backends": {m.name: m.backend + ("+channels_last" if m.channels_last else "") for m in cfg.analyzer.models},
-        "decode_only": dec, "decode_detect": det, "model_only": mod, "end_to_end": e2e,
-        "ratio_e2e_to_decode_detect": round(e2e["fps"] / det["fps"], 3),
-        "frames_with_face_ratio": round(e2e["frames_with_face"] / max(e2e["frames"], 1), 4),
-        "every_frame_analysed": e2e["frames"] == e2e["frames_in"] == dec["frames"],
         "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews every figure
     }
+    rows = []
+    dominant: dict = {}
+    if not args.sweep_only:
+        dec = decode_only(video, cfg.source.hwaccel)
+        det, crops = decode_detect(video, cfg)
+        mod = model_only(cfg, crops)
+        e2e = end_to_end(video, cfg, dominant)
+        payload.update({
+            "decode_only": dec, "decode_detect": det, "model_only": mod, "end_to_end": e2e,
+            "ratio_e2e_to_decode_detect": round(e2e["fps"] / det["fps"], 3),
+            "frames_with_face_ratio": round(e2e["frames_with_face"] / max(e2e["frames"], 1), 4),
+            "every_frame_analysed": e2e["frames"] == e2e["frames_in"] == dec["frames"],
+        })
+        rows += [
+            {"stage": "decode only", "fps": dec["fps"], "note": f"{dec['frames']} frames ({dec['decoder']})"},
+            {"stage": "decode + detect/track/align", "fps": det["fps"], "note": f"face in {det['frames_with_face']}/{det['frames']}"},
+            {"stage": "models only", "fps": mod["faces_per_s_all_models"], "note": "faces/s, " + ", ".join(f"{k} {v['faces_per_s']}" for k, v in mod["models"].items())},
+            {"stage": "end to end", "fps": e2e["fps"], "note": f"first frame decoded -> last result published; "
+                                                            f"p50/p95/p99 latency {e2e['latency_ms_capture_to_publish']} ms"},
+            {"stage": "end to end incl. start-up", "fps": e2e["fps_with_startup"], "note": "from the worker process's spawn"},
+            {"stage": "end-to-end / decode+detect", "fps": payload["ratio_e2e_to_decode_detect"], "note": "ratio"},
+        ]
     if args.streams:
         payload["streams_sweep"] = streams_sweep(video, config, args.overrides, [int(n) for n in args.streams.split(",")])
-    if profile and not args.no_reference:
+    if args.live_streams:
+        payload["live_sweep"] = streams_sweep(video, config, args.overrides, [int(n) for n in args.live_streams.split(",")],
+                                              realtime=True, p99_ms=args.p99_ms)
+    if profile and not args.no_reference and not args.sweep_only:
         ref_cfg = load_config(None, ["publish.endpoint=tcp://127.0.0.1:*"])
         reference: dict = {}
         payload["reference_default"] = end_to_end(video, ref_cfg, reference)
         payload["expr_agreement_with_default"] = agreement(dominant, reference)
     payload["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    # a run with --set overrides is an experiment: kept beside, never over, the profile's own figures
-    path = save(("pipeline-" + profile if profile else "pipeline") + ("-set" if args.overrides else ""), payload)
+    # a run with --set overrides is an experiment: kept beside, never over, the profile's own figures; a sweep-only
+    # run is kept beside the full one
+    path = save(("pipeline-" + profile if profile else "pipeline") + ("-sweep" if args.sweep_only else "")
+                + ("-set" if args.overrides else ""), payload)
     print(json.dumps(payload, indent=2))
-    rows = [
-        {"stage": "decode only", "fps": dec["fps"], "note": f"{dec['frames']} frames"},
-        {"stage": "decode + detect/track/align", "fps": det["fps"], "note": f"face in {det['frames_with_face']}/{det['frames']}"},
-        {"stage": "models only", "fps": mod["faces_per_s_all_models"], "note": "faces/s, " + ", ".join(f"{k} {v['faces_per_s']}" for k, v in mod["models"].items())},
-        {"stage": "end to end", "fps": e2e["fps"], "note": f"first frame decoded -> last result published; "
-                                                        f"p50/p95/p99 latency {e2e['latency_ms_capture_to_publish']} ms"},
-        {"stage": "end to end incl. start-up", "fps": e2e["fps_with_startup"], "note": "from the worker process's spawn"},
-        {"stage": "end-to-end / decode+detect", "fps": payload["ratio_e2e_to_decode_detect"], "note": "ratio"},
-    ]
     if "reference_default" in payload:
         a = payload["expr_agreement_with_default"]
         rows.append({"stage": "default config end to end", "fps": payload["reference_default"]["fps"], "note": "the quality reference"})
         rows.append({"stage": "dominant expression = default's", "fps": a["ratio"], "note": f"{a['same']}/{a['frames']} frames"})
-    for r in payload.get("streams_sweep", []):
+    for r in payload.get("streams_sweep", []) + payload.get("live_sweep", []):
         e, c = r["end_to_end"], r["ceiling_no_models"]
+        if r["realtime"]:
+            rows.append({"stage": f"{r['streams']} live streams end to end", "fps": e["fps_total"],
+                         "note": f"{'LIVE' if e['live'] else 'not live'}: {e['dropped']} frames dropped (most in one stream "
+                                 f"{e['dropped_per_stream_max']}); p50/p95/p99 latency {e['latency_ms_capture_to_publish']} ms; "
+                                 f"with no model: {c['dropped']} dropped, {c['latency_ms_capture_to_publish']} ms"})
+            continue
+        d = r["decode_only"]
         rows.append({"stage": f"{r['streams']} streams end to end", "fps": e["fps_total"],
-                     "note": f"total; ceiling with no model {c['fps_total']} (ratio {r['ratio_to_ceiling']}); "
+                     "note": f"total; decode only ({d['decoder']}) {d['fps_total']} (ratio {r['ratio_to_decode_only']}); "
+                             f"with no model {c['fps_total']} (ratio {r['ratio_to_ceiling']}); "
                              f"p50/p95/p99 latency {e['latency_ms_capture_to_publish']} ms"})
     print()
     print(markdown_table(rows, ["stage", "fps", "note"]))

@@ -57,9 +57,32 @@ def sources_rows(results: list[dict]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def sweep_rows(results: list[dict]) -> str:
+    head = ("| date | machine | profile | streams | played | end-to-end fps (all streams) | dropped | latency p50/p95/p99 ms | "
+            "no model: fps, latency p99 ms | decode only fps | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for r in results:
+        m = r["machine"]
+        mach = f"{m.get('gpu') or m['cpu']}, {m['cores']} cores"
+        for row in r.get("streams_sweep", []) + r.get("live_sweep", []):
+            e, c = row["end_to_end"], row["ceiling_no_models"]
+            lat, clat = e["latency_ms_capture_to_publish"] or {}, c["latency_ms_capture_to_publish"] or {}
+            live = row.get("realtime", False)
+            dec = row.get("decode_only", {})
+            verdict = ("live (no drop, p99 ≤ 100 ms)" if e.get("live") else "not live") if live else \
+                f"e2e / no model {row['ratio_to_ceiling']}" + (f", / decode only {row['ratio_to_decode_only']}" if dec else "")
+            rows.append(f"| {r['date']} | {mach} | {r.get('profile', 'default')} | {row['streams']} | "
+                        f"{'at the clip rate' if live else 'as fast as they go'} | {e['fps_total']} | {e.get('dropped', '-')} | "
+                        f"{lat.get('p50')}/{lat.get('p95')}/{lat.get('p99')} | {c['fps_total']}, {clat.get('p99')} | "
+                        f"{dec.get('fps_total', '-')} | {verdict} |")
+    return head + "\n".join(rows) + "\n"
+
+
 def render() -> str:
-    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("pipeline-*.json")
-                      if "-set-" not in p.stem), key=lambda r: r["date"])  # --set runs are experiments
+    every = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("pipeline-*.json")
+                    if "-set-" not in p.stem), key=lambda r: r["date"])  # --set runs are experiments
+    results = [r for r in every if "end_to_end" in r]  # --sweep-only runs have only the sweep table's figures
+    sweeps = [r for r in every if r.get("streams_sweep") or r.get("live_sweep")]
     intro = ("Measured by `make bench` (`bench/pipeline_bench.py`, `--profile fast` for the fast profile; `--streams 1,2,4` "
              "adds N concurrent copies of the clip, end to end and with no model as their ceiling) on the demo clip "
              "(472 frames, 640×360), all stages in the same run; *expr = default's* is the share of frames whose dominant "
@@ -69,6 +92,11 @@ def render() -> str:
              "(its imports, opening the file, the detector's set-up) — the only end-to-end figure before 2026-12-02 "
              "(those rows show '-' for the first two). JSON in `bench/results/`.")
     body = [intro, "", pipeline_rows(results) if results else "(no results yet)"]
+    if sweeps:
+        body += ["", "Several streams at once (`--streams N,...`: N copies of the clip as fast as they go, against the same N "
+                 "with no model and only decoded; `--live-streams N,...`: N copies each played at the clip's 23.98 fps as a "
+                 "camera would deliver it, `source.realtime`, latency from when each frame was due to its result's publication; "
+                 "*live* = no frame dropped and p99 ≤ 100 ms):", "", sweep_rows(sweeps)]
     sources = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("sources-*.json")), key=lambda r: r["date"])
     if sources:
         body += ["", "Sources (`bench/sources_bench.py`: generated H.264 clips, decode + conversion to BGR only; several "
