@@ -67,7 +67,11 @@ def percentiles(ms: list[float]) -> dict:
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = machine_tag(payload["machine"])
-    path = RESULTS / f"{name}-{tag}-{time.strftime('%Y%m%d')}.json"
+    stem = f"{name}-{tag}-{time.strftime('%Y%m%d')}"
+    path, k = RESULTS / f"{stem}.json", 1
+    while path.exists():  # a second run the same day is kept beside the first, never over it
+        k += 1
+        path = RESULTS / f"{stem}-{k}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

@@ -354,7 +354,8 @@ def main() -> None:
     payload["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     # a run with --set overrides is an experiment: kept beside, never over, the profile's own figures; a sweep-only
     # run is kept beside the full one
-    path = save(("pipeline-" + profile if profile else "pipeline") + ("-sweep" if args.sweep_only else "")
+    sweep = "-" + ("sweep" if args.streams and args.live_streams else "streams" if args.streams else "live")
+    path = save(("pipeline-" + profile if profile else "pipeline") + (sweep if args.sweep_only else "")
                 + ("-set" if args.overrides else ""), payload)
     print(json.dumps(payload, indent=2))
     if "reference_default" in payload:
