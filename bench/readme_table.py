@@ -15,6 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- FIGURES:START (bench/readme_table.py) -->", "<!-- FIGURES:END -->"
 
 
+def machine_label(m: dict) -> str:
+    """"AMD EPYC (25/17, AVX-512), 2 cores": the family/model numbers, recorded since 2026-12-04, tell VMs apart."""
+    cpu = m.get("gpu") or m["cpu"]
+    if not m.get("gpu") and m.get("cpu_family_model"):
+        cpu += f" ({m['cpu_family_model']}{', AVX-512' if m.get('avx512') else ''})"
+    return f"{cpu}, {m['cores']} cores"
+
+
 def pipeline_rows(results: list[dict]) -> str:
     head = ("| date | machine | profile | detector | models | decode only fps | decode+detect fps | models only faces/s | "
             "end-to-end fps | e2e / decode+detect | e2e fps incl. start-up | e2e latency p50/p95 ms | face found | expr = default's | "
@@ -23,7 +31,7 @@ def pipeline_rows(results: list[dict]) -> str:
     rows = []
     for r in results:
         m = r["machine"]
-        mach = f"{m.get('gpu') or m['cpu']}, {m['cores']} cores"
+        mach = machine_label(m)
         lat = r["end_to_end"]["latency_ms_capture_to_publish"]
         e2e = r["end_to_end"]
         face = f"{100 * e2e['frames_with_face'] / max(e2e['frames'], 1):.1f} %"
@@ -46,7 +54,7 @@ def sources_rows(results: list[dict]) -> str:
     rows = []
     for r in results:
         m = r["machine"]
-        mach = f"{m.get('gpu') or m['cpu']}, {m['cores']} cores"
+        mach = machine_label(m)
         for run in r["runs"]:
             one, dec = run["auflow_1"], run["auflow_1"].get("decode_ms", {})
             for c in run.get("concurrent") or [{}]:
@@ -63,7 +71,7 @@ def sweep_rows(results: list[dict]) -> str:
     rows = []
     for r in results:
         m = r["machine"]
-        mach = f"{m.get('gpu') or m['cpu']}, {m['cores']} cores"
+        mach = machine_label(m)
         for row in r.get("streams_sweep", []) + r.get("live_sweep", []):
             e, c = row["end_to_end"], row["ceiling_no_models"]
             lat, clat = e["latency_ms_capture_to_publish"] or {}, c["latency_ms_capture_to_publish"] or {}
@@ -96,7 +104,8 @@ def render() -> str:
         body += ["", "Several streams at once (`--streams N,...`: N copies of the clip as fast as they go, against the same N "
                  "with no model and only decoded; `--live-streams N,...`: N copies each played at the clip's 23.98 fps as a "
                  "camera would deliver it, `source.realtime`, latency from when each frame was due to its result's publication; "
-                 "*live* = no frame dropped and p99 ≤ 100 ms):", "", sweep_rows(sweeps)]
+                 "*live* = no frame dropped and p99 ≤ 100 ms; fps = frames of all streams / the run's wall time, the streams' "
+                 "start-up included):", "", sweep_rows(sweeps)]
     sources = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("sources-*.json")), key=lambda r: r["date"])
     if sources:
         body += ["", "Sources (`bench/sources_bench.py`: generated H.264 clips, decode + conversion to BGR only; several "
