@@ -30,8 +30,7 @@ def pipeline_rows(results: list[dict]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for r in results:
-        m = r["machine"]
-        mach = machine_label(m)
+        mach = machine_label(r["machine"])
         lat = r["end_to_end"]["latency_ms_capture_to_publish"]
         e2e = r["end_to_end"]
         face = f"{100 * e2e['frames_with_face'] / max(e2e['frames'], 1):.1f} %"
@@ -53,8 +52,7 @@ def sources_rows(results: list[dict]) -> str:
             "streams | total fps | per-stream fps (min) | load |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for r in results:
-        m = r["machine"]
-        mach = machine_label(m)
+        mach = machine_label(r["machine"])
         for run in r["runs"]:
             one, dec = run["auflow_1"], run["auflow_1"].get("decode_ms", {})
             for c in run.get("concurrent") or [{}]:
@@ -70,8 +68,7 @@ def sweep_rows(results: list[dict]) -> str:
             "no model: fps, latency p99 ms | decode only fps | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for r in results:
-        m = r["machine"]
-        mach = machine_label(m)
+        mach = machine_label(r["machine"])
         for row in r.get("streams_sweep", []) + r.get("live_sweep", []):
             e, c = row["end_to_end"], row["ceiling_no_models"]
             lat, clat = e["latency_ms_capture_to_publish"] or {}, c["latency_ms_capture_to_publish"] or {}
