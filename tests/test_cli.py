@@ -80,3 +80,19 @@ def test_export_onnx_with_card(tmp_path):
     assert target.is_file() and (tmp_path / "fer.onnx.card.json").is_file()
     p = run_cli("export", "fer", "--backend", "tensorrt")
     assert p.returncode != 0 and "built at run time" in p.stderr
+
+
+def test_run_realtime_plays_the_file_at_its_rate(face_video, tmp_path):
+    """`--realtime` (source.realtime): the 40-frame 25 fps clip is played as a camera would send it; each
+    result's t_capture_ns is when its frame was due, 40 ms apart, and the summary reports the stream."""
+    import json
+
+    p = run_cli("run", str(face_video), "--realtime", "--publish", "none", "--out", str(tmp_path / "o"),
+                "--set", "sinks=[{name: jsonl}]")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for f in (tmp_path / "o").glob("*.jsonl") for line in f.read_text().splitlines()]
+    results = [r for r in rows if r["type"] == "result"]
+    eos = [r for r in rows if r["type"] == "eos"]
+    assert eos and len(results) + eos[-1]["dropped"] == 40
+    t0 = results[0]["t_capture_ns"] - results[0]["frame"] * 40_000_000
+    assert all(r["t_capture_ns"] - t0 == r["frame"] * 40_000_000 for r in results)

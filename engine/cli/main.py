@@ -85,6 +85,8 @@ def run(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="write this run's outputs in this folder"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | auto (sets analyzer.device)"),
     wait_subscribers: Optional[int] = typer.Option(None, "--wait-subscribers", help="wait for N subscribers before the first frame"),
+    realtime: bool = typer.Option(False, "--realtime", help="play files at their own frame rate, as live cameras "
+                                  "(sets source.realtime: newest frames kept, drops counted)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Analyse videos and cameras: faces, AUs and expressions, published live and written to files.
@@ -103,6 +105,8 @@ def run(
         overrides.append(f"analyzer.device={device}")
     if wait_subscribers is not None:
         overrides.append(f"publish.wait_subscribers={wait_subscribers}")
+    if realtime:
+        overrides.append("source.realtime=true")
     cfg = load_config(config, overrides)
     with RunProgress(console) as progress:
         outcome = runner.run(cfg, sources, run_dir=out_dir, on_result=progress.update,
