@@ -197,7 +197,7 @@ class Pacer:
             self._start = (time.monotonic(), time.time_ns(), t)
         self._last = t
         mono, wall, t0 = self._start
-        return mono + (t - t0), wall + int((t - t0) * 1e9)
+        return mono + (t - t0), wall + round((t - t0) * 1e9)
 
     def wait(self, pkt: FramePacket, stop: threading.Event) -> FramePacket:
         """The packet, once due (sooner if ``stop`` is set), stamped with the time it was due."""
