@@ -72,9 +72,10 @@ class SourceSection(Section):
     analyze_fps: float | None = Field(None, gt=0, description="analyse at most this many frames per second "
                                                               "(deterministic; skipped frames are counted)")
     realtime: bool = Field(False, description=(
-        "files and image folders: play at the stream's own frame rate, as a camera would deliver it, and treat it "
-        "as live (the newest live_queue frames kept, older ones dropped and counted): replaying a recording as a "
-        "camera, measuring live latency. Default: as fast as the pipeline goes, every frame"))
+        "files: play at the file's own frame rate, as a camera would deliver it, and treat it as live (the newest "
+        "live_queue frames kept, older ones dropped and counted): replaying a recording as a camera, measuring live "
+        "latency; a source with no rate (an image folder) ends with an error. Default: as fast as the pipeline "
+        "goes, every frame"))
     workers: Literal["process", "thread"] = Field("process", description="each stream decodes and finds faces in its "
                                                                          "own spawned process, or thread")
     parallel: int = Field(1, ge=1, description="files of a batch (a folder, a glob, several files) processed at once")

@@ -185,7 +185,7 @@ class Pacer:
         self._start: tuple[float, int, float] | None = None  # (monotonic, time_ns, stream time) of the first frame
         self._last = -math.inf
 
-    def due(self, meta) -> tuple[float, int]:
+    def due(self, meta: FrameMeta) -> tuple[float, int]:
         """(monotonic, wall ns) at which the frame is due."""
         t = meta.timestamp
         if t is None:
