@@ -46,6 +46,7 @@ DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-$(mktemp -d /tmp/gpu_suite.XXXX)}
 mkdir -p "$OUT"
 RES=$(mktemp -d /tmp/gpu_suite_res.XXXX)   # the benches write bench/results/ of a copy: the repo's own results stay untouched
+trap 'rm -rf "$RES"' EXIT                 # everything kept is in $OUT's tarball by then
 cp -r bench "$RES/bench" && rm -rf "$RES/bench/results"
 LOG=$RES/logs && mkdir -p "$LOG"
 SUMMARY=$OUT/summary.txt
