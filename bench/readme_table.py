@@ -74,7 +74,7 @@ def sweep_rows(results: list[dict]) -> str:
             lat, clat = e["latency_ms_capture_to_publish"] or {}, c["latency_ms_capture_to_publish"] or {}
             live = row.get("realtime", False)
             dec = row.get("decode_only", {})
-            verdict = ("live (no drop, p99 ≤ 100 ms)" if e.get("live") else "not live") if live else \
+            verdict = (f"live (no drop, p99 ≤ {row.get('p99_ms', 100):g} ms)" if e.get("live") else "not live") if live else \
                 f"e2e / no model {row['ratio_to_ceiling']}" + (f", / decode only {row['ratio_to_decode_only']}" if dec else "")
             rows.append(f"| {r['date']} | {mach} | {r.get('profile', 'default')} | {row['streams']} | "
                         f"{'at the clip rate' if live else 'as fast as they go'} | {e['fps_total']} | {e.get('dropped', '-')} | "
