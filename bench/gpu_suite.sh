@@ -31,12 +31,20 @@ if [[ "${1:-}" == "prep" ]]; then
 import shutil
 from pathlib import Path
 from auflow.engine.assets import ASSETS, asset_path
-for name in ("demo_video", "retinaface_mnet025"):
+for name in ("demo_video", "retinaface_mnet025", "fer_hdf5"):  # fer: the gpu profile's expression model
     a = ASSETS[name]
     dst = Path(".gpu_assets") / a.module / a.relpath
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(asset_path(name), dst)
     (Path(".gpu_assets") / a.module / "__init__.py").touch()
+# insightface has no wheel (an sdist that compiles): the Aligner's reference norm_crop is its
+# utils/face_align.py, which needs only cv2, numpy and skimage (all on the device image); carried alone
+import insightface.utils.face_align as fa
+dst = Path(".gpu_assets") / "insightface" / "utils"
+dst.mkdir(parents=True, exist_ok=True)
+shutil.copyfile(fa.__file__, dst / "face_align.py")
+for d in (dst, dst.parent):
+    (d / "__init__.py").touch()
 EOF
   du -cb .whl .gpu_assets | tail -1 | awk '{printf "carry: %.1f MiB (+ the working tree; 64 MiB in all)\n", $1/1048576}'
   exit 0
@@ -135,7 +143,8 @@ fi
 if ((TINY)); then
   step sources_cpu 60 "$PY" "$RES/bench/sources_bench.py" --sizes 480p --streams 1 --frames 24 --repeat 1 --hwaccel cpu
 else
-  step sources_nvdec 50 "$PY" "$RES/bench/sources_bench.py" --sizes 1080p --streams 1 8 32 64 --frames 120 --repeat 1 --hwaccel cuda
+  # a spawned process per stream, each importing torch and opening its own CUDA context: 64 of them ran past 50 s
+  step sources_nvdec 50 "$PY" "$RES/bench/sources_bench.py" --sizes 1080p --streams 1 8 --frames 120 --repeat 1 --hwaccel cuda
 fi
 
 # (5) parity JSON + the batched face stage on 1080p frames, 1..64 streams per batch, and the NVDEC -> torch probe

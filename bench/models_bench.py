@@ -67,6 +67,9 @@ def main() -> None:
             results.append({"model": name, "error": f"{type(e).__name__}: {e}"})
             continue
         card = model.card
+        if getattr(model, "num_frames", None):  # a clip model (arpgnet): per-face batches do not apply
+            results.append({"model": name, "skipped": "takes clips of frames; bench/temporal_bench.py measures it"})
+            continue
         x = torch.randn(args.batch, card.input_channels, card.input_size, card.input_size, device=args.device)
         for spec in args.backends.split(","):
             backend, _, flag = spec.partition("+")

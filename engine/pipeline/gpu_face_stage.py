@@ -156,6 +156,8 @@ class GpuFaceStage:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cfg = cfg
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # tensors on it say cuda:N, never bare cuda
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.detector = build(DETECTORS, "retinaface", {**cfg.detector.options, "device": device}, "face.detector")
         align = Aligner.Config(**cfg.align.options)  # validated like the CPU stage's aligner
         self.size, self.scale = align.size, align.scale

@@ -111,6 +111,19 @@ def test_two_streams_batched_on_cuda_equal_the_cpu_face_stage(demo_frames, monke
     _two_streams_match(demo_frames, "cuda")
 
 
+@pytest.mark.gpu
+def test_a_bare_cuda_device_takes_frames_on_the_current_cuda_device(demo_frames):
+    """``device="cuda"`` (the gpu profile's face.device) takes tensors made on ``cuda:0``.
+
+    The first GPU run (2026-12-04, H200) refused every frame: torch.device("cuda") != device("cuda:0").
+    """
+    stage = GpuFaceStage(_cfg(), device="cuda")
+    img = torch.from_numpy(demo_frames[0]).permute(2, 0, 1).contiguous().to(torch.device("cuda", 0))
+    out = stage.process([(_meta("a", 0, demo_frames[0]), img)])
+    assert len(out) == 1 and len(out[0].faces) == 1
+    stage.stop()
+
+
 def test_large_frames_are_downscaled_like_the_cpu_detector(demo_frames):
     """1280×720 frames (over max_side): the device area downscale gives cv2's pixels and the same faces and crops."""
     big = [cv2.resize(f, (1280, 720), interpolation=cv2.INTER_LINEAR) for f in demo_frames[:3]]
