@@ -10,7 +10,8 @@ On the demo clip's first ``--frames`` frames:
   insightface is installed, else the numpy transform + cv2.warpAffine): max and mean |Δ| gray levels
   at 112 and 224;
 - ``stage``: :class:`GpuFaceStage` on ``--device`` for 1080p frames (the demo frames upscaled), one
-  frame from each of N streams per batch: median batch time, frames/s, faces/s, for each N;
+  frame from each of N streams per batch: median batch time, frames/s, faces/s and the detect /
+  track / align split, for each N; on CUDA with the detector eager and from CUDA graphs;
 - ``nvdec_dlpack``: NVDEC decoding into device memory (``is_hw_owned``), planes to torch by DLPack,
   NV12 → BGR on the device (:func:`nvdec_probe`).
 
@@ -100,10 +101,10 @@ def stage_throughput(frames: list[np.ndarray], device: str, streams: list[int], 
                                       "align": {"name": "norm_crop", "size": 112}, "tracker": {"name": "bytetrack"}})
     on_dev = [torch.from_numpy(f).permute(2, 0, 1).to(device) for f in big]
     rows = []
-    for n in streams:
-        stage = GpuFaceStage(cfg, device=device)
+    for n, graphs in [(n, g) for g in ((False, True) if device.startswith("cuda") else (False,)) for n in streams]:
+        stage = GpuFaceStage(cfg.model_copy(update={"cuda_graphs": graphs, "batch": max(streams)}), device=device)
         stage.start()
-        times, faces = [], 0
+        times, faces, parts = [], 0, {"detect": [], "track": [], "align": []}
         for it in range(iters + 2):  # 2 warm-up batches
             batch = [(FrameMeta(f"cam{s}", "s", it, it, (1, 25), 0, 1920, 1080), on_dev[(it + s) % len(on_dev)])
                      for s in range(n)]
@@ -114,24 +115,28 @@ def stage_throughput(frames: list[np.ndarray], device: str, streams: list[int], 
             if it >= 2:
                 times.append(time.perf_counter() - t0)
                 faces += sum(len(o.faces) for o in out)
+                for k in parts:
+                    parts[k].append(out[0].latency_ms[k])
         stage.stop()
         med = statistics.median(times)
-        rows.append({"streams": n, "batch_ms_p50": round(med * 1e3, 2), "frames_per_s": round(n / med, 1),
-                     "faces_per_s": round(faces / sum(times), 1), "iters": iters})
+        rows.append({"streams": n, "cuda_graphs": graphs, "batch_ms_p50": round(med * 1e3, 2),
+                     "frames_per_s": round(n / med, 1), "faces_per_s": round(faces / sum(times), 1), "iters": iters,
+                     "ms_p50": {k: round(statistics.median(v), 2) for k, v in parts.items()}})
         print(rows[-1], flush=True)
     return rows
 
 
 def nvdec_probe(device: str, frames: int) -> dict:
-    """NVDEC into device memory, handed to torch by DLPack, converted to BGR on the device.
+    """NVDEC into device memory, handed to torch by DLPack, converted to BGR on the device: the path
+    ``source.device_frames`` runs (engine/sources/hwaccel.py, device_frames.py), through FileSource.
 
-    What the decoded frame and its planes expose, the BGR pixels against the CPU decoder's
-    ``bgr24`` (first 8 frames), and decode(+convert) frames/s of a 1080p H.264 clip with nothing
-    copied to the host. Off CUDA (the dry run) the CPU decoder's frames reformatted to NV12 stand
-    in, so the code path runs. Errors are recorded, not raised.
+    What the open chose, the BGR pixels against the CPU decoder's ``bgr24`` (first 8 frames), and
+    decode(+convert) frames/s of a 1080p H.264 clip with nothing copied to the host. Off CUDA (the dry
+    run) the CPU decoder's frames reformatted to NV12 stand in, so the conversion runs. Errors are
+    recorded, not raised.
     """
-    from auflow.engine.pipeline.gpu_face_stage import nv12_to_bgr
-    from av.codec.hwaccel import HWAccel
+    from auflow.engine.sources import FileSource
+    from auflow.engine.sources.device_frames import frame_to_bgr_tensor
     from sources_bench import make_clip
 
     path = make_clip("1080p", frames)
@@ -140,28 +145,38 @@ def nvdec_probe(device: str, frames: int) -> dict:
     out: dict = {"clip": path.name, "frames": frames}
     cuda = device.startswith("cuda")
     try:
-        hw = HWAccel(device_type="cuda", allow_software_fallback=False, is_hw_owned=True) if cuda else None
         diffs, n = [], 0
-        with av.open(str(path), hwaccel=hw) as c:
-            sync(device)
-            t0 = time.perf_counter()
-            for f in c.decode(video=0):
-                if not cuda:
-                    f = f.reformat(format="nv12")
-                if n == 0:
-                    out["frame_format"] = f.format.name
-                    out["planes"] = [{"w": p.width, "h": p.height, "line_size": p.line_size,
-                                      "dlpack_device": list(p.__dlpack_device__())} for p in f.planes]
-                y, uv = (torch.from_dlpack(p) for p in f.planes[:2])
-                if n == 0:
-                    out["tensors"] = [{"shape": list(t.shape), "dtype": str(t.dtype), "device": str(t.device)} for t in (y, uv)]
-                matrix = "bt709" if getattr(f, "colorspace", None) == 1 else "bt601"
-                bgr = nv12_to_bgr(y.to(device), uv.to(device), matrix)
-                if n < len(ref):
-                    diffs.append(np.abs(bgr.permute(1, 2, 0).cpu().numpy().astype(np.int16) - ref[n]))
-                n += 1
-            sync(device)
-            dt = time.perf_counter() - t0
+        if cuda:
+            src = FileSource(str(path), hwaccel_mode="cuda", frames_device=device)
+            src.open()
+            out["decoder"] = src.decoder
+            frames_iter = (p.image for p in src.frames())
+        else:
+            src = None
+
+            def cpu_frames():
+                from types import SimpleNamespace
+
+                with av.open(str(path)) as c:
+                    for f in c.decode(video=0):
+                        nv = f.reformat(format="nv12")
+                        yield frame_to_bgr_tensor(SimpleNamespace(format=nv.format, planes=nv.planes,
+                                                                  colorspace=f.colorspace, color_range=f.color_range))
+            frames_iter = cpu_frames()
+        sync(device)
+        t0 = time.perf_counter()
+        for bgr in frames_iter:
+            if n == 0:
+                out["tensor"] = {"type": type(bgr).__name__, "shape": list(getattr(bgr, "shape", ())),
+                                 "device": str(getattr(bgr, "device", "host"))}
+            if n < len(ref):
+                img = bgr.permute(1, 2, 0).cpu().numpy() if isinstance(bgr, torch.Tensor) else bgr
+                diffs.append(np.abs(img.astype(np.int16) - ref[n]))
+            n += 1
+        sync(device)
+        dt = time.perf_counter() - t0
+        if src is not None:
+            src.close()
         d = np.stack(diffs)
         out.update(decoded=n, fps_decode_to_bgr_tensor=round(n / dt, 1),
                    bgr_vs_cpu_bgr24={"mean_abs": round(float(d.mean()), 3), "max_abs": int(d.max())})

@@ -120,21 +120,28 @@ step() {
 # (1) the gpu-marked tests (skipped on a CPU machine): warp vs norm_crop, RetinaFace CPU vs GPU, GpuFaceStage
 # (the device's numpy/torch/scipy are other versions than CI's: their deprecation notices stay warnings there)
 step tests_gpu $((TINY ? 120 : 60)) "$PY" -m pytest -q -m gpu -p no:cacheprovider -W ignore::DeprecationWarning -W ignore::FutureWarning \
-  tests/plugins/test_align_torch.py tests/plugins/test_retinaface.py tests/engine/pipeline/test_gpu_face_stage.py
+  tests/plugins/test_align_torch.py tests/plugins/test_retinaface.py tests/engine/pipeline/test_gpu_face_stage.py \
+  tests/engine/test_cuda_graphs.py tests/engine/sources/test_device_frames.py
+
+# (1b) parity JSON + the batched face stage on 1080p frames, 1..64 streams per batch, eager and from CUDA graphs,
+# and the NVDEC -> torch probe: quick, and it says at once whether the detector graphs and device frames work
+if ((TINY)); then P=(--frames 4 --streams 1,2 --iters 1 --nvdec-frames 24); else P=(--frames 32 --streams 1,8,32,64 --iters 5); fi
+step parity 60 "$PY" bench/gpu_parity.py --device "$DEVICE" "${P[@]}" --out "$RES/gpu_parity.json"
 
 # (2) me_graphau with ResNet-50 fp16 at batch 64 next to a plain ResNet-50 (baseline_au), inference only
-if ((TINY)); then T=(--batch 2 --iters 1 --backbones resnet50:112 --threads 1); else T=(--batch 64 --iters 20 --backbones resnet50:224 --precision fp16); fi
+if ((TINY)); then T=(--batch 2 --iters 1 --backbones resnet50:112 --threads 1 --infer-backends eager+cl)
+else T=(--batch 64 --iters 20 --backbones resnet50:224 --precision fp16 --infer-backends eager+cl,graphs,graphs+cl); fi
 step train_bench 75 "$PY" "$RES/bench/train_bench.py" --models baseline_au,me_graphau --device "$DEVICE" --skip-train "${T[@]}"
 
 # (3) the all-GPU placement end to end (configs/gpu.yaml: face.device cuda, NVDEC where available): the demo clip
-# upscaled to 1080p (its first 240 frames, 10 s), N copies at once as fast as they go, each N also only decoded
+# upscaled to 1080p (its first 120 frames, 5 s), N copies at once as fast as they go, each N also only decoded
 # (the NVDEC ceiling of the same streams) and with no model; then 64 copies played live at the clip's rate
 if ((TINY)); then
   C=(--size 320x180 --frames 24 --set face.device=cpu --set analyzer.device=cpu --set source.hwaccel=cpu "--set=analyzer.models=[{name: fer}]")
   step pipeline_gpu 240 "$PY" "$RES/bench/pipeline_bench.py" --profile gpu --no-reference "${C[@]}" --streams 1,2
   step pipeline_live 120 "$PY" "$RES/bench/pipeline_bench.py" --profile gpu --no-reference "${C[@]}" --sweep-only --live-streams 2
 else
-  C=(--size 1920x1080 --frames 240)
+  C=(--size 1920x1080 --frames 120)  # 5 s of video a stream: 64 x 120 = 7,680 frames a pass, 3 passes an N
   step pipeline_gpu 200 "$PY" "$RES/bench/pipeline_bench.py" --profile gpu --no-reference "${C[@]}" --streams 1,8,32,64
   step pipeline_live 90 "$PY" "$RES/bench/pipeline_bench.py" --profile gpu --no-reference "${C[@]}" --sweep-only --live-streams 64
 fi
@@ -147,12 +154,8 @@ else
   step sources_nvdec 50 "$PY" "$RES/bench/sources_bench.py" --sizes 1080p --streams 1 8 --frames 120 --repeat 1 --hwaccel cuda
 fi
 
-# (5) parity JSON + the batched face stage on 1080p frames, 1..64 streams per batch, and the NVDEC -> torch probe
-if ((TINY)); then P=(--frames 4 --streams 1,2 --iters 1 --nvdec-frames 24); else P=(--frames 32 --streams 1,8,32,64 --iters 5); fi
-step parity 60 "$PY" bench/gpu_parity.py --device "$DEVICE" "${P[@]}" --out "$RES/gpu_parity.json"
-
-# (6) every registered model's faces/s, fp16 batch 64, eager and channels-last; (7) the temporal stage at 64 tracks
-if ((TINY)); then M=(--batch 2 --iters 1 --models fer --backends eager); else M=(--batch 64 --iters 20 --precision fp16 --backends eager,eager+cl); fi
+# (5) every registered model's faces/s, fp16 batch 64: eager, graphs, each channels-last too; (6) the temporal stage at 64 tracks
+if ((TINY)); then M=(--batch 2 --iters 1 --models fer --backends eager); else M=(--batch 64 --iters 20 --precision fp16 --backends eager,eager+cl,graphs,graphs+cl); fi
 step models_bench 45 "$PY" "$RES/bench/models_bench.py" --device "$DEVICE" "${M[@]}"
 if ((TINY)); then W=(--t 8 --tracks 2 --frames 16 --iters 1 --batch 2 --threads 1); else W=(--t 8,16,32 --tracks 64 --frames 96 --iters 20 --batch 64); fi
 step temporal 30 "$PY" "$RES/bench/temporal_bench.py" --device "$DEVICE" "${W[@]}"

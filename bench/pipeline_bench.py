@@ -50,11 +50,13 @@ from auflow.engine.assets import asset_path  # noqa: E402
 from auflow.engine.config import default_config_path, load_config  # noqa: E402
 from auflow.engine.pipeline.face_stage import FaceStage  # noqa: E402
 from auflow.engine.sources import FileSource  # noqa: E402
+from auflow.engine.sources.worker import frames_device  # noqa: E402
 
 
-def decode_only(video: str, hwaccel: str = "cpu") -> dict:
-    """One stream decoded to BGR frames by auflow's file source (``hwaccel``: the config's decoder)."""
-    src = FileSource(video, hwaccel_mode=hwaccel)
+def decode_only(video: str, hwaccel: str = "cpu", frames_device: str | None = None) -> dict:
+    """One stream decoded to BGR frames by auflow's file source (``hwaccel``: the config's decoder;
+    ``frames_device``: NVDEC frames kept there, as the gpu profile's thread workers keep them)."""
+    src = FileSource(video, hwaccel_mode=hwaccel, frames_device=frames_device)
     src.open()
     t0 = time.perf_counter()
     n = sum(1 for _ in src.frames())
@@ -63,7 +65,7 @@ def decode_only(video: str, hwaccel: str = "cpu") -> dict:
     return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 1), "decoder": src.decoder}
 
 
-def decode_only_streams(video: str, n: int, hwaccel: str, workers: str) -> dict:
+def decode_only_streams(video: str, n: int, hwaccel: str, workers: str, frames_device: str | None = None) -> dict:
     """The decode-only ceiling of N copies of ``video`` at once, placed as the pipeline places its decoders:
     a thread each (``source.workers: thread``, the GPU profile) or a spawned process each (sources_bench)."""
     if workers != "thread":
@@ -76,7 +78,7 @@ def decode_only_streams(video: str, n: int, hwaccel: str, workers: str) -> dict:
     start = threading.Barrier(n + 1)
 
     def one(_):
-        src = FileSource(video, hwaccel_mode=hwaccel)
+        src = FileSource(video, hwaccel_mode=hwaccel, frames_device=frames_device)
         src.open()
         start.wait()
         count = sum(1 for _ in src.frames())
@@ -96,9 +98,10 @@ def decode_only_streams(video: str, n: int, hwaccel: str, workers: str) -> dict:
 def decode_detect(video: str, cfg) -> tuple[dict, list]:
     """Decode + the face stage: the per-frame FaceStage, or with ``face.device`` set the shared batched
     stage (GpuFaceStage) on batches of ``face.batch`` frames, as the pipeline runs it."""
-    src = FileSource(video)
-    src.open()
     shared = cfg.face.device is not None
+    # decoded as the pipeline decodes for this config: its decoder, frames kept on the GPU where it keeps them
+    src = FileSource(video, hwaccel_mode=cfg.source.hwaccel, frames_device=frames_device(cfg.source, cfg.face))
+    src.open()
     if shared:
         import torch
 
@@ -107,7 +110,8 @@ def decode_detect(video: str, cfg) -> tuple[dict, list]:
         stage = GpuFaceStage(cfg.face, device=cfg.face.device)
 
         def run(pkts):
-            frames = [(p.meta, torch.from_numpy(p.image).to(stage.device).permute(2, 0, 1)) for p in pkts]
+            frames = [(p.meta, p.image if isinstance(p.image, torch.Tensor)
+                       else torch.from_numpy(p.image).to(stage.device).permute(2, 0, 1)) for p in pkts]
             return [o.to_face_crops() for o in stage.process(frames)]
     else:
         stage = FaceStage(cfg.face)
@@ -269,7 +273,8 @@ def streams_sweep(video: str, cfg_path, overrides: list[str], counts: list[int],
                         row[label]["latency_ms_capture_to_publish"]["p99"] <= p99_ms
             row["ratio_to_ceiling"] = round(row["end_to_end"]["fps_total"] / row["ceiling_no_models"]["fps_total"], 3)
             if not realtime:
-                row["decode_only"] = decode_only_streams(video, n, cfg.source.hwaccel, cfg.source.workers)
+                row["decode_only"] = decode_only_streams(video, n, cfg.source.hwaccel, cfg.source.workers,
+                                                         frames_device(cfg.source, cfg.face))
                 row["ratio_to_decode_only"] = round(row["end_to_end"]["fps_total"] / row["decode_only"]["fps_total"], 3)
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -323,7 +328,7 @@ def main() -> None:
     rows = []
     dominant: dict = {}
     if not args.sweep_only:
-        dec = decode_only(video, cfg.source.hwaccel)
+        dec = decode_only(video, cfg.source.hwaccel, frames_device(cfg.source, cfg.face))
         det, crops = decode_detect(video, cfg)
         mod = model_only(cfg, crops)
         e2e = end_to_end(video, cfg, dominant)

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from auflow.engine.analyzer.backends import load_backend
 from auflow.models import create_model
 from auflow.models.data.synthetic_au import SYNTHETIC_AUS, SyntheticAU
 from auflow.models.train.recipes import build_recipe
@@ -83,6 +84,17 @@ def bench_one(name: str, backbone: str, size: int, args) -> dict:
 
     p = percentiles(timed(infer, args.iters, args.device))
     row.update(infer_batch_ms=p["p50"], infer_faces_per_s=round(args.batch * 1e3 / p["p50"], 1))
+    # the same model through the analyzer's backends (engine/analyzer/backends): eager+cl = channels-last,
+    # graphs = replayed from CUDA graphs; faces/s includes the copy of the outputs to the host, as in a run
+    for spec in filter(None, args.infer_backends.split(",")):
+        backend, _, flag = spec.partition("+")
+        try:
+            runner = load_backend(backend, model, model.card, args.device, args.precision, channels_last=flag == "cl",
+                                  batch=args.batch)
+            p = percentiles(timed(lambda: runner(x), args.iters, args.device))
+            row.setdefault("backends", {})[spec] = {"batch_ms": p["p50"], "faces_per_s": round(args.batch * 1e3 / p["p50"], 1)}
+        except Exception as e:  # noqa: BLE001 - reported, the other backends still run
+            row.setdefault("backends", {})[spec] = {"error": f"{type(e).__name__}: {e}"}
     return row
 
 
@@ -95,6 +107,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     ap.add_argument("--skip-train", action="store_true", help="inference only")
+    ap.add_argument("--infer-backends", default="", help="also time inference through these analyzer backends, e.g. "
+                                                         "eager+cl,graphs,graphs+cl (+cl = channels-last)")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     args = ap.parse_args()
     if args.threads:
@@ -120,6 +134,16 @@ def main() -> None:
                     and b.get("backbone") == r.get("backbone") and "infer_faces_per_s" in b), None)
         if ref and "infer_faces_per_s" in r:
             r["infer_vs_plain_backbone"] = round(r["infer_faces_per_s"] / ref["infer_faces_per_s"], 3)
+            for spec, b in r.get("backends", {}).items():
+                plain = ref.get("backends", {}).get(spec, {})
+                if "faces_per_s" in b and "faces_per_s" in plain:
+                    b["vs_plain_backbone"] = round(b["faces_per_s"] / plain["faces_per_s"], 3)
+    for r in rows:  # the best backend's figure beside the eager one, for the table
+        ok = {k: b["faces_per_s"] for k, b in r.get("backends", {}).items() if "faces_per_s" in b}
+        if ok:
+            best = max(ok, key=ok.get)
+            r["best_backend"] = f"{best}: {ok[best]}" + (f" ({r['backends'][best]['vs_plain_backbone']}x plain)"
+                                                         if "vs_plain_backbone" in r["backends"][best] else "")
     payload = {"bench": "train", "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device,
                "batch": args.batch, "precision": args.precision, "threads": torch.get_num_threads(), "iters": args.iters,
                # other work on the machine skews every figure: the 1-min load average at the start and the end
@@ -127,7 +151,7 @@ def main() -> None:
     path = save("train", payload)
     print()
     print(markdown_table(rows, ["model", "backbone", "input", "params_m", "train_steps_per_s", "train_images_per_s",
-                                "infer_faces_per_s", "infer_vs_plain_backbone", "error"]))
+                                "infer_faces_per_s", "infer_vs_plain_backbone", "best_backend", "error"]))
     print(f"saved {path}")
 
 

@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError, RegistryError
 from .plugin import format_validation_error
 
+#: how a registry model runs: engine/analyzer/backends (BACKENDS), named here so configs validate them
+Backend = Literal["eager", "graphs", "compile", "onnx", "tensorrt"]
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -78,6 +81,9 @@ class SourceSection(Section):
         "goes, every frame"))
     workers: Literal["process", "thread"] = Field("process", description="each stream decodes and finds faces in its "
                                                                          "own spawned process, or thread")
+    device_frames: bool = Field(True, description=(
+        "face.device on CUDA with thread workers: NVDEC's frames stay in GPU memory and become BGR tensors there "
+        "(DLPack, no host copy; engine/sources/hwaccel.py); false, or any other placement: downloaded to the host"))
     parallel: int = Field(1, ge=1, description="files of a batch (a folder, a glob, several files) processed at once")
     resume: bool = Field(True, description="batches: skip files the run directory's manifest.json marks done")
     webcam_size: str | None = Field(None, description="webcams: capture size such as 1280x720 (default: the device's)")
@@ -97,6 +103,9 @@ class FaceSection(Section):
         "only decode (use source.workers: thread, so frames are not copied between processes)"))
     batch: int = Field(16, ge=1, description="face.device set: most frames per detection batch (across streams)")
     max_wait_ms: float = Field(5.0, ge=0, description="face.device set: longest a frame waits for its batch to fill")
+    cuda_graphs: bool = Field(True, description=(
+        "face.device on CUDA: the detector's network replayed from CUDA graphs, one per batch size bucket and input "
+        "size (the first GPU run found it bound by Python's per-kernel launch cost); false = eager calls"))
 
 
 class ModelSpec(Section):
@@ -106,7 +115,9 @@ class ModelSpec(Section):
     output: str | None = Field(None, description="output key (default: the model's task, 'au' or 'expr')")
     checkpoint: str | None = Field(None, description="weights + card written by auflow; none = the model's own default")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory/analyzer")
-    backend: Literal["eager", "compile", "onnx", "tensorrt"] = Field("eager", description="how the model runs (registry models only)")
+    backend: Backend = Field("eager", description=(
+        "how the model runs (registry models only): eager | graphs (eager kernels replayed from CUDA graphs, one per "
+        "batch size bucket: no per-kernel launch cost; CUDA only) | compile (torch.compile) | onnx | tensorrt"))
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp16/bf16 need a CUDA device")
     channels_last: bool = False
     tta: Literal["none", "flip", "flip_shift2", "flip_shift"] = Field(

@@ -69,14 +69,21 @@ class FrameMeta:
 
 @dataclass
 class FramePacket:
-    """A decoded frame: BGR uint8 (H, W, 3) plus its identity and timing."""
+    """A decoded frame: BGR uint8 (H, W, 3) plus its identity and timing; or, decoded into GPU memory
+    (``source.device_frames``), a (3, H, W) uint8 BGR torch tensor on that device."""
 
     meta: FrameMeta
-    image: np.ndarray
+    image: np.ndarray  # or torch.Tensor (3, H, W): torch is not imported here
     latency_ms: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check("FramePacket.image", self.image, (self.meta.height, self.meta.width, 3), "u")
+        img = self.image
+        if type(img).__module__ == "torch":  # a frame left on the GPU (source.device_frames): (3, H, W) uint8
+            if tuple(img.shape) != (3, self.meta.height, self.meta.width) or str(img.dtype) != "torch.uint8":
+                raise ValueError(f"FramePacket.image on a device must be a (3, {self.meta.height}, {self.meta.width}) "
+                                 f"uint8 tensor, got {img.dtype} {tuple(img.shape)}")
+            return
+        _check("FramePacket.image", img, (self.meta.height, self.meta.width, 3), "u")
 
 
 @dataclass

@@ -21,12 +21,11 @@ stream into dynamic batches (``face.batch`` frames, ``face.max_wait_ms``), uploa
 :meth:`GpuFaceStage.process` once per batch and hands the GpuFaceCrops to the analyzer: the crops
 stay on the device when every model takes tensors (the registry models do: ``torch_model``'s
 device preprocessing; a teacher such as mediapipe_au does not, and then they go to the host). Frames of one stream arrive in
-order (one collector per stream), as the tracker needs. Not yet: NVDEC frames stay on the device —
-``engine/sources/hwaccel.py`` downloads them (``is_hw_owned`` False); with ``HWAccel(...,
-is_hw_owned=True)`` PyAV ≥ 18's planes expose ``__dlpack__``, so ``torch.from_dlpack(plane)`` +
-:func:`nv12_to_bgr` would make the frame tensor without a copy to the host (probed by
-``bench/gpu_parity.py``, not yet run on a GPU; the pipeline passes a frame that is already a
-tensor through as it is).
+order (one collector per stream), as the tracker needs. With thread workers and NVDEC the frames
+can arrive already on the device (``source.device_frames``: engine/sources/device_frames.py, no
+host copy); the pipeline passes a frame that is already a tensor through as it is and uploads the
+others. The detector's network is replayed from CUDA graphs (``face.cuda_graphs``,
+engine/cuda_graphs.py).
 
 Parity, tested on the CPU (tests/engine/pipeline/test_gpu_face_stage.py): with the same retinaface
 options, the same faces, tracks and (within 1 gray level) crops as FaceStage on the demo clip.
@@ -52,9 +51,11 @@ from ...plugins.detectors.retinaface import (
     prior_boxes,
 )
 from ..config import FaceSection
+from ..cuda_graphs import GraphedForward
 from ..errors import ConfigError
 from ..plugin import build
 from ..registry import DETECTORS, TRACKERS
+from ..sources.device_frames import nv12_to_bgr  # noqa: F401 - the GPU path's colour conversion, exported here too
 from ..types import FaceCrops, Faces, FrameMeta
 
 
@@ -72,32 +73,6 @@ class GpuFaceCrops:
         return FaceCrops(self.meta, self.faces, self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy(), self.latency_ms)
 
 
-#: (Kr, Kb) of the YCbCr matrices: BT.601 (FFmpeg's default for SD/unspecified) and BT.709 (HD)
-YCBCR = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
-
-
-def nv12_to_bgr(y: torch.Tensor, uv: torch.Tensor, matrix: str = "bt601", full_range: bool = False) -> torch.Tensor:
-    """NV12 planes on any device (what NVDEC decodes to) → a (3, H, W) uint8 BGR frame on that device.
-
-    y (H, W) uint8, uv (H/2, W/2, 2) uint8 interleaved Cb, Cr — the two planes of a PyAV frame,
-    e.g. ``torch.from_dlpack(frame.planes[i])``. Chroma is repeated 2×2 (nearest). Not bit-exact
-    with FFmpeg's swscale ``bgr24``: on the demo clip (BT.601, limited range) the mean |Δ| is
-    1.2–1.3 gray levels and the max 3 (swscale's fixed point is ~1 level darker).
-    """
-    kr, kb = YCBCR[matrix]
-    kg = 1.0 - kr - kb
-    h, w = y.shape
-    cb = uv[..., 0].float().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w] - 128.0
-    cr = uv[..., 1].float().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w] - 128.0
-    yy = y.float()
-    if not full_range:
-        yy, cb, cr = (yy - 16.0) * (255 / 219), cb * (255 / 224), cr * (255 / 224)
-    r = yy + 2 * (1 - kr) * cr
-    b = yy + 2 * (1 - kb) * cb
-    g = yy - (2 * kb * (1 - kb) / kg) * cb - (2 * kr * (1 - kr) / kg) * cr
-    return torch.stack([b, g, r]).round_().clamp_(0, 255).to(torch.uint8)
-
-
 def fit_max_side_torch(x: torch.Tensor, max_side: int) -> tuple[torch.Tensor, float, float]:
     """``yunet.fit_max_side`` on a (B, C, H, W) uint8 batch on its device: INTER_AREA weights, rounded to uint8."""
     h, w = x.shape[-2:]
@@ -111,18 +86,19 @@ def fit_max_side_torch(x: torch.Tensor, max_side: int) -> tuple[torch.Tensor, fl
     return small, nw / w, nh / h
 
 
-def detect_tensors(det: Any, x: torch.Tensor, scale_xy: torch.Tensor) -> list[Faces]:
+def detect_tensors(det: Any, x: torch.Tensor, scale_xy: torch.Tensor, net: Any = None) -> list[Faces]:
     """RetinaFace on a (B, 3, h, w) uint8 BGR batch already on the detector's device.
 
     The same computation as ``RetinaFaceDetector._detect_same_size`` (which takes host arrays),
-    from the upload on: ``scale_xy`` (B, 2) = network px / frame px. Returns host Faces.
+    from the upload on: ``scale_xy`` (B, 2) = network px / frame px. Returns host Faces. ``net``
+    replaces the detector's network call (a :class:`~auflow.engine.cuda_graphs.GraphedForward` of it).
     """
     cfg = det.config
     b, _, h, w = x.shape
     dev = x.device
     with torch.inference_mode():
         x = x.float() - torch.tensor(BGR_MEAN, device=dev)[:, None, None]
-        loc, scores, landm = det._model(x.contiguous())
+        loc, scores, landm = (net or det._model)(x.contiguous())
         priors = det._priors.get((h, w))
         if priors is None:
             priors = det._priors[(h, w)] = prior_boxes(h, w, dev)
@@ -162,6 +138,7 @@ class GpuFaceStage:
         align = Aligner.Config(**cfg.align.options)  # validated like the CPU stage's aligner
         self.size, self.scale = align.size, align.scale
         self._trackers: dict[str, tuple[str, Any]] = {}  # cam → (sid, tracker)
+        self._net: GraphedForward | None = None  # the detector's forward from CUDA graphs (face.cuda_graphs)
 
     def start(self) -> None:
         """Load the detector and pay, here, what the first frame would otherwise wait for (a live stream's
@@ -174,6 +151,10 @@ class GpuFaceStage:
         x = torch.zeros((1, 3, 64, 64), dtype=torch.uint8, device=self.device)
         small, sx, sy = fit_max_side_torch(x, self.detector.config.max_side)
         detect_tensors(self.detector, small, torch.tensor([[sx, sy]], dtype=torch.float32))
+        if self.cfg.cuda_graphs and self.device.type == "cuda":
+            # recorded per (batch bucket, network input size) when a batch first needs it: the input size
+            # follows the streams' resolution, which only the frames tell
+            self._net = GraphedForward(self.detector._model, self.device, self.cfg.batch, name="retinaface")
         self._sync()
 
     def _tracker(self, meta: FrameMeta):
@@ -218,7 +199,7 @@ class GpuFaceStage:
             x = stacked[hw] = torch.stack([frames[i][1] for i in idx])
             small, sx, sy = fit_max_side_torch(x, self.detector.config.max_side)
             scale = torch.tensor([[sx, sy]], dtype=torch.float32).expand(len(idx), 2)
-            for i, faces in zip(idx, detect_tensors(self.detector, small, scale)):
+            for i, faces in zip(idx, detect_tensors(self.detector, small, scale, self._net)):
                 if len(faces) > self.cfg.max_faces:
                     faces = faces[np.argsort(-faces.score)[: self.cfg.max_faces]]
                 detected[i] = faces

@@ -15,14 +15,17 @@ from .webcam import WebcamSource, is_webcam
 SUPPORTED = "video files, image folders, rtsp:// rtsps:// http:// https:// URLs, and webcams (/dev/videoN)"
 
 
-def make_source(uri: str, cfg: SourceSection | None = None, cam: str | None = None) -> Source:
-    """The source for ``uri`` configured by ``cfg`` (no I/O: nothing is opened here)."""
+def make_source(uri: str, cfg: SourceSection | None = None, cam: str | None = None,
+                frames_device: str | None = None) -> Source:
+    """The source for ``uri`` configured by ``cfg`` (no I/O: nothing is opened here). ``frames_device``: a
+    CUDA device where NVDEC's frames stay (thread workers feeding the shared GPU face stage)."""
     from pathlib import Path
 
     cfg = cfg or SourceSection()
     cam = cam or cfg.cam
     common = dict(decode_threads=cfg.decode_threads, open_timeout_s=cfg.open_timeout_s,
-                  read_timeout_s=cfg.read_timeout_s, watchdog_s=cfg.watchdog_s, hwaccel_mode=cfg.hwaccel)
+                  read_timeout_s=cfg.read_timeout_s, watchdog_s=cfg.watchdog_s, hwaccel_mode=cfg.hwaccel,
+                  frames_device=frames_device)
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme in ("rtsp", "rtsps"):
         check_url(uri)

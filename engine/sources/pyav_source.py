@@ -35,14 +35,16 @@ class PyAVSource(Source):
     """A source FFmpeg demuxes and decodes (files, RTSP, HTTP, v4l2 devices)."""
 
     def __init__(self, uri: str, cam: str | None = None, *, decode_threads: int = 0, open_timeout_s: float = 5.0,
-                 read_timeout_s: float = 5.0, watchdog_s: float | None = None, hwaccel_mode: str = "cpu") -> None:
+                 read_timeout_s: float = 5.0, watchdog_s: float | None = None, hwaccel_mode: str = "cpu",
+                 frames_device: str | None = None) -> None:
         super().__init__(uri, cam)
         self.decode_threads = decode_threads
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.watchdog_s = watchdog_s if self.live else None
         self.hwaccel_mode = hwaccel_mode
-        self.decoder = "cpu"  # what the open chose: "cpu" or "cuda"
+        self.frames_device = frames_device  # a CUDA device: NVDEC frames stay there (engine/sources/hwaccel.py)
+        self.decoder = "cpu"  # what the open chose: "cpu", "cuda" (frames downloaded) or "cuda-device" (kept there)
         self._container = None
         self._stream = None
         self._open_waited_s = 0.0
@@ -81,7 +83,7 @@ class PyAVSource(Source):
         t0 = time.monotonic()
         try:
             container, self.decoder = hwaccel.open_container(
-                self._url(), self.hwaccel_mode, format=self._format(), options=self._options(),
+                self._url(), self.hwaccel_mode, self.frames_device, format=self._format(), options=self._options(),
                 timeout=(self.open_timeout_s, read_s))
         except SourceError:
             raise
@@ -117,6 +119,9 @@ class PyAVSource(Source):
         last_frame = time.monotonic()
         end_time: float | None = None  # where the latest frame ends, in seconds
         broken = False
+        on_device = self.decoder == "cuda-device"
+        if on_device:
+            from .device_frames import frame_to_bgr_tensor
         while not broken:
             t0 = time.perf_counter()
             try:
@@ -143,7 +148,9 @@ class PyAVSource(Source):
             for vf in decoded:
                 if vf.is_corrupt:
                     self.decode_errors += 1  # concealed by FFmpeg: delivered, but counted
-                image = vf.to_ndarray(format="bgr24")
+                # NVDEC frames kept on the GPU become a BGR tensor there; a software frame (a codec NVDEC lacks) is
+                # converted on the host as usual and uploaded by the face stage
+                image = frame_to_bgr_tensor(vf) if on_device and vf.format.name == "cuda" else vf.to_ndarray(format="bgr24")
                 decode_ms = (time.perf_counter() - t0) * 1e3
                 meta = FrameMeta(self.cam, self.sid, index, vf.pts, time_base, time.time_ns(), vf.width, vf.height)
                 yield FramePacket(meta, image, {"decode": decode_ms})

@@ -132,6 +132,16 @@ def _send(out, msg: tuple) -> None:
             continue
 
 
+def frames_device(source, face) -> str | None:
+    """Where this stream's NVDEC frames stay, or None (downloaded to the host): the shared face stage's CUDA
+    device, when ``source.device_frames`` is on and the worker is a thread of the pipeline's process (a
+    spawned worker's frames must cross to it through host memory)."""
+    dev = face.device
+    if not source.device_frames or source.workers != "thread" or dev is None or not str(dev).startswith("cuda"):
+        return None
+    return str(dev)
+
+
 class StreamWorker:
     def __init__(self, spec: WorkerSpec, out, stop) -> None:
         from ..config import SourceSection
@@ -166,9 +176,9 @@ class StreamWorker:
         from ..pipeline.face_stage import FaceStage
         from . import make_source
 
-        src = make_source(self.spec.uri, self.cfg, cam=self.spec.cam)
-        self.source = src
         face = FaceSection.model_validate(self.spec.face)
+        src = make_source(self.spec.uri, self.cfg, cam=self.spec.cam, frames_device=frames_device(self.cfg, face))
+        self.source = src
         # face.device set: the pipeline's one shared face stage takes the frames; this worker only decodes
         stage = FaceStage(face) if face.device is None else None
         if stage is not None:

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from auflow.engine.config import Backend
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.plugin import Plugin, PluginConfig, build
 from auflow.engine.registry import ANALYZERS
@@ -89,7 +90,7 @@ class StudentOrTeacherAnalyzer(Plugin):
         teacher: str | None = Field(None, description="the fallback analyzer (default: the teacher named in the card, "
                                     "else mediapipe_au)")
         teacher_options: dict[str, Any] = Field(default_factory=dict)
-        backend: Literal["eager", "compile", "onnx", "tensorrt"] = "eager"
+        backend: Backend = "eager"
         precision: Literal["fp32", "fp16", "bf16"] = "fp32"
         channels_last: bool = False
         batch: int = 16

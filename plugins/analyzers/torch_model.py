@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+from auflow.engine.config import Backend
 from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import Plugin, PluginConfig
 from auflow.engine.registry import ANALYZERS
@@ -73,7 +74,7 @@ class TorchModelAnalyzer(Plugin):
         checkpoint: str | None = None
         output: str | None = None
         options: dict[str, Any] = {}
-        backend: Literal["eager", "compile", "onnx", "tensorrt"] = "eager"
+        backend: Backend = "eager"
         precision: Literal["fp32", "fp16", "bf16"] = "fp32"
         channels_last: bool = False
         batch: int = 16  # the largest batch the backend is built for (ONNX/TensorRT shapes)

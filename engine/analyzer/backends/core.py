@@ -85,6 +85,38 @@ def compiled(model, card, device: str, precision: str = "fp32", channels_last: b
     return r
 
 
+def graphs(model, card, device: str, precision: str = "fp32", channels_last: bool = False, batch: int = 16) -> Runner:
+    """Eager kernels replayed from CUDA graphs, one per batch bucket up to ``batch`` (engine/cuda_graphs.py).
+
+    The first GPU run found the models bound by Python's per-kernel launch cost, not the GPU; a graph
+    replays a whole forward pass with one call. Every bucket is recorded here, at start, so no batch of
+    the run waits for a capture. Same kernels as ``eager``: the outputs match it (gpu test).
+    """
+    import torch
+
+    from ...cuda_graphs import GraphedForward
+
+    if not device.startswith("cuda"):
+        raise ConfigError(f"backend 'graphs' replays CUDA graphs: it needs a CUDA device (the analyzer runs on {device}); "
+                          "use 'eager' on the CPU")
+    model = _prepare(model, device, precision, channels_last)
+    dtype = _dtype(precision)
+
+    def fn(x):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if dtype is torch.float32:
+            return model(x)
+        with torch.autocast(device_type="cuda", dtype=dtype, cache_enabled=False):  # no cast cached inside a graph
+            return model(x)
+
+    graphed = GraphedForward(fn, device, batch, name=card.name)
+    graphed.capture((card.input_channels, card.input_size, card.input_size))
+    r = Runner(graphed, device)
+    r.name = "graphs"
+    return r
+
+
 def export_onnx(model, card, path: str | Path, batch: int = 16, opset: int = 17) -> Path:
     """Write an ONNX file with a dynamic batch axis and the card beside it (``<file>.card.json``)."""
     import torch
@@ -176,7 +208,8 @@ def tensorrt(model, card, device: str, precision: str = "fp16", channels_last: b
     return r
 
 
-BACKENDS: dict[str, Callable[..., Runner]] = {"eager": eager, "compile": compiled, "onnx": onnx, "tensorrt": tensorrt}
+BACKENDS: dict[str, Callable[..., Runner]] = {"eager": eager, "graphs": graphs, "compile": compiled, "onnx": onnx,
+                                              "tensorrt": tensorrt}
 
 
 def load_backend(name: str, model, card, device: str = "cpu", precision: str = "fp32", channels_last: bool = False,

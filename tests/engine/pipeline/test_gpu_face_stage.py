@@ -124,6 +124,23 @@ def test_a_bare_cuda_device_takes_frames_on_the_current_cuda_device(demo_frames)
     stage.stop()
 
 
+def test_the_detector_through_graphed_buckets_gives_the_same_faces(demo_frames):
+    """face.cuda_graphs' path (the network behind GraphedForward, batches padded to buckets) on the CPU, where
+    the buckets run eagerly: the same faces as the plain call, for batches of 3 (bucket 4) and 1."""
+    from auflow.engine.cuda_graphs import GraphedForward
+
+    plain, graphed = GpuFaceStage(_cfg(), device="cpu"), GpuFaceStage(_cfg(), device="cpu")
+    graphed.start()
+    graphed._net = GraphedForward(graphed.detector._model, "cpu", 4)
+    for first, frames in ((0, demo_frames[:3]), (3, demo_frames[3:4])):
+        batch = [(_meta("a", first + i, f), torch.from_numpy(f).permute(2, 0, 1)) for i, f in enumerate(frames)]
+        for p, g in zip(plain.process(batch), graphed.process(batch)):
+            assert len(p.faces) == len(g.faces) == 1
+            np.testing.assert_allclose(g.faces.bbox, p.faces.bbox, atol=1e-3)
+            np.testing.assert_allclose(g.faces.kps, p.faces.kps, atol=1e-3)
+    assert {k[0] for k in graphed._net._entries} == {4, 1}
+
+
 def test_large_frames_are_downscaled_like_the_cpu_detector(demo_frames):
     """1280×720 frames (over max_side): the device area downscale gives cv2's pixels and the same faces and crops."""
     big = [cv2.resize(f, (1280, 720), interpolation=cv2.INTER_LINEAR) for f in demo_frames[:3]]
