@@ -22,6 +22,7 @@ h1{font-size:20px;margin:0 0 12px} #conn{font-size:13px;color:#666;margin-left:8
 .au{display:grid;grid-template-columns:44px 1fr 46px;align-items:center;font-size:11px;gap:4px;height:14px}
 .au>span{overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
 .bar{background:#e6e6e6;height:9px;border-radius:2px;overflow:hidden} .fill{background:#3b6fd1;height:100%}
+.au.unsupported{color:#999} .au.unsupported .bar{background:repeating-linear-gradient(45deg,#eee 0 3px,#fff 3px 6px)}
 .value{text-align:right;font-variant-numeric:tabular-nums}
 canvas.timeline{width:100%;height:14px;display:block;margin-top:4px;border:1px solid #eee}
 .legend{font-size:10px;color:#555;margin-top:2px} .legend span{display:inline-block;margin-right:6px}
@@ -144,7 +145,10 @@ function onResult(h) {
         t.ausEl.appendChild(row); b = {row, fill, val}; t.bars.set(au, b);
       }
       b.fill.style.width = `${Math.max(0, Math.min(1, Number(p) || 0)) * 100}%`;
-      b.val.textContent = fmt(p, 4);
+      // null: the model cannot measure this AU (models.au.unsupported), which is not the same as 0
+      b.val.textContent = p === null ? "n/a" : fmt(p, 4);
+      b.row.title = p === null ? `${au}: not measured by this model` : au;
+      b.row.classList.toggle("unsupported", p === null);
       b.row.dataset.value = p === null ? "" : String(p);
     }
     if (best) {

