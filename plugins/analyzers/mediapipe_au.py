@@ -183,6 +183,10 @@ class MediaPipeAUAnalyzer(Plugin):
         self._blendshape = _interpreter(bs, self.config.threads)
         self._blendshape.allocate_tensors()
         self._batch_in = 0
+        # tensor indices read once: get_*_details() builds its dicts on every call (~0.1 ms each, per face)
+        outs = {d["name"]: d["index"] for d in self._landmark.get_output_details()}
+        self._lm_io = (self._landmark.get_input_details()[0]["index"], outs["Identity"], outs["Identity_1"])
+        self._bs_io = (self._blendshape.get_input_details()[0]["index"], self._blendshape.get_output_details()[0]["index"])
         if device.startswith("cuda"):
             log.warning("mediapipe_au runs on the CPU (TFLite through ai-edge-litert), not on %r", device)
 
@@ -200,26 +204,25 @@ class MediaPipeAUAnalyzer(Plugin):
     def _run_landmarks(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, 256, 256, 3) float32 RGB [0, 1] → (n, 478, 3) ROI pixels, (n,) presence logits."""
         it = self._landmark
-        inp = it.get_input_details()[0]["index"]
+        inp, out_lms, out_presence = self._lm_io
         if self._batch_in != len(x):  # the batch axis is dynamic; resizing re-plans, so only on change
             it.resize_tensor_input(inp, [len(x), ROI_SIZE, ROI_SIZE, 3])
             it.allocate_tensors()
             self._batch_in = len(x)
         it.set_tensor(inp, x)
         it.invoke()
-        outs = {d["name"]: d["index"] for d in it.get_output_details()}
-        lms = it.get_tensor(outs["Identity"]).reshape(len(x), 478, 3)
-        presence = it.get_tensor(outs["Identity_1"]).reshape(len(x))
+        lms = it.get_tensor(out_lms).reshape(len(x), 478, 3)
+        presence = it.get_tensor(out_presence).reshape(len(x))
         return lms, presence
 
     def _run_blendshapes(self, points: np.ndarray) -> np.ndarray:
         """(n, 146, 2) pixels → (n, 52). The model's batch axis is fixed at 1: one call per face."""
         it = self._blendshape
-        inp = it.get_input_details()[0]["index"]
-        out = it.get_output_details()[0]["index"]
+        inp, out = self._bs_io
         res = np.empty((len(points), len(BLENDSHAPES)), np.float32)
-        for i, p in enumerate(points):
-            it.set_tensor(inp, p[None].astype(np.float32))
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        for i in range(len(points)):
+            it.set_tensor(inp, points[i:i + 1])
             it.invoke()
             res[i] = it.get_tensor(out).reshape(-1)
         return res
