@@ -135,6 +135,11 @@ class AnalyzerSection(Section):
         "run the models on each batch at the same time, one thread each (ONNX Runtime and torch release the GIL): "
         "uses cores the face stage leaves idle; false = one after the other"))
     models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="fer")])
+    au_baseline: Literal["none", "track"] = Field("none", description=(
+        "track: each tracked person's resting level per AU (the au_baseline_percentile-th percentile of the values "
+        "seen so far, from 30 values on) is subtracted from the `au` output, as OpenFace calibrates per person "
+        "(engine/au_baseline.py); off by default: measured on one unseen person only (bench/au_agreement.py)"))
+    au_baseline_percentile: float = Field(10.0, ge=0.0, le=50.0, description="au_baseline: the resting percentile")
 
 
 class PublishSection(Section):

@@ -16,6 +16,7 @@ from ..config import AnalyzerSection, ModelSpec
 from ..errors import ConfigError
 from ..plugin import Plugin, build
 from ..registry import ANALYZERS
+from ..au_baseline import CausalBaseline
 from ..types import FaceCrops, FaceResults, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Analyzer:
         self.labels: dict[str, tuple[str, ...]] = {}
         self.models: dict[str, ModelInfo] = {}
         self._pool: ThreadPoolExecutor | None = None
+        # analyzer.au_baseline: each tracked person's resting AU level subtracted (causal: values seen so far)
+        self._baseline = CausalBaseline(cfg.au_baseline_percentile) if cfg.au_baseline == "track" else None
 
     def _set_threads(self) -> None:
         """torch's intra-op thread count (``analyzer.threads``; 0 leaves torch's default): it is per thread."""
@@ -108,9 +111,22 @@ class Analyzer:
         for it, n in zip(items, counts):
             lat = dict(it.latency_ms, analyze=ms)
             outs = {k: np.ascontiguousarray(v[start:start + n], dtype=np.float32) for k, v in outputs.items()}
+            if self._baseline is not None and "au" in outs:
+                self._apply_baseline(it, outs["au"])
             results.append(FaceResults(it.meta, it.faces, outs, self.labels, self.models, lat))
             start += n
         return results
+
+    def _apply_baseline(self, item, au: np.ndarray) -> None:
+        """In place: each tracked face's AUs less its person's resting level (an untracked face, track -1, as is)."""
+        for j, track in enumerate(item.faces.track):
+            if track >= 0:
+                au[j] = self._baseline((item.meta.cam, item.meta.sid, int(track)), au[j])
+
+    def forget(self, cam: str) -> None:
+        """A stream ended: its people's baselines go (a new session of the camera starts afresh)."""
+        if self._baseline is not None:
+            self._baseline.forget((cam,))
 
     def stop(self) -> None:
         if self._pool is not None:

@@ -254,6 +254,7 @@ class Pipeline:
                     for res in self.analyzer.run(items):
                         self._put(self._results, res)
                 if isinstance(control, EndOfStream):
+                    self.analyzer.forget(control.cam)  # its people's AU baselines (a new session starts afresh)
                     self._put(self._results, control)
                 elif control is _FINISH:
                     return
