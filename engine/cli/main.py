@@ -280,7 +280,8 @@ def distill(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch: Optional[int] = typer.Option(None, "--batch"),
     lr: Optional[float] = typer.Option(None, "--lr"),
-    holdout: Optional[str] = typer.Option(None, "--holdout", help="time | video | auto (video from 5 videos)"),
+    holdout: Optional[str] = typer.Option(None, "--holdout", help="identity (whole people held out: what the default "
+                                          "config's gate asks for) | video | time | auto (video from 5 videos)"),
     options_file: Optional[Path] = typer.Option(None, "--options", help="YAML file of distill options (auflow.models.train.distill.DistillConfig)"),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,

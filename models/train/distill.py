@@ -15,6 +15,12 @@
    - ``video`` (default from 5 videos): every ``holdout_every``-th video (in path order, from
      ``holdout_offset``) is held out whole: agreement on other recordings (other people, if each
      video is a different person; auflow does not know who is who).
+   - ``identity``: whole people held out (``heldout_people``, or every ``holdout_every``-th person in
+     name order): each input (a video, an image folder) is one person unless an ``identities``
+     manifest says whose faces it holds, so several recordings of one person stay on one side. The
+     only split whose agreement the default config's gate accepts (plugins/analyzers/student.py):
+     it measures the student on faces it never saw, which is what users run auflow on. The AUs that
+     *vary* are then those that vary on the held-out people.
 
 3. **Training**: the student is the registered model (``me_graphau``, ``topo_au``, ``au_gcn``,
    ``baseline_au``) labelled with the teacher's AUs; objective: binary cross-entropy with the
@@ -127,7 +133,15 @@ class DistillConfig(BaseModel):
                              "apart); off when an AU is in neither table")
     ema: float = Field(0.99, ge=0, lt=1, description="the checkpoint holds an exponential moving average of the weights "
                        "with this decay per step (0 = the last weights)")
-    holdout: Literal["auto", "time", "video"] = Field("auto", description="auto: video from 5 videos, else time")
+    holdout: Literal["auto", "time", "video", "identity"] = Field("auto", description=(
+        "identity: whole people held out (every holdout_every-th person, or heldout_people), the only split whose "
+        "agreement the default config's gate accepts; video: whole videos; time: segments of every video; "
+        "auto: video from 5 videos, else time"))
+    identities: dict[str, str] | None = Field(None, description=(
+        "identity split: input (a video or image folder, by file/folder name or path) -> person; default: each input "
+        "is its own person"))
+    heldout_people: list[str] | None = Field(None, description="identity split: the people to hold out (default: "
+                                             "every holdout_every-th person in name order, from holdout_offset)")
     segment_s: float = Field(1.0, gt=0, description="time split: segment length")
     holdout_every: int = Field(4, ge=2, description="hold out every N-th segment / video")
     holdout_offset: int = Field(2, ge=0, description="index of the first held-out segment / video")
@@ -172,6 +186,8 @@ def split_rows(videos: list[CachedVideo], cfg: DistillConfig) -> tuple[list[np.n
     """Per video, the row indices to train on and to hold out; and the split's description."""
     mode = cfg.holdout if cfg.holdout != "auto" else ("video" if len(videos) >= 5 else "time")
     train, test = [], []
+    if mode == "identity":
+        return _split_identity(videos, cfg)
     if mode == "video":
         if len(videos) < 2:
             raise ConfigError("holdout=video needs at least 2 videos; use holdout=time for one")
@@ -202,6 +218,48 @@ def split_rows(videos: list[CachedVideo], cfg: DistillConfig) -> tuple[list[np.n
             "meaning": (f"in each video, {seg:g}-s segments number {off}, {off + k}, {off + 2 * k}, … held out "
                         f"({gap:g} s of training frames dropped on each side): unseen frames of the same videos "
                         "and people, not other people")}
+    return train, test, desc
+
+
+def person_of(meta: dict, identities: dict[str, str] | None) -> str:
+    """Whose faces a cached input holds: the ``identities`` entry for its path or name, else the input itself."""
+    ids = identities or {}
+    path = str(meta.get("video", ""))
+    name = meta.get("name") or Path(path).name
+    for key in (path, name, Path(name).stem):
+        if key in ids:
+            return ids[key]
+    return Path(name).stem
+
+
+def _split_identity(videos: list[CachedVideo], cfg: DistillConfig) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
+    """Whole people held out: every input of a held-out person goes to the test side, nothing of them trains."""
+    who = [person_of(v.meta, cfg.identities) for v in videos]
+    people = sorted(set(who))
+    if len(people) < 2:
+        raise ConfigError(f"holdout=identity needs faces of at least 2 people; these inputs hold {people or 'none'} "
+                          "(give more people, or an identities manifest that tells them apart)")
+    if cfg.heldout_people:
+        unknown = sorted(set(cfg.heldout_people) - set(people))
+        if unknown:
+            raise ConfigError(f"heldout_people {unknown} are not among the inputs' people {people}")
+        held = set(cfg.heldout_people)
+    else:
+        held = {p for j, p in enumerate(people) if j % cfg.holdout_every == cfg.holdout_offset % cfg.holdout_every}
+    if len(held) == len(people):
+        raise ConfigError(f"holdout=identity would hold out every person ({people})")
+    if not held:
+        raise ConfigError(f"holdout=identity holds out nobody with every={cfg.holdout_every}, offset={cfg.holdout_offset} "
+                          f"over {len(people)} people: give heldout_people")
+    train, test = [], []
+    for v, p in zip(videos, who):
+        idx = np.arange(len(v.rows))
+        empty = np.zeros(0, np.int64)
+        train.append(empty if p in held else idx)
+        test.append(idx if p in held else empty)
+    desc = {"mode": "identity", "heldout_people": sorted(held), "train_people": sorted(set(people) - held),
+            "heldout_inputs": [v.meta.get("name") for v, p in zip(videos, who) if p in held],
+            "meaning": "whole people held out: agreement on faces of people the student never saw"}
     return train, test, desc
 
 
@@ -619,7 +677,9 @@ def distill(
             x_test, y_test = gather(test_idx)
             n_train, n_test = len(x_train), len(x_test)
             all_y = np.concatenate([v.rows[list(labels)].to_numpy(np.float32) for v in cached])
-            teacher_std = all_y.std(axis=0)
+            # which AUs vary: over every cached face; with people held out, over theirs (the gate asks for
+            # agreement on every AU that varies on the people the student never saw)
+            teacher_std = y_test.numpy().std(axis=0) if split.get("mode") == "identity" else all_y.std(axis=0)
             unit = "faces"
         if n_train < cfg.batch_size or n_test < 3:
             raise ConfigError(f"{n_train} training and {n_test} held-out {unit}: too few for batch_size {cfg.batch_size}; "
