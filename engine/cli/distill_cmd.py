@@ -121,6 +121,27 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     return opts
 
 
+def distill_inputs(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Video files, image files, folders of either, quoted globs of videos → the files to distil from (an image is
+    a one-frame clip) and, for images found in a folder, whose they are: the folder's name (one person a folder)."""
+    from ..sources import expand_inputs, is_live_uri
+    from ..sources.images import IMAGE_EXTENSIONS, natural_key
+
+    files: list[str] = []
+    people: dict[str, str] = {}
+    for u in expand_inputs(args).uris:
+        if is_live_uri(u):
+            raise ConfigError(f"auflow distill reads files (videos, images) and folders of them, not the stream {u}")
+        p = Path(u)
+        if p.is_dir():  # a folder of images
+            images = sorted((q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
+            files += [str(q) for q in images]
+            people.update({str(q.resolve()): p.resolve().name for q in images})
+        else:
+            files.append(u)
+    return files, people
+
+
 def run_distill(out: Console, videos: list[str], out_dir: Path, distill_config: Path | None, overrides: dict[str, Any],
                 run_config: Path | None, run_set: list[str], resume: bool, stop_after: int | None) -> None:
     from auflow.models.train.distill import distill, load_distill_config
@@ -130,12 +151,11 @@ def run_distill(out: Console, videos: list[str], out_dir: Path, distill_config: 
 
     cfg = load_distill_config(distill_config, overrides)
     face = load_config(run_config, run_set).face
-    inputs = expand_inputs(videos)
-    live = [u for u in inputs.uris if u not in inputs.files]
-    if live:
-        raise ConfigError(f"auflow distill reads video files (and folders of them), not {live[0]}")
+    files, people = distill_inputs(videos)
+    if people:  # an image folder's images are one person unless the options' identities say otherwise
+        cfg = cfg.model_copy(update={"identities": {**people, **(cfg.identities or {})}})
     with DistillProgress(out) as progress:
-        result = distill(inputs.files, out_dir, cfg, face_cfg=face, resume=resume, callbacks=progress.callbacks(),
+        result = distill(files, out_dir, cfg, face_cfg=face, resume=resume, callbacks=progress.callbacks(),
                          stop_after_epochs=stop_after)
     tp = result.teacher_pass
     out.print(f"teacher pass: {len(tp.videos)} video(s), {tp.frames_run} frames run now "

@@ -271,7 +271,8 @@ def report(
 @app.command()
 @guarded
 def distill(
-    videos: list[str] = typer.Argument(..., help="video files, folders or quoted globs of videos (unlabeled)"),
+    videos: list[str] = typer.Argument(..., help="video files, image files, folders of either (a folder of images is "
+                                       "one person), quoted globs of videos (unlabeled)"),
     out_dir: Path = typer.Option(..., "--out", "-o", help="folder for the cache, the checkpoint and its metrics"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model to train: me_graphau (default), topo_au, au_gcn, baseline_au; arpgnet (expressions, from fer)"),
     option: Optional[list[str]] = typer.Option(None, "--option", help="model option, e.g. --option input_size=64 --option 'backbone_kw={width_mult: 0.5}'"),

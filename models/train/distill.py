@@ -314,7 +314,9 @@ def _resize_rgb(crops_bgr: np.ndarray, size: int) -> torch.Tensor:
     """BGR crops → (N, 3, size, size) uint8 RGB, resized as the run analyzer does (INTER_AREA down)."""
     import cv2
 
-    if len(crops_bgr) and crops_bgr.shape[1] != size:
+    if not len(crops_bgr):  # an input with nothing on this side of the split
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    if crops_bgr.shape[1] != size:
         interp = cv2.INTER_AREA if crops_bgr.shape[1] > size else cv2.INTER_LINEAR
         crops_bgr = np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops_bgr])
     return torch.from_numpy(np.ascontiguousarray(crops_bgr[..., ::-1].transpose(0, 3, 1, 2)))

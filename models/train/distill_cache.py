@@ -227,7 +227,7 @@ def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video) -> 
     for uri in videos:
         path = Path(uri)
         if not path.is_file():
-            raise ConfigError(f"{uri}: no such video file (auflow distill takes video files and folders of them)")
+            raise ConfigError(f"{uri}: no such file (auflow distill takes video and image files, and folders of them)")
         key = video_key(path)
         folder = cache / key
         folder.mkdir(exist_ok=True)

