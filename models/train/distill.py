@@ -133,6 +133,8 @@ class DistillConfig(BaseModel):
                              "apart); off when an AU is in neither table")
     ema: float = Field(0.99, ge=0, lt=1, description="the checkpoint holds an exponential moving average of the weights "
                        "with this decay per step (0 = the last weights)")
+    degrade: bool | None = Field(None, description="augmentation: blur and JPEG compression on 30 % of the faces each "
+                                 "(degrade()); None: on when an input is a still image")
     holdout: Literal["auto", "time", "video", "identity"] = Field("auto", description=(
         "identity: whole people held out (every holdout_every-th person, or heldout_people), the only split whose "
         "agreement the default config's gate accepts; video: whole videos; time: segments of every video; "
@@ -358,6 +360,33 @@ def augment(x: torch.Tensor, gen: torch.Generator, repeat: int = 1) -> torch.Ten
     box = (((r.view(1, s) >= x0.view(b, 1)) & (r.view(1, s) < (x0 + side).view(b, 1))).view(b, 1, s)
            & ((r.view(1, s) >= y0.view(b, 1)) & (r.view(1, s) < (y0 + side).view(b, 1))).view(b, s, 1)) & on.view(b, 1, 1)
     return torch.where(box.unsqueeze(1), torch.full_like(x, 0.5), x)
+
+
+def degrade(x: torch.Tensor, gen: torch.Generator, p: float = 0.3) -> torch.Tensor:
+    """Camera-like damage on a float batch in [0, 1] (B, 3, S, S): on a ``p`` share of the images each, a Gaussian
+    blur (sigma 0.3-1.2 px) and a JPEG round trip (quality 30-90, OpenCV). For stills (``degrade``): a photo is one
+    sharp frame, and what auflow runs on is compressed video."""
+    import cv2
+
+    b = x.shape[0]
+    blur_on, jpeg_on = torch.rand(b, generator=gen) < p, torch.rand(b, generator=gen) < p
+    sigma = 0.3 + 0.9 * torch.rand(b, generator=gen)
+    quality = (30 + 60 * torch.rand(b, generator=gen)).long()
+    out = x.clone()
+    r = torch.arange(-3, 4, dtype=torch.float32)
+    for i in range(b):
+        if blur_on[i]:
+            k = torch.exp(-0.5 * (r / sigma[i]) ** 2)
+            k = (k / k.sum()).to(x.dtype)
+            img = out[i:i + 1]
+            img = F.conv2d(F.pad(img, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7).expand(3, 1, 1, 7), groups=3)
+            out[i:i + 1] = F.conv2d(F.pad(img, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1).expand(3, 1, 7, 1), groups=3)
+        if jpeg_on[i]:
+            u8 = (out[i].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(u8), [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
+            if ok:
+                out[i] = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)).permute(2, 0, 1).to(x.dtype) / 255.0
+    return out
 
 
 #: FACS's upper-face and lower-face AUs (Ekman et al. 2002, ch. 2-3); left/right halves follow their AU
@@ -733,6 +762,10 @@ def distill(
             cb.on_train_start(first + 1, cfg.epochs, steps, first * steps)
         last = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first + stop_after_epochs)
         info = {"split": split, "n_train": n_train, "n_test": n_test, "labels": labels, "num_frames": T}
+        from auflow.engine.sources.images import IMAGE_EXTENSIONS
+
+        stills = cfg.degrade if cfg.degrade is not None else any(Path(v).suffix.lower() in IMAGE_EXTENSIONS for v in videos)
+        info["degrade"] = bool(stills and cfg.augment and not expr)
         agree = None
         for epoch in range(first, last):
             te = time.perf_counter()
@@ -749,6 +782,8 @@ def distill(
                     x, y = mix_halves(x, y, lower, gen)
                 if cfg.augment:
                     x = augment(x.flatten(0, 1), gen, repeat=T).view_as(x) if expr else augment(x, gen)
+                    if stills and not expr:
+                        x = degrade(x, gen)
                 if expr:
                     terms = _expr_loss(model.forward_aux(norm(x.flatten(0, 1)).view_as(x)), y.to(device), cfg.loss)
                 else:
@@ -827,7 +862,9 @@ def _card(model, cfg: DistillConfig, videos: list[CachedVideo], tp: TeacherPass,
         "weights": f"exponential moving average, decay {cfg.ema} per step" if cfg.ema else "the last step's",
         "augmentation": (("upper/lower face halves mixed between faces, " if cfg.mix_halves and not expr else "")
                          + "colour jitter, ±4 % shift, ±8 % scale, ±5° rotation, random erasing; no flip"
-                         + ("; one draw per window" if expr else "")) if cfg.augment else "none",
+                         + ("; one draw per window" if expr else "")
+                         + ("; blur and JPEG compression on 30 % of the faces each" if info.get("degrade") else ""))
+                        if cfg.augment else "none",
         "epochs": cfg.epochs,
         "epochs_done": int(history[-1]["epoch"]) if history else 0,
         "complete": complete,

@@ -96,3 +96,20 @@ def test_distill_on_images_and_a_video_holds_a_whole_person_out(tmp_path):
     assert split["mode"] == "identity" and split["heldout_people"] == ["single_face"]
     assert split["train_people"] == ["ann", "bob"] and split["heldout_inputs"] == ["single_face.mp4"]
     assert result.card.training["heldout_faces"] >= 60 and result.card.training["train_faces"] == 5
+
+
+def test_degrade_blurs_and_compresses_some_faces_deterministically():
+    import torch
+    from auflow.models.train.distill import degrade
+
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    a = degrade(x, torch.Generator().manual_seed(1), p=0.5)
+    b = degrade(x, torch.Generator().manual_seed(1), p=0.5)
+    assert torch.equal(a, b) and a.shape == x.shape and a.dtype == x.dtype
+    changed = (a - x).abs().flatten(1).max(1).values > 1e-6
+    assert 0 < int(changed.sum()) < 16  # some faces, not all
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    # blur smooths: the changed faces lose high-frequency energy on average
+    hf = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
+    assert hf(a[changed]) < hf(x[changed])
+    assert torch.equal(degrade(x, torch.Generator().manual_seed(1), p=0.0), x)
