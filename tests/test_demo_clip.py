@@ -21,7 +21,10 @@ def test_demo_on_pexels_clip(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     # what the subscriber saw over the wire, as the demo prints it
     assert "subscriber received 472 results" in p.stdout and "gaps 0" in p.stdout and "eos last_seq 471" in p.stdout
-    assert "expression timeline" in p.stdout
+    assert "dominant expression" in p.stdout and "active AUs" in p.stdout
+    # the laughing end: the demo lists the smile's AUs active in its last segments
+    last = [line for line in p.stdout.splitlines() if "18-20 s" in line]
+    assert last and "AU12" in last[0] and "happiness" in last[0], last
     au = starter_au()  # the shipped starter student (distilled), or its teacher if its card fails the gate
     assert f"au: {au['name']} ({au['kind']})" in p.stdout and "fer (trained)" in p.stdout
 

@@ -16,7 +16,7 @@ from .. import runner
 from ..assets import asset_path
 from ..config import default_config_path, load_config
 from ..errors import ConfigError
-from ..timeline import expression_timeline
+from ..timeline import ACTIVE_AU, au_activity, expression_timeline, fused_timeline
 from .progress import RunProgress, print_summary
 
 
@@ -37,6 +37,7 @@ def run_demo(out: Console, console: Console, out_dir: Path | None, overrides: li
     video = asset_path("demo_video")
     cfg = load_config(profile_path(profile), ["publish.endpoint=tcp://127.0.0.1:*", "publish.wait_subscribers=1", *overrides])
     received: list[dict] = []
+    windows: list[dict] = []
     state = {"eos": None, "status": 0, "gaps": 0}
     ready = threading.Event()
 
@@ -49,6 +50,8 @@ def run_demo(out: Console, console: Console, out_dir: Path | None, overrides: li
                 state["gaps"] += msg.gap
                 if h["type"] == "result":
                     received.append(h)
+                elif h["type"] == "window":
+                    windows.append(h)
                 elif h["type"] == "status":
                     state["status"] += 1
                 elif h["type"] == "eos":
@@ -80,11 +83,26 @@ def run_demo(out: Console, console: Console, out_dir: Path | None, overrides: li
     for output, info in models.items():
         note = "  [yellow](no trained weights: values are not meaningful)[/]" if info["kind"] == "untrained" else ""
         out.print(f"  {output}: {info['name']} ({info['kind']}){note}")
-    table = Table(title="expression timeline (dominant expression per 2 s)", title_justify="left")
-    for c in ("segment", "frames", "faces", "dominant", "mean p"):
+    seg = 2.0
+    aus = au_activity(received, seg)
+    fused = fused_timeline(windows, received, seg) if windows else {}
+    table = Table(title=f"per {seg:g} s: dominant expression (per frame{', fused over each window' if windows else ''}) "
+                        f"and the active AUs (mean >= {ACTIVE_AU})", title_justify="left")
+    cols = ["segment", "frames", "faces", "dominant", "mean p"] + (["fused"] if windows else []) + ["active AUs"]
+    for c in cols:
         table.add_column(c)
-    for row in expression_timeline(received, 2.0):
-        table.add_row(f"{row['start_s']:4.0f}-{row['end_s']:.0f} s", str(row["frames"]), str(row["faces"]),
-                      row["dominant"] or "-", f"{row['p']:.2f}")
+    for row in expression_timeline(received, seg):
+        b = int(row["start_s"] // seg)
+        cells = [f"{row['start_s']:4.0f}-{row['end_s']:.0f} s", str(row["frames"]), str(row["faces"]),
+                 row["dominant"] or "-", f"{row['p']:.2f}"]
+        if windows:
+            label, p = fused.get(b, (None, 0.0))
+            cells.append(f"{label} {p:.2f}" if label else "-")
+        table.add_row(*cells, aus.get(b, "-"))
     out.print(table)
-    out.print(f"fps {st.fps:.1f} end-to-end over {st.frames_out} frames; outputs in {outcome.run_dir}")
+    unsupported = (models.get("au") or {}).get("unsupported")
+    if unsupported:
+        out.print(f"not measured by {models['au']['name']} (null in every result, not 0): {', '.join(unsupported)}")
+    out.print(f"fps {st.fps:.1f} end-to-end over {st.frames_out} frames; {len(windows)} window messages")
+    out.print(f"outputs in {outcome.run_dir}: " + ", ".join(sorted(p.name for p in Path(outcome.run_dir).iterdir())),
+              highlight=False)
