@@ -54,7 +54,9 @@ def _prepare(model, device: str, precision: str, channels_last: bool):
     return model
 
 
-def eager(model, card, device: str, precision: str = "fp32", channels_last: bool = False, batch: int = 16) -> Runner:
+def _forward(model, device: str, precision: str, channels_last: bool, cache_casts: bool = True) -> Callable:
+    """The model's forward as eager runs it: channels-last input if asked, autocast for fp16/bf16.
+    ``cache_casts=False`` for CUDA graphs: a weight cast cached during capture would be stale on replay."""
     import torch
 
     model = _prepare(model, device, precision, channels_last)
@@ -65,10 +67,14 @@ def eager(model, card, device: str, precision: str = "fp32", channels_last: bool
             x = x.contiguous(memory_format=torch.channels_last)
         if dtype is torch.float32:
             return model(x)
-        with torch.autocast(device_type="cuda", dtype=dtype):
+        with torch.autocast(device_type="cuda", dtype=dtype, cache_enabled=cache_casts):
             return model(x)
 
-    r = Runner(fn, device)
+    return fn
+
+
+def eager(model, card, device: str, precision: str = "fp32", channels_last: bool = False, batch: int = 16) -> Runner:
+    r = Runner(_forward(model, device, precision, channels_last), device)
     r.name = "eager"
     return r
 
@@ -92,24 +98,12 @@ def graphs(model, card, device: str, precision: str = "fp32", channels_last: boo
     replays a whole forward pass with one call. Every bucket is recorded here, at start, so no batch of
     the run waits for a capture. Same kernels as ``eager``: the outputs match it (gpu test).
     """
-    import torch
-
     from ...cuda_graphs import GraphedForward
 
     if not device.startswith("cuda"):
         raise ConfigError(f"backend 'graphs' replays CUDA graphs: it needs a CUDA device (the analyzer runs on {device}); "
                           "use 'eager' on the CPU")
-    model = _prepare(model, device, precision, channels_last)
-    dtype = _dtype(precision)
-
-    def fn(x):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if dtype is torch.float32:
-            return model(x)
-        with torch.autocast(device_type="cuda", dtype=dtype, cache_enabled=False):  # no cast cached inside a graph
-            return model(x)
-
+    fn = _forward(model, device, precision, channels_last, cache_casts=False)
     graphed = GraphedForward(fn, device, batch, name=card.name)
     graphed.capture((card.input_channels, card.input_size, card.input_size))
     r = Runner(graphed, device)
