@@ -132,6 +132,41 @@ def run(model, crops: list[np.ndarray]) -> tuple[tuple[str, ...], np.ndarray]:
     return labels, vals
 
 
+def corpus_agreement(faces: Faces, ms: dict, teacher_name: str) -> dict:
+    """Each single-person photo of the face corpus (models/data/faces.py) in which one face is found: per AU, the
+    Pearson r with the teacher across people and the mean |Δ|, for every model."""
+    from auflow.models.data.faces import load_corpus
+
+    crops, who = [], []
+    for img in load_corpus():
+        if img.group:
+            continue
+        found = faces.image(img.path)
+        if len(found) == 1:  # a photo of one person where the detector finds one face (else ambiguous: left out)
+            crops.append(found[0])
+            who.append(img.identity)
+    got = {m: run(a, crops) for m, a in ms.items()}
+    tl, tv = got[teacher_name]
+    rows, table = [], []
+    for m, (labels, v) in got.items():
+        per = {}
+        for j, au in enumerate(labels):
+            if au not in tl or np.isnan(v[:, j]).all() or np.isnan(tv[:, tl.index(au)]).all():
+                continue
+            t = tv[:, tl.index(au)]
+            per[au] = {"teacher_std": round(float(t.std()), 4), "pearson": pearson(v[:, j], t),
+                       "mae": round(float(np.abs(v[:, j] - t).mean()), 4)}
+        varying = [a for a, r in per.items() if r["teacher_std"] >= VARIES and "_" not in a]
+        rs = {a: per[a]["pearson"] for a in varying}
+        rows.append({"model": m, "faces": len(crops), "people": len(set(who)), "per_au": per, "varying": varying})
+        table.append({"model": m, "photos (people)": f"{len(crops)} ({len(set(who))})",
+                      "AUs that vary across people": ", ".join(varying),
+                      "Pearson r across people": ", ".join(f"{a} {r:.2f}" if r is not None else f"{a} n/a"
+                                                           for a, r in rs.items()),
+                      "mean abs diff (all AUs)": round(float(np.mean([r["mae"] for r in per.values()])), 4)})
+    return {"rows": rows, "table": table}
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     if len(x) < 3 or x.std() < 1e-9 or y.std() < 1e-9:
         return None
@@ -143,6 +178,8 @@ def main() -> None:
     ap.add_argument("--student", action="append", default=None, help="starter:NAME or a checkpoint path (repeatable; "
                                                                      "default: the shipped starter)")
     ap.add_argument("--percentile", type=float, default=10.0, help="the baseline's resting percentile")
+    ap.add_argument("--corpus", action="store_true", help="also every single-person photo of the face corpus (make faces: "
+                                                          "~180 people): agreement with the teacher across people")
     args = ap.parse_args()
     students = args.student or ["starter:me_graphau_demo_student"]
     t0 = time.time()
@@ -215,10 +252,11 @@ def main() -> None:
                 proto_rows.append({"model": m, "expression": expr, "au": au, "value": round(float(v[i, j]), 3),
                                    "others_mean": round(float(np.mean(others)), 3),
                                    "verdict": "rises" if v[i, j] > max(others) else "does not rise"})
+    corpus = corpus_agreement(faces, ms, teacher_name) if args.corpus else None
     payload = {"bench": "au_agreement", "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
                "faces": {"videos": {**VIDEOS, **TRAINED_ON}, "stills": still_names},
                "teacher": teacher_name, "students": students, "baseline_percentile": args.percentile,
-               "videos": video_rows, "stills": still_rows, "prototypes": proto_rows,
+               "videos": video_rows, "stills": still_rows, "prototypes": proto_rows, "corpus": corpus,
                "wall_s": round(time.time() - t0, 1)}
     path = save("au-agreement", payload)
     print(json.dumps({k: payload[k] for k in ("date", "students", "stills", "prototypes")}, indent=1))
@@ -226,6 +264,9 @@ def main() -> None:
     print(markdown_table(table, list(table[0])))
     print()
     print(markdown_table(proto_rows, ["model", "expression", "au", "value", "others_mean", "verdict"]))
+    if corpus:
+        print()
+        print(markdown_table(corpus["table"], list(corpus["table"][0])))
     print(f"saved {path}")
 
 
