@@ -1,6 +1,6 @@
 """The benchmark scripts still run. A GPU session is rare and short (bench/GPU.md): a script that broke
 since the last one would waste it, so the whole GPU suite runs here in its dry-run form (tiny sizes, the
-CPU, every step and flag), and the README's figures table must match bench/results/. No timing is
+CPU, every step and flag), and the figures tables of docs/benchmarks.md must match bench/results/. No timing is
 asserted: the suite's own figures are printed, never checked."""
 
 from __future__ import annotations
@@ -17,9 +17,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_figures_are_generated_from_bench_results():
+def test_benchmark_figures_are_generated_from_bench_results():
     r = subprocess.run([sys.executable, "bench/readme_table.py", "--check"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, "README.md's figures are out of date: run `python bench/readme_table.py`"
+    assert r.returncode == 0, r.stderr or "docs/benchmarks.md's figures are out of date: run `python bench/readme_table.py`"
+
+
+def test_figures_check_fails_when_a_table_is_stale(tmp_path, monkeypatch):
+    """--check reads docs/benchmarks.md (the README links to it): a stale row there is a failure."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_table", ROOT / "bench/readme_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.TARGET == ROOT / "docs" / "benchmarks.md"
+    text = table.TARGET.read_text()
+    assert text.count(table.START) == 1 and text.count(table.END) == 1
+    row = next(line for line in text.splitlines() if line.startswith("| 20"))
+    stale = tmp_path / "benchmarks.md"
+    stale.write_text(text.replace(row, row.replace("|", "| stale", 1)))
+    monkeypatch.setattr(table, "TARGET", stale)
+    monkeypatch.setattr(sys, "argv", ["readme_table.py", "--check"])
+    with pytest.raises(SystemExit) as exc:
+        table.main()
+    assert "out of date" in str(exc.value)
 
 
 @pytest.mark.slow
