@@ -47,6 +47,19 @@ class ModelCard:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def held_out_people(card: ModelCard) -> tuple[bool, str]:
+    """Whether a distilled card's agreement was measured on people absent from its training data: its split is
+    ``identity`` and names them (``auflow distill --holdout identity``). (ok, why): ``why`` names the people when
+    it was, else what the agreement shows instead. Both starter gates (``au`` and the temporal ``expr``) ask this."""
+    split = (card.training or {}).get("split") or {}
+    people = split.get("heldout_people") or []
+    if split.get("mode") == "identity" and people:
+        return True, f"{len(people)} held-out people"
+    how = split.get("mode") or "no"
+    return False, (f"its held-out agreement comes from a {how} split, not from people absent from its training data: it "
+                   "shows memory of the faces it learnt, not how it does on a new face (distill with --holdout identity)")
+
+
 def save_checkpoint(model: torch.nn.Module, path: str | Path, card: ModelCard | None = None) -> Path:
     """Write ``{"card": dict, "state_dict": …}``; plain tensors and dicts only (weights_only loadable)."""
     path = Path(path)

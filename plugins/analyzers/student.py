@@ -37,6 +37,7 @@ from auflow.engine.config import Backend
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.plugin import Plugin, PluginConfig, build
 from auflow.engine.registry import ANALYZERS
+from auflow.models.card import held_out_people
 from pydantic import Field
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,9 @@ def gate(card, min_pearson: float = MIN_PEARSON, max_mae: float = MAX_MAE,
         return False, f"its card says kind {card.kind!r}, not a distilled student"
     if not t.get("complete", False):
         return False, "its distillation did not finish (card: complete = false)"
-    split = t.get("split") or {}
-    people = split.get("heldout_people") or []
-    if split.get("mode") != "identity" or not people:
-        how = split.get("mode") or "no"
-        return False, (f"its held-out agreement comes from a {how} split, not from people absent from its training "
-                       "data: it shows memory of the faces it learnt, not how it does on a new face (distill with "
-                       "--holdout identity)")
+    ok, on = held_out_people(card)
+    if not ok:
+        return False, on
     agree = t.get("agreement") or {}
     per, varying = agree.get("per_au") or {}, agree.get("varying") or []
     if not per:
@@ -90,7 +87,6 @@ def gate(card, min_pearson: float = MIN_PEARSON, max_mae: float = MAX_MAE,
     rs = {a: (per.get(a) or {}).get("pearson") for a in varying if a not in skip}
     maes = {a: (v or {}).get("mae") for a, v in per.items() if a not in skip}
     teacher = (t.get("teacher") or {}).get("au", {}).get("name", "its teacher")
-    on = f"{len(people)} held-out people"
     low = [a for a, r in rs.items() if r is None or r < min_pearson]
     far = [a for a, m in maes.items() if m is None or m > max_mae]
     shown = ", ".join(f"{a} {'n/a' if r is None else f'{r:.3f}'}" for a, r in rs.items()) or "none vary"
