@@ -36,7 +36,7 @@ class ModelInfo:
     """Where an output came from: wire-format ``models[output]``.
 
     ``unsupported``: labels of the output this model cannot measure (its values are null, not 0): e.g.
-    the teacher mediapipe_au's AU06 and AU09, whose blendshapes do not move on faces that show them.
+    the teacher mediapipe_au's AU05, AU06, AU09 and AU14, whose blendshapes do not move on faces that show them.
     """
 
     name: str

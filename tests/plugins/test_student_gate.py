@@ -161,7 +161,7 @@ def test_the_shipped_starter_checkpoint_and_the_configs_au_entry(profile):
     a = build_analyzer(spec, "analyzer.models.1")
     a.start("cpu")
     assert a.reason == why and a.outputs == {"au": card.labels}
-    dead = tuple(x for x in card.labels if x in ("AU06", "AU09"))
+    dead = tuple(x for x in card.labels if x in ("AU05", "AU06", "AU09", "AU14"))
     want = ModelInfo("me_graphau", "distilled", dead) if ok else ModelInfo("mediapipe_au", "teacher", dead)
     assert a.choice == ("student" if ok else "teacher") and a.provenance == {"au": want}
     out = a.analyze(np.random.default_rng(1).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8))["au"]
@@ -170,7 +170,7 @@ def test_the_shipped_starter_checkpoint_and_the_configs_au_entry(profile):
 
 
 def test_the_teacher_marks_the_aus_it_cannot_see_null_and_says_so():
-    """mediapipe_au's AU06 and AU09 (and their sides) are NaN in what it publishes and listed in its provenance;
+    """mediapipe_au's AU05, AU06, AU09 and AU14 (and their sides) are NaN in what it publishes and listed in its provenance;
     the raw values distillation reads stay numbers."""
     needs_teacher()
     from auflow.plugins.analyzers.mediapipe_au import MediaPipeAUAnalyzer
@@ -178,8 +178,8 @@ def test_the_teacher_marks_the_aus_it_cannot_see_null_and_says_so():
     t = MediaPipeAUAnalyzer()
     t.start()
     out = t.analyze(CROPS)["au"]
-    dead = [i for i, a in enumerate(AU_LABELS) if a.split("_")[0] in ("AU06", "AU09")]
-    assert len(dead) == 6 and np.isnan(out[:, dead]).all() and not np.isnan(np.delete(out, dead, axis=1)).any()
+    dead = [i for i, a in enumerate(AU_LABELS) if a.split("_")[0] in ("AU05", "AU06", "AU09", "AU14")]
+    assert len(dead) == 12 and np.isnan(out[:, dead]).all() and not np.isnan(np.delete(out, dead, axis=1)).any()
     assert t.provenance["au"].unsupported == tuple(AU_LABELS[i] for i in dead)
     assert t.provenance["au"].to_wire()["unsupported"] == [AU_LABELS[i] for i in dead]
     assert not np.isnan(t.run(CROPS).au).any()
