@@ -22,6 +22,7 @@ h1{font-size:20px;margin:0 0 12px} #conn{font-size:13px;color:#666;margin-left:8
 .au{display:grid;grid-template-columns:44px 1fr 46px;align-items:center;font-size:11px;gap:4px;height:14px}
 .au>span{overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
 .bar{background:#e6e6e6;height:9px;border-radius:2px;overflow:hidden} .fill{background:#3b6fd1;height:100%}
+.fused{color:#555;font-weight:normal;font-size:12px} .fused.untrained{color:#b06000}
 .au.unsupported{color:#999} .au.unsupported .bar{background:repeating-linear-gradient(45deg,#eee 0 3px,#fff 3px 6px)}
 .value{text-align:right;font-variant-numeric:tabular-nums}
 canvas.timeline{width:100%;height:14px;display:block;margin-top:4px;border:1px solid #eee}
@@ -85,12 +86,14 @@ function trackBox(c, id) {
   const box = el("div", "track"); box.dataset.track = String(id);
   const h = el("h3", ""); h.appendChild(document.createTextNode(id < 0 ? "unconfirmed face " : `track ${id} `));
   const expr = el("span", "expr", "–"); expr.dataset.field = "expr"; h.appendChild(expr);
+  // the fused expression of this person's latest window (temporal fusion), beside the per-frame one
+  const fused = el("span", "fused", ""); fused.dataset.field = "fused"; h.appendChild(fused);
   box.appendChild(h);
   const aus = el("div", "aus"); box.appendChild(aus);
   const canvas = el("canvas", "timeline"); canvas.width = HISTORY * 3; canvas.height = 14; box.appendChild(canvas);
   const legend = el("div", "legend"); box.appendChild(legend);
   c.tracksEl.appendChild(box);
-  t = {el: box, exprEl: expr, ausEl: aus, bars: new Map(), canvas, legend, legendSeen: new Set(), history: [], seen: 0};
+  t = {el: box, exprEl: expr, fusedEl: fused, ausEl: aus, bars: new Map(), canvas, legend, legendSeen: new Set(), history: [], seen: 0};
   c.tracks.set(id, t);
   return t;
 }
@@ -118,8 +121,26 @@ function showModels(c, models) {
     const s = el("span", kind === "untrained" ? "model untrained" : "model", `${out}: ${name} (${kind})`);
     s.dataset.output = out; s.dataset.name = name; s.dataset.kind = kind;
     if (kind === "untrained") s.title = "no trained weights: its values mean nothing";
+    const dead = m && typeof m === "object" && Array.isArray(m.unsupported) ? m.unsupported.map(String) : [];
+    if (dead.length) {  // labels this model cannot measure: their values are null, shown n/a
+      s.dataset.unsupported = dead.join(",");
+      s.title = `not measured by this model (null, not 0): ${dead.join(", ")}`;
+    }
     c.fields.models.appendChild(s);
   }
+}
+
+function onWindow(h) {
+  const c = camTile(h.cam);
+  if (typeof h.track !== "number" || h.track < 0) return;
+  const t = trackBox(c, h.track);
+  const best = dominant(h.expr);
+  const m = (h.models || {}).expr || {};
+  const untrained = m.kind === "untrained";
+  t.fusedEl.textContent = best ? ` · fused ${best[0]} ${fmt(best[1], 2)}${untrained ? " (untrained)" : ""}` : "";
+  t.fusedEl.dataset.label = best ? best[0] : "";
+  t.fusedEl.title = `fused over the window ending or centred at result ${h.at_seq} (${String(m.name || "")}, ${String(m.kind || "")})`;
+  t.fusedEl.classList.toggle("untrained", untrained);
 }
 
 function onResult(h) {
@@ -182,6 +203,7 @@ function onMessage(ev) {
   const c = camTile(h.cam);
   if (m.gap) { c.gaps += m.gap; c.fields.gaps.textContent = String(c.gaps); c.fields.gaps.className = "gaps-bad"; }
   if (h.type === "result") onResult(h);
+  else if (h.type === "window") onWindow(h);
   else if (h.type === "status") onStatus(h);
   else if (h.type === "eos") { c.fields.state.textContent = "ended"; c.fields.state.className = "state-ended"; }
   document.body.dataset.messages = String(Number(document.body.dataset.messages || 0) + 1);

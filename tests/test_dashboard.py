@@ -48,7 +48,8 @@ READ_PAGE = """() => [...document.querySelectorAll('.cam')].flatMap(cam => [...c
 # the models each tile names for its outputs: {cam: {output: {name, kind, text}}}
 READ_MODELS = """() => Object.fromEntries([...document.querySelectorAll('.cam')].map(c => [c.dataset.cam,
   Object.fromEntries([...c.querySelectorAll('.model')].map(s => [s.dataset.output,
-                                                                 {name: s.dataset.name, kind: s.dataset.kind, text: s.textContent}]))]))"""
+                                                                 Object.assign({name: s.dataset.name, kind: s.dataset.kind, text: s.textContent},
+                                                                               s.dataset.unsupported ? {unsupported: s.dataset.unsupported.split(',')} : {})]))]))"""
 
 # did anything from the wire become markup or run? (the page's only script is its own)
 LEAKS = """() => ({
@@ -143,7 +144,8 @@ def _check_values(snapshots: list[dict], wire: dict[tuple[str, int], dict]) -> N
         # (Python's repr, except 0.0 -> "0"), so compare the numbers it reads back to
         assert snap["au"].keys() == face["au"].keys()
         assert {k: float(v) if v != "" else None for k, v in snap["au"].items()} == face["au"]
-        assert snap["shown"] == {k: f"{v:.4f}" for k, v in face["au"].items() if v is not None}
+        # a null (an AU the model cannot measure) is shown "n/a", not 0
+        assert snap["shown"] == {k: "n/a" if v is None else f"{v:.4f}" for k, v in face["au"].items()}
         best = max(face["expr"], key=lambda k: face["expr"][k])
         assert snap["expr"] == best
 
@@ -228,6 +230,7 @@ def test_every_wire_string_stays_text(chromium):
                       tracks: q('.track h3').map(h => h.textContent),
                       au: q('[data-au]').map(r => [r.dataset.au, r.firstChild.textContent]),
                       expr: q('[data-field=expr]').map(e => [e.dataset.label, e.textContent]),
+                      fused: q('[data-field=fused]').map(e => [e.dataset.label || "", e.textContent]),
                       legend: q('.legend span').map(s => s.textContent),
                       text: document.body.innerText};
             }""")
@@ -245,7 +248,11 @@ def test_every_wire_string_stays_text(chromium):
     # the literal text is on the page, where each string belongs
     assert shown["cam"] == shown["title"] == HOSTILE_IMG
     assert shown["state"] == HOSTILE_IMG
-    assert shown["tracks"] == ["track 0 " + shown["expr"][0][1], f"track {HOSTILE_IMG} " + shown["expr"][1][1]]
+    assert shown["tracks"] == ["track 0 " + shown["expr"][0][1] + shown["fused"][0][1],
+                               f"track {HOSTILE_IMG} " + shown["expr"][1][1] + shown["fused"][1][1]]
+    # the window's fused expression beside track 0's per-frame one, as text (no window for the other track)
+    assert shown["fused"][0][0] == HOSTILE_SCRIPT and shown["fused"][0][1].startswith(f" · fused {HOSTILE_SCRIPT} 1.00")
+    assert shown["fused"][1] == ["", ""]
     for au_rows in (shown["au"][:5], shown["au"][5:]):
         assert dict(au_rows)[HOSTILE_IMG] == HOSTILE_IMG and dict(au_rows)[HOSTILE_SCRIPT] == HOSTILE_SCRIPT
     assert shown["expr"][0] == [last["top"], f"{last['top']} 0.70"]

@@ -69,3 +69,43 @@ def test_a_run_with_only_csv_still_gets_the_track_plots(tmp_path):
     sink.stop()
     page = build_report(tmp_path).read_text(encoding="utf-8")
     assert "Track 0" in page and len(re.findall(r"data:image/png;base64,", page)) == 2  # tracks 0 and 3
+
+
+def test_fused_windows_get_their_own_strip_and_unsupported_aus_are_named(tmp_path):
+    """A run with `window` messages: each track's figure gains a 'fused' strip (taller image), the page names the
+    fusion model and its kind; an output's unsupported labels are listed beside its model."""
+    plain = _run_dir(tmp_path / "a")
+    with_windows = tmp_path / "b"
+    sink = JsonlSink()
+    sink.start(with_windows)
+    msgs = fake_run("cam1", sid="sid-cam1", frames=40)
+    results = [m for m in msgs if m["type"] == "result"]
+    for m in results:
+        m["models"]["au"]["unsupported"] = ["AU06"]
+    for m in msgs:
+        sink.write(m)
+        if m["type"] == "result" and m["seq"] % 4 == 0:
+            for f in m["faces"]:
+                if f["track"] >= 0:
+                    sink.write({"v": 1, "type": "window", "cam": "cam1", "sid": "sid-cam1", "t_publish_ns": 0,
+                                "track": f["track"], "start_seq": m["seq"], "end_seq": m["seq"], "at_seq": m["seq"],
+                                "mode": "centred", "frames": 1, "padded": 0, "missing": 0,
+                                "expr": {"happiness": 0.7, "neutral": 0.3},
+                                "models": {"expr": {"name": "arpgnet", "kind": "untrained"}}})
+    sink.stop()
+    (with_windows / "summary.json").write_text((plain / "summary.json").read_text())
+    pa = build_report(plain, tmp_path / "a.html").read_text(encoding="utf-8")
+    pb = build_report(with_windows, tmp_path / "b.html").read_text(encoding="utf-8")
+    assert "fused expr (windows)" in pb and "arpgnet (untrained)" in pb and "fused expr (arpgnet)" in pb
+    assert "not measured (null): AU06" in pb and "(windows)" not in pa
+
+    def heights(page):
+        import io
+
+        from PIL import Image
+
+        imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+        return [Image.open(io.BytesIO(base64.b64decode(b))).size[1] for b in imgs]
+
+    ha, hb = heights(pa), heights(pb)
+    assert len(ha) == len(hb) and hb[-1] > ha[-1] and hb[-2] > ha[-2]  # the two track figures, one strip taller

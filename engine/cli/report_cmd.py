@@ -146,8 +146,23 @@ def plot_fps_latency(data: CamData) -> str | None:
     return _png(fig)
 
 
-def plot_track(df, track: int) -> str:
-    """AU probabilities over time (top) and the expression timeline (stacked probabilities + dominant)."""
+def fused_points(data: "CamData | None", track: int) -> tuple[np.ndarray, list[str]]:
+    """The track's ``window`` messages as (times in video, dominant fused label), each at the result it describes."""
+    if data is None or not data.windows:
+        return np.zeros(0), []
+    when = {(r.get("sid"), r.get("seq")): timestamp_s(r.get("pts"), r.get("time_base")) for r in data.results}
+    pts = []
+    for w in data.windows:
+        t = when.get((w.get("sid"), w.get("at_seq")))
+        if w.get("track") == track and t is not None and w.get("expr"):
+            pts.append((t, max(w["expr"], key=w["expr"].get)))
+    pts.sort()
+    return np.array([t for t, _ in pts]), [lb for _, lb in pts]
+
+
+def plot_track(df, track: int, fused: tuple[np.ndarray, list[str]] | None = None) -> str:
+    """AU probabilities over time (top) and the expression timeline (stacked probabilities + dominant, per frame;
+    with ``fused`` — window messages' times and dominant labels — a second strip, the fused expression)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -157,8 +172,9 @@ def plot_track(df, track: int) -> str:
         t = (d["t_capture_ns"].to_numpy(dtype=float) - d["t_capture_ns"].min()) / 1e9
     au_cols = [c for c in d.columns if c.startswith("AU") and c.endswith("_r")]
     expr_cols = [c for c in d.columns if c.startswith("expr_")]
-    rows = (1 if au_cols else 0) + (2 if expr_cols else 0)
-    heights = ([3] if au_cols else []) + ([2, 0.35] if expr_cols else [])
+    has_fused = fused is not None and len(fused[0]) > 0 and bool(expr_cols)
+    rows = (1 if au_cols else 0) + (2 if expr_cols else 0) + (1 if has_fused else 0)
+    heights = ([3] if au_cols else []) + ([2, 0.35] if expr_cols else []) + ([0.35] if has_fused else [])
     fig, axes = plt.subplots(rows, 1, figsize=(10, 1.1 * sum(heights) + 0.8), sharex=True,
                              gridspec_kw={"height_ratios": heights})
     axes = list(np.atleast_1d(axes))
@@ -173,7 +189,7 @@ def plot_track(df, track: int) -> str:
         ax.grid(alpha=0.3)
         ax.set_title(f"Track {track}: action units")
     if expr_cols:
-        ax, strip = axes
+        ax, strip = axes[0], axes[1]
         labels = [c[5:] for c in expr_cols]
         probs = np.nan_to_num(d[expr_cols].to_numpy(dtype=float))
         colours = [EXPR_COLOURS.get(lb, "#777") for lb in labels]
@@ -192,6 +208,14 @@ def plot_track(df, track: int) -> str:
         present = sorted(set(dom.tolist()))
         strip.legend(handles=[Patch(color=colours[k], label=labels[k]) for k in present], loc="upper left",
                      bbox_to_anchor=(1.0, 1.6), fontsize=7, frameon=False)
+        if has_fused:  # the fused expression of each window, to the next window's time
+            fstrip = axes[2]
+            ft, fl = fused
+            fedges = np.append(ft, ft[-1] + (np.median(np.diff(ft)) if len(ft) > 1 else 0.04))
+            for i, lb in enumerate(fl):
+                fstrip.axvspan(fedges[i], fedges[i + 1], color=EXPR_COLOURS.get(lb, "#777"), lw=0)
+            fstrip.set_yticks([])
+            fstrip.set_ylabel("fused", rotation=0, ha="right", va="center", fontsize=8)
     axes_all = fig.get_axes()
     if len(t) > 1:
         axes_all[0].set_xlim(np.nanmin(t), np.nanmax(edges) if expr_cols else np.nanmax(t))
@@ -243,8 +267,17 @@ def _cam_section(cam: str, data: CamData | None, df, info: dict) -> str:
         first, last = results[0], results[-1]
         rows.append(("duration in video (s)", f"{_t(last, first['t_capture_ns']):.2f}"))
         models = first.get("models") or {}
-        rows += [(f"model for {k}", f"{v.get('name')} ({v.get('kind')})") for k, v in models.items()]
+        rows += [(f"model for {k}", f"{v.get('name')} ({v.get('kind')})"
+                  + (f"; not measured (null): {', '.join(v['unsupported'])}" if v.get("unsupported") else ""))
+                 for k, v in models.items()]
+        if data is not None and data.windows:
+            wm = data.windows[0].get("models") or {}
+            rows += [(f"fused {k} (windows)", f"{v.get('name')} ({v.get('kind')}), {len(data.windows)} windows")
+                     for k, v in wm.items()]
         untrained = [f"{k} ({v.get('name')})" for k, v in models.items() if v.get("kind") == "untrained"]
+        if data is not None and data.windows:
+            untrained += [f"fused {k} ({v.get('name')})" for k, v in (data.windows[0].get("models") or {}).items()
+                          if v.get("kind") == "untrained"]
         lost = [e for e in (data.eos if data else [])]
         if lost:
             rows.append(("sessions ended", ", ".join(f"{e.get('sid')}: {e.get('reason')}" for e in lost)))
@@ -270,7 +303,7 @@ def _cam_section(cam: str, data: CamData | None, df, info: dict) -> str:
         parts.append(_table(track_rows))
         for t in sorted(shown):
             parts.append(f"<h3>Track {t}</h3><p class='muted'>{_segments(df, t)}</p>")
-            parts.append(_img(plot_track(df, t), f"track {t}, {cam}"))
+            parts.append(_img(plot_track(df, t, fused_points(data, t)), f"track {t}, {cam}"))
     elif not results:
         parts.append("<p class='muted'>No results for this camera.</p>")
     return "\n".join(parts)
