@@ -35,7 +35,8 @@ from ..sources.worker import WorkerSpec
 from ..types import FaceCrops, FramePacket
 from ..wire import format as wire
 from .face_stage import FaceStage
-from .stats import EndOfStream, StreamStats
+from ..types import EndOfStream
+from .stats import StreamStats
 from .streams import WorkerHandle
 
 log = logging.getLogger(__name__)

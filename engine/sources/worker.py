@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuflowError
-from ..types import FramePacket
-from .core import SessionCounters, Source
-from .session import Decimator, Pacer, SessionEnd, StateChange, run_sessions
+from ..types import FramePacket, SessionCounters, SessionEnd, StateChange, WorkerMessage
+from .core import Source
+from .session import Decimator, Pacer, run_sessions
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,12 @@ class _QueueLogHandler(logging.Handler):
             text = record.getMessage()
             if record.exc_info:
                 text += "\n" + logging.Formatter().formatException(record.exc_info)
-            self.out.put_nowait(("log", (record.levelno, record.name, text), None))
+            self.out.put_nowait(WorkerMessage("log", (record.levelno, record.name, text), None))
         except Exception:  # noqa: BLE001 - a full queue or a closing pipe must not break decoding
             pass
 
 
-def _send(out, msg: tuple) -> None:
+def _send(out, msg: WorkerMessage) -> None:
     """Blocking put: a full queue is backpressure (the parent drains it until ``done``)."""
     while True:
         try:
@@ -167,9 +167,9 @@ class StreamWorker:
             msg = str(e) if isinstance(e, AuflowError) else f"{self.spec.cam}: {type(e).__name__}: {e}"
             if not isinstance(e, AuflowError):
                 log.exception("worker of %s failed", self.spec.cam)
-            _send(self.out, ("fatal", msg, self._snapshot()))
+            _send(self.out, WorkerMessage("fatal", msg, self._snapshot()))
         finally:
-            _send(self.out, ("done", None, self._snapshot()))
+            _send(self.out, WorkerMessage("done", None, self._snapshot()))
 
     def _run(self) -> None:
         from ..config import FaceSection
@@ -244,7 +244,7 @@ class StreamWorker:
             item = self.buffer.get()
             if isinstance(item, FramePacket):
                 if stage is None:
-                    _send(self.out, ("frame", item, self._snapshot()))
+                    _send(self.out, WorkerMessage("frame", item, self._snapshot()))
                     continue
                 if failed:
                     continue
@@ -255,17 +255,17 @@ class StreamWorker:
                     failed = f"{self.spec.cam}: face stage failed: {type(e).__name__}: {e}"
                     self.stop.set()
                     continue
-                _send(self.out, ("crops", crops, self._snapshot()))
+                _send(self.out, WorkerMessage("crops", crops, self._snapshot()))
                 continue
             event, counters = item
             if isinstance(event, StateChange):
-                _send(self.out, ("state", event, counters))
+                _send(self.out, WorkerMessage("state", event, counters))
             elif isinstance(event, SessionEnd):
                 if stage is not None:
                     stage.on_stream_end()
                 if failed:
                     event = SessionEnd(event.sid, "error", failed, final=True)
-                _send(self.out, ("end", event, counters))
+                _send(self.out, WorkerMessage("end", event, counters))
                 if event.final:
                     return
 
