@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ..sources.worker import StreamWorker, WorkerSpec, worker_main
+from .worker import StreamWorker, WorkerSpec, worker_main
 from ..types import WorkerMessage
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,9 @@
 One worker per stream, in its own *spawned* process (``source.workers: process``, the default) or
 a thread (``thread``). Inside, two threads:
 
-- *decode* runs :func:`~.session.run_sessions` (connect, reconnect, read), applies ``analyze_fps``
-  (and, with ``source.realtime``, holds each frame of a file until it is due: a :class:`~.session.Pacer`)
+- *decode* runs :func:`~auflow.engine.sources.session.run_sessions` (connect, reconnect, read), applies
+  ``analyze_fps`` (and, with ``source.realtime``, holds each frame of a file until it is due: a
+  :class:`~auflow.engine.sources.session.Pacer`)
   and puts frames into a :class:`FrameBuffer` — which, for files, makes decoding wait when full
   (lossless) and, for live sources and realtime files, drops the oldest frame and counts it;
 - the worker's main thread runs the face stage (detect, track, align) on each frame and sends
@@ -12,9 +13,13 @@ a thread (``thread``). Inside, two threads:
   ``face.device`` is set: then one face stage in the parent serves every stream (batched on that
   device) and the worker sends it the decoded frames (``frame`` messages).
 
-Messages to the parent are tuples ``(kind, payload, counters)``: ``state`` (a StateChange),
-``crops`` (FaceCrops), ``frame`` (a FramePacket, when face.device is set), ``end`` (a SessionEnd), ``log`` ((level, logger, text)), ``fatal`` (an
-error line: the worker cannot run at all) and ``done`` (always last, sent from ``finally``).
+Messages to the parent are :class:`~auflow.engine.types.WorkerMessage` ``(kind, payload, counters)``:
+``state`` (a StateChange), ``crops`` (FaceCrops), ``frame`` (a FramePacket, when face.device is set),
+``end`` (a SessionEnd), ``log`` ((level, logger, text)), ``fatal`` (an error line: the worker cannot run
+at all) and ``done`` (always last, sent from ``finally``).
+
+It lives in ``pipeline/`` (it runs the face stage); ``sources/`` only opens and decodes, and imports
+nothing of the pipeline.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuflowError
+from ..sources.core import Source
+from ..sources.session import Decimator, Pacer, run_sessions
 from ..types import FramePacket, SessionCounters, SessionEnd, StateChange, WorkerMessage
-from .core import Source
-from .session import Decimator, Pacer, run_sessions
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +178,8 @@ class StreamWorker:
 
     def _run(self) -> None:
         from ..config import FaceSection
-        from ..pipeline.face_stage import FaceStage
-        from . import make_source
+        from ..sources import make_source
+        from .face_stage import FaceStage
 
         face = FaceSection.model_validate(self.spec.face)
         src = make_source(self.spec.uri, self.cfg, cam=self.spec.cam, frames_device=frames_device(self.cfg, face))
