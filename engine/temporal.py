@@ -82,14 +82,20 @@ def starter_gate(card, min_top1: float = MIN_TOP1) -> tuple[bool, str]:
     return True, f"held-out top-1 agreement with {teacher} {top1:.3f} >= {min_top1} ({on})"
 
 
+#: what the temporal stage fuses with when its shipped student fails its gate (models/expr/window_mean.py)
+FALLBACK = "fer_mean"
+
+
 class TemporalEncoder(TorchModelAnalyzer):
     """The temporal model's per-frame half as an analyzer: crops → features (N, 2C') under
     :data:`FEATURES`. Preprocessing is the card's, as for every registry model.
 
     ``checkpoint``: ``starter:NAME`` is a checkpoint shipped in ``auflow/models/checkpoints`` (the
     default, ``starter:arpgnet_demo_student``): used, and reported ``distilled``, only when its card
-    passes :func:`starter_gate`; otherwise the same network runs untrained (reported ``untrained``)
-    and one log line says why. A checkpoint given by path is the user's and reported ``user``.
+    passes :func:`starter_gate`; otherwise the windows fuse ``fer_mean`` — fer's probabilities averaged
+    over the same T frames, the exact fusion the student was distilled to imitate (reported with fer's
+    kind, ``trained``) — and one log line says why. A checkpoint given by path is the user's and reported
+    ``user``; a model named without a checkpoint runs as its factory makes it (``untrained`` for arpgnet).
     """
 
     def start(self, device: str = "cpu") -> None:
@@ -111,10 +117,13 @@ class TemporalEncoder(TorchModelAnalyzer):
                 ckpt, kind = str(path), card.kind
                 log.info("temporal: %s from %s: %s", cfg.model, ckpt, why)
             else:
-                log.warning("temporal: the shipped %s is not used (%s): %s runs untrained", ckpt, why, cfg.model)
+                # the teacher until a student earns its place: fer averaged over the same windows, the fusion
+                # the shipped student was distilled to imitate, rather than the student's network untrained
+                t = int({**(card.config if card is not None else {}), **cfg.options}.get("num_frames", 8))
+                log.warning("temporal: the shipped %s is not used (%s): windows fuse %s (fer averaged over T = %d "
+                            "frames) instead", ckpt, why, FALLBACK, t)
                 ckpt = None
-                if card is not None and card.name == cfg.model:  # the same network, without its weights
-                    cfg = cfg.model_copy(update={"options": {**card.config, **cfg.options}})
+                cfg = cfg.model_copy(update={"model": FALLBACK, "options": {"num_frames": t}})
         model = create_model(cfg.model, checkpoint=ckpt, **cfg.options)
         if not (hasattr(model, "encode_frames") and hasattr(model, "fuse") and hasattr(model, "num_frames")):
             raise ConfigError(f"temporal.model: {cfg.model!r} has no encode_frames/fuse split (a temporal model such as arpgnet)")
