@@ -98,6 +98,12 @@ class TemporalEncoder(TorchModelAnalyzer):
     ``user``; a model named without a checkpoint runs as its factory makes it (``untrained`` for arpgnet).
     """
 
+    #: set by start(): the analyzer output fer_mean averages instead of encoding anything itself
+    reused: str | None = None
+
+    class Config(TorchModelAnalyzer.Config):
+        reuse_output: str | None = None  # fer_mean: the analyzer output holding fer's probabilities, if any
+
     def start(self, device: str = "cpu") -> None:
         import torch
         from auflow.models import create_model, load_checkpoint
@@ -135,6 +141,10 @@ class TemporalEncoder(TorchModelAnalyzer):
         self.output = FEATURES
         self.outputs = {FEATURES: tuple(f"f{i}" for i in range(2 * self.dim))}
         self.provenance = {FEATURES: ModelInfo(card.name, self.kind)}
+        # fer_mean beside a fer analyzer: nothing to encode here, the stage averages that analyzer's output
+        self.reused = cfg.reuse_output if card.name == FALLBACK and cfg.reuse_output else None
+        if self.reused:
+            self.outputs = {FEATURES: ()}
         if self.kind == "untrained":
             log.warning("%s has no trained weights: its windows are random and every window marks it 'untrained'", card.name)
         c = len(card.mean)
@@ -152,8 +162,8 @@ class TemporalEncoder(TorchModelAnalyzer):
     def analyze(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        if len(crops) == 0:
-            return {FEATURES: np.zeros((0, 2 * self.dim), np.float32)}
+        if len(crops) == 0 or self.reused is not None:  # reused: the stage takes the fer analyzer's output
+            return {FEATURES: np.zeros((len(crops), 0 if self.reused else 2 * self.dim), np.float32)}
         step = self.config.batch
         parts = []
         for i in range(0, len(crops), step):
@@ -309,14 +319,18 @@ class TemporalStage:
     """What the pipeline holds when ``temporal.enabled``: the encoder (appended to the analyzer's
     plugins, so it runs batched once per face) and the runner, called where results are published."""
 
-    def __init__(self, cfg, batch: int = 16) -> None:
+    def __init__(self, cfg, batch: int = 16, per_frame: list | None = None) -> None:
         from auflow.engine.registry import MODELS
 
         if cfg.model not in MODELS:  # fail when the pipeline is built, not when its first frame arrives
             raise ConfigError(f"temporal.model: unknown model {cfg.model!r}; valid: {', '.join(sorted(MODELS.names()))}")
         self.cfg = cfg
+        # fer_mean averages fer's per-frame probabilities: when the analyzer already runs fer for `expr`, its
+        # output (test-time views included) is what gets averaged, instead of running fer a second time
+        shared = next((m.output or "expr" for m in (per_frame or []) if m.name == "fer"), None)
         self.encoder = TemporalEncoder(TemporalEncoder.Config(model=cfg.model, checkpoint=cfg.checkpoint,
-                                                              options=dict(cfg.options), batch=batch))
+                                                              options=dict(cfg.options), batch=batch,
+                                                              reuse_output=shared))
         self.runner: TemporalRunner | None = None
 
     def mode_for(self, live: bool) -> Mode:
@@ -351,6 +365,11 @@ class TemporalStage:
         feats = res.outputs.get(FEATURES)
         if feats is None:
             return res, []
+        reuse = self.encoder.reused
+        if reuse is not None:  # fer_mean over the analyzer's own fer output, in the card's label order
+            order = [res.labels[reuse].index(label) for label in self.encoder.card.labels]
+            probs = np.asarray(res.outputs[reuse], np.float32)[:, order]
+            feats = np.concatenate([probs, np.zeros_like(probs)], axis=1)
         outputs = {k: v for k, v in res.outputs.items() if k != FEATURES}
         labels = {k: v for k, v in res.labels.items() if k != FEATURES}
         models = {k: v for k, v in res.models.items() if k != FEATURES}

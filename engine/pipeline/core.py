@@ -120,7 +120,7 @@ class Pipeline:
         if cfg.temporal.enabled:
             from ..temporal import TemporalStage
 
-            self.temporal = TemporalStage(cfg.temporal, cfg.analyzer.batch)
+            self.temporal = TemporalStage(cfg.temporal, cfg.analyzer.batch, cfg.analyzer.models)
             self.analyzer.plugins.append(self.temporal.encoder)
         if self.face_stage is None:
             FaceStage(cfg.face)  # builds (no I/O) to fail here, once, on a bad face config; workers build their own
