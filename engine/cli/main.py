@@ -210,6 +210,10 @@ def models_list() -> None:
     print_models(out)
 
 
+from .fleet_cmd import fleet_app  # noqa: E402 - beside the other sub-commands
+
+app.add_typer(fleet_app, name="fleet")
+
 config_app = typer.Typer(no_args_is_help=True, help="Show and check configuration files.")
 app.add_typer(config_app, name="config")
 

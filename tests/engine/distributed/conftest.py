@@ -3,8 +3,9 @@ build one), small enough for 2 shared cores: a head that runs nothing (``num_cpu
 of one CPU each, 100 MiB object stores, no dashboard, and health checks that declare a killed node
 dead within ~3 s instead of Ray's default 30 s or more.
 
-Every Ray process of a cluster carries its temp folder (``RAY_TMPDIR``, a fresh one per cluster) on
-its command line: after ``shutdown()`` the fixture counts them, and fails if any is left. Never
+Every process of a cluster — GCS, raylets, workers (whose command line Ray rewrites to ``ray::…``),
+the drivers a test starts — inherits its temp folder (``RAY_TMPDIR``, a fresh one per cluster) in its
+environment: after ``shutdown()`` the fixture counts them, and fails if any is left. Never
 ``ray stop``: it would stop every Ray process on the machine, other people's too.
 """
 
@@ -25,18 +26,20 @@ MIB = 2**20
 HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000, "health_check_failure_threshold": 3}
 
 
-def processes_with(text: str) -> list[int]:
-    """Live processes whose command line contains ``text``."""
+def cluster_processes(tmp: str, title: str = "") -> list[int]:
+    """Live processes (not this one) started with ``RAY_TMPDIR=tmp``, whose command line starts with ``title``."""
+    mark = f"RAY_TMPDIR={tmp}".encode()
     pids = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if text.encode() in cmd and state != "Z":
+        if mark in env and state != "Z" and cmd.startswith(title.encode()):
             pids.append(int(entry))
     return pids
 
@@ -71,8 +74,8 @@ class LocalCluster:
         self.cluster.remove_node(node, allow_graceful=False)
         self.workers.remove(node)
 
-    def ray_processes(self) -> list[int]:
-        return processes_with(self.tmp)
+    def ray_processes(self, title: str = "") -> list[int]:
+        return cluster_processes(self.tmp, title)
 
     def shutdown(self) -> None:
         self.cluster.shutdown()
