@@ -65,13 +65,16 @@ def process_video(cfg_data: dict, uri: str, cam: str, run_dir: str) -> dict:
     part = Path(run_dir) / PARTIAL / f"{cam}.{uuid.uuid4().hex[:10]}"
     part.mkdir(parents=True, exist_ok=False)
     where = {"node": node, "host": socket.gethostname(), "pid": os.getpid()}
+    import_s = time.time() - t_start  # the worker process's first task pays for importing the pipeline (torch...)
     (part / "attempt.json").write_text(json.dumps({"uri": uri, "cam": cam, "t_start": t_start, **where}), encoding="utf-8")
-    base = {"uri": uri, "cam": cam, **where, "t_start": t_start}
+    base = {"uri": uri, "cam": cam, **where, "t_start": t_start, "import_s": round(import_s, 4)}
+    t_run = time.time()
     try:
         outcome = runner.run(cfg, [uri], run_dir=part)
     except AuflowError as e:  # the video cannot be opened (missing, not a video): one failed entry, no retry
         shutil.rmtree(part, ignore_errors=True)
         return {**base, "state": "failed", "error": str(e), "t_end": time.time()}
+    run_s = time.time() - t_run  # the per-video run whole: its pipeline's start-up (models loaded) and its frames
     st = outcome.stats[cam]
     _move_outputs(part, Path(run_dir))
     shutil.rmtree(part, ignore_errors=True)
@@ -80,7 +83,7 @@ def process_video(cfg_data: dict, uri: str, cam: str, run_dir: str) -> dict:
             "sid": st.sid, "frames": st.frames_out, "frames_decoded": st.frames_in, "total_frames": st.total_frames,
             "decode_errors": st.decode_errors, "faces": st.faces, "frames_with_face": st.frames_with_face,
             "tracks": {str(k): v for k, v in sorted(st.tracks.items())}, "last_seq": st.last_seq,
-            "pipeline_s": round(outcome.wall_s, 4), "t_end": time.time()}
+            "pipeline_s": round(outcome.wall_s, 4), "run_s": round(run_s, 4), "t_end": time.time()}
 
 
 def _move_outputs(part: Path, run_dir: Path) -> None:
@@ -271,7 +274,8 @@ def _outcome(run_dir: Path, archive: ArchiveRun, skipped: list[str], wall: float
         stats[cam] = st
         if "node" in r:
             placement[cam] = {"node": r["node"], "host": r["host"], "task_s": round(r["t_end"] - r["t_start"], 3),
-                              "pipeline_s": r.get("pipeline_s"), "queued_s": round(r["t_start"] - r["t_submit"], 3)}
+                              "import_s": r.get("import_s"), "run_s": r.get("run_s"), "pipeline_s": r.get("pipeline_s"),
+                              "queued_s": round(r["t_start"] - r["t_submit"], 3)}
     prog = archive.progress()
     executor = {"kind": "ray", "videos": prog["total"], "done": prog["done"], "failed": prog["failed"],
                 "frames": prog["frames"], "fps": round(prog["frames"] / max(wall, 1e-9), 2), "nodes": prog["nodes"]}
