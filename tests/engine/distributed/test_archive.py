@@ -252,3 +252,14 @@ def test_a_worker_node_lost_mid_run_costs_only_its_video_in_flight_and_results_e
     for n in sorted(names):
         assert_close(comparable(out / f"{n}.jsonl"), comparable(ref / f"{n}.jsonl"), n)
     assert sum(1 for m in messages(out / "demo.jsonl") if m["type"] == "result" and m["faces"]) >= 40  # real faces compared
+
+
+def test_one_driver_per_run_directory(tmp_path):
+    from auflow.engine.distributed.archive import _driver_lock
+
+    with _driver_lock(tmp_path / "run"):
+        with pytest.raises(ConfigError, match="another auflow run is writing"):
+            with _driver_lock(tmp_path / "run"):
+                pass
+    with _driver_lock(tmp_path / "run"):  # released at the end of the first
+        pass
