@@ -60,8 +60,9 @@ class BatchManifest:
         e = self.entry(path)
         return e.get("cam") if e else None
 
-    def mark(self, path: str | Path, cam: str, state: str, **info) -> None:
-        """``state``: running | done | failed | interrupted."""
+    def mark(self, path: str | Path, cam: str, state: str, save: bool = True, **info) -> None:
+        """``state``: running | done | failed | interrupted. ``save=False``: in memory only, until
+        the next :meth:`save` (many marks at once write the file once)."""
         p = Path(path)
         entry = {"cam": cam, "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
         try:
@@ -69,7 +70,8 @@ class BatchManifest:
         except OSError:
             pass
         self.files[self.key(p)] = entry
-        self.save()
+        if save:
+            self.save()
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
