@@ -51,3 +51,14 @@ def test_a_new_import_of_a_plugin_from_the_engine_breaks_the_contract(tmp_path):
     timeline.write_text(timeline.read_text() + "\nimport auflow.plugins.sinks  # noqa\n")
     r = _lint(path)
     assert r.returncode != 0 and "BROKEN" in r.stdout and "auflow.engine.timeline -> auflow.plugins.sinks" in r.stdout
+
+
+def test_the_contract_covers_every_engine_module_but_the_cli():
+    """A module added to engine/ must be named in the contract's source_modules (or be the CLI)."""
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    named = set(conf["source_modules"])
+    here = {f"auflow.engine.{p.stem}" for p in (ROOT / "engine").iterdir()
+            if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())}
+    assert here - {"auflow.engine.cli", "auflow.engine._auflow"} == named, (sorted(here - named), sorted(named - here))
