@@ -288,7 +288,7 @@ def test_onnx_and_torch_export_give_the_same_probabilities(model, images):
 
 # -- learning ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_svml_rgcn_learns_the_multilabel_faces(tmp_path):
+def test_svml_rgcn_learns_the_multilabel_faces(tmp_path, train_overrides):
     """Paper 004's recipe on generated faces, through ``auflow train``'s trainer on
     configs/train/svml_rgcn_synthetic.yaml: a trunk pre-trained on basic (single-label) expressions
     gives the visual node features (Eq. 5) and initialises the extractor; the label graph comes from
@@ -300,7 +300,8 @@ def test_svml_rgcn_learns_the_multilabel_faces(tmp_path):
     from auflow.models.train.evaluate import evaluate_checkpoint
 
     start = time.perf_counter()
-    cfg = load_train_config(Path(__file__).parents[2] / "configs" / "train" / "svml_rgcn_synthetic.yaml")
+    # AUFLOW_TEST_SEED picks the seeds (tests/models/conftest.py)
+    cfg = load_train_config(Path(__file__).parents[2] / "configs" / "train" / "svml_rgcn_synthetic.yaml", train_overrides)
     result = train(cfg, out_dir=tmp_path / "svml")
     metrics = result.metrics.values
     print({k: round(v, 4) for k, v in metrics.items()}, f"{time.perf_counter() - start:.0f} s")

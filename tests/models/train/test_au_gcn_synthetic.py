@@ -29,8 +29,11 @@ CONFIG = Path(__file__).parents[3] / "configs" / "train" / "au_gcn_synthetic.yam
 
 
 @pytest.fixture(scope="module")
-def au_gcn_run(tmp_path_factory):
-    return train(load_train_config(CONFIG), out_dir=tmp_path_factory.mktemp("au_gcn_synthetic"))
+def au_gcn_run(tmp_path_factory, train_overrides):
+    cfg = load_train_config(CONFIG, train_overrides)  # AUFLOW_TEST_SEED: tests/models/conftest.py
+    res = train(cfg, out_dir=tmp_path_factory.mktemp("au_gcn_synthetic"))
+    print(f"au_gcn (seed {cfg.train.seed}, {cfg.train.threads} thread(s)): {_summary(res)}")
+    return res
 
 
 def _summary(res) -> str:

@@ -52,22 +52,24 @@ INIT_FROM = {"topo_au_local_synthetic": "me_graphau_local_synthetic"}
 class Runs:
     """Each config trained once per module, on first use (so ``-k`` trains only what it needs)."""
 
-    def __init__(self, out: Path) -> None:
-        self.out, self.done = out, {}
+    def __init__(self, out: Path, overrides: list[str]) -> None:
+        self.out, self.overrides, self.done = out, overrides, {}
 
     def __getitem__(self, name: str):
         if name not in self.done:
             overrides = [f"model.init_from={self[INIT_FROM[name]].checkpoint}"] if name in INIT_FROM else []
-            cfg = load_train_config(CONFIGS / f"{name}.yaml", overrides)
+            cfg = load_train_config(CONFIGS / f"{name}.yaml", self.overrides + overrides)
             self.done[name] = train(cfg, out_dir=self.out / name)
+            print(f"{name} (seed {cfg.train.seed}, {cfg.train.threads} thread(s)): {_summary(self.done[name])}")
         return self.done[name]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, train_overrides):
     # the three runs read one stream of 12,000 generated faces: each face is drawn once (the
-    # dataset's render cache, 330 MB at 96 px) rather than once per epoch and run; let go after
-    yield Runs(tmp_path_factory.mktemp("synthetic_training"))
+    # dataset's render cache, 330 MB at 96 px) rather than once per epoch and run; let go after.
+    # AUFLOW_TEST_SEED picks the seed of every run and of the generated data (tests/models/conftest.py)
+    yield Runs(tmp_path_factory.mktemp("synthetic_training"), train_overrides)
     clear_render_cache()
 
 
