@@ -316,8 +316,13 @@ def test_torch_export_takes_the_clip_model_and_the_fusion(model, clips):
 
 
 # -- learning what only time tells -------------------------------------------------------------------------
+#: Per seed x torch threads (issue 17; the 2-core Zen 4 VM, 2026-12-04; docs/training_tests.md):
+#:   accuracy on the paired test clips (per-frame baseline 0.500 in every run):
+#:   seed 0: 1 thread 0.980; 2 threads 0.975
+#:   seed 1: 1 thread 0.985; 2 threads 0.990
+#:   seed 2: 1 thread 0.970; 2 threads not measured
 @pytest.mark.slow
-def test_arpgnet_learns_motion_direction_that_a_per_frame_model_cannot(tmp_path):
+def test_arpgnet_learns_motion_direction_that_a_per_frame_model_cannot(tmp_path, train_overrides):
     """Mouth opening vs closing (``synthetic.motion_sequences``): every frame comes from the same
     distribution in both classes; only the order differs. ARPGNet trains through ``auflow train``'s
     trainer on configs/train/arpgnet_synthetic.yaml (its trunk first pre-trained on single generated
@@ -328,7 +333,8 @@ def test_arpgnet_learns_motion_direction_that_a_per_frame_model_cannot(tmp_path)
     from auflow.models.train import load_train_config, train
 
     start = time.perf_counter()
-    cfg = load_train_config(Path(__file__).parents[2] / "configs" / "train" / "arpgnet_synthetic.yaml")
+    # AUFLOW_TEST_SEED picks the seeds (tests/models/conftest.py)
+    cfg = load_train_config(Path(__file__).parents[2] / "configs" / "train" / "arpgnet_synthetic.yaml", train_overrides)
     result = train(cfg, out_dir=tmp_path / "arpgnet")
     acc_arpg = result.metrics.accuracy  # on the paired test clips (each also played backwards)
     trunk = result.recipe.pretrained_trunk
@@ -337,7 +343,7 @@ def test_arpgnet_learns_motion_direction_that_a_per_frame_model_cannot(tmp_path)
     size, t, mean = o["input_size"], o["num_frames"], (0.5, 0.5, 0.5)
     xtr, ytr = motion_sequences(d.size, t, size, seed=2 * d.seed + 1)  # the trainer's training stream
     xte, yte = motion_sequences(d.test_size, t, size, seed=2 * d.seed + 2, paired=True)  # and its test stream
-    torch.manual_seed(0)
+    torch.manual_seed(cfg.train.seed)
     base = FrameAverageBaseline(o["backbone"], 2, MOTION_LABELS, input_size=size)
     base.backbone.load_state_dict(trunk)
     own = [p for n, p in base.named_parameters() if not n.startswith("backbone.")]

@@ -173,9 +173,9 @@ SMALL = {"backbone_kw": {"width_mult": 0.5}, "input_size": 64}
 
 
 @pytest.mark.slow
-def test_distill_resumes_from_cache_and_last_epoch(demo_cache, tmp_path, monkeypatch):
+def test_distill_resumes_from_cache_and_last_epoch(demo_cache, tmp_path, monkeypatch, train_seed):
     video = _with_cache(demo_cache, tmp_path / "a")
-    cfg = DistillConfig(options=SMALL, epochs=2, eval_every=0)
+    cfg = DistillConfig(options=SMALL, epochs=2, eval_every=0, seed=train_seed)
     TeacherMustNotRun(monkeypatch)
     first = distill([video], tmp_path / "a", cfg, stop_after_epochs=1)
     assert first.stopped and [h["epoch"] for h in first.history] == [1]
@@ -213,9 +213,15 @@ FAST = DistillConfig(model="baseline_au", options={"backbone_kw": {"width_mult":
                      holdout_every=5, eval_every=0, seed=0)
 
 
+#: Per seed x torch threads (issue 17; the 2-core Zen 4 VM, 2026-12-04; docs/training_tests.md):
+#:   the lowest held-out Pearson of the varying AUs:
+#:   seed 0: 1 thread min 0.848 (AU02); 2 threads min 0.897 (AU02)
+#:   seed 1: 1 thread min 0.899 (AU02); 2 threads min 0.892 (AU02)
+#:   seed 2: 1 thread min 0.916 (AU02); 2 threads not measured
 @pytest.mark.slow
 def test_acceptance_distill_trains_a_student_that_matches_teacher_on_heldout_time_segments(demo_cache, tmp_path,
-                                                                                             monkeypatch):
+                                                                                             monkeypatch, train_seed,
+                                                                                             train_threads):
     """Issue 8: distillation on the demo clip through ``distill`` (what ``auflow distill`` runs), then
     held-out time segments: the student's Pearson with the teacher >= 0.8 on every AU that varies —
     the AU set decided by distill's own rule (teacher std over the clip >= vary_std), not picked here."""
@@ -223,7 +229,8 @@ def test_acceptance_distill_trains_a_student_that_matches_teacher_on_heldout_tim
 
     video = _with_cache(demo_cache, tmp_path)
     TeacherMustNotRun(monkeypatch)
-    cfg = FAST
+    # AUFLOW_TEST_SEED (and AUFLOW_TEST_THREADS): tests/models/conftest.py
+    cfg = FAST.model_copy(update={"seed": train_seed, **({"threads": train_threads} if train_threads else {})})
     r = distill([video], tmp_path, cfg)
     t, agree = r.card.training, r.agreement
     assert r.split["mode"] == "time" and t["complete"] and r.teacher_pass.frames_run == 0
@@ -234,6 +241,9 @@ def test_acceptance_distill_trains_a_student_that_matches_teacher_on_heldout_tim
     y = v.rows.loc[v.rows["presence"] >= cfg.min_presence, list(r.card.labels)].to_numpy(np.float64)
     assert agree["varying"] == [a for a, sd in zip(r.card.labels, y.std(axis=0)) if sd >= cfg.vary_std]
     assert {"AU12", "AU25", "AU45"} <= set(agree["varying"])  # the AUs that move on this clip (docs/teachers.md)
+    print(f"seed {cfg.seed}, {cfg.threads} thread(s): held-out Pearson "
+          + ", ".join(f"{a} {per[a]['pearson'] if per[a]['pearson'] is None else round(per[a]['pearson'], 3)}"
+                     for a in agree["varying"]))
     low = {a: per[a]["pearson"] for a in agree["varying"] if per[a]["pearson"] is None or per[a]["pearson"] < 0.8}
     assert not low, f"held-out Pearson below 0.8: {low}"
     assert gate(r.card)[0]  # the default config's student gate would run it

@@ -9,9 +9,13 @@ What they show (the measured numbers are in the assertion messages and in the co
   both of its causes. The no-graph model reads every AU off the global average of those features
   with one linear unit: a sum of local evidence, which cannot express "exactly one of two distant
   cues" (AU17). ME-GraphAU's AU nodes exchange their evidence through the graph and recover both.
-  The gap on the hidden AUs is asserted (≥ 0.1 in their mean F1). ME-GraphAU's ARM runs on each AU's
+  The gap on the hidden AUs is asserted (≥ 0.1 in their mean F1). ME-GraphAU's nodes and edges are
+  32 wide (``dim: 32``, the authors' backbone channels / 4; issue 17: at 16 the XOR-coded AU17 left its
+  plateau late in stage 2 and by chance — the config's comment has the learning curve); with it
+  (seed 0, 1 thread, 2026-12-04): mean F1 0.999, AU06 0.997, AU17 0.994, ~245 s; every seed and thread
+  count is listed above each test. ARM runs on each AU's
   FAM map pooled from 12×12 to 6×6 (``edge_grid: 6``; its (N·D)² attention was most of the run's
-  time); with it (2026-12-02): mean F1 0.994, AU06 0.992, AU17 0.977. Before (every position): graph mean F1 0.988,
+  time); with it and dim 16 (2026-12-02): mean F1 0.994, AU06 0.992, AU17 0.977. Before (every position): graph mean F1 0.988,
   AU06 0.979, AU17 0.969; no graph 0.839, AU06 0.892 (an "and" is a threshold on summed evidence,
   so it follows its two causes), AU17 0.659 (the F1 of calling every face positive: 49 % accuracy),
   visible AUs 0.855 (AU04 0.674: pooled local features lose where a brow is relative to the eyes).
@@ -27,9 +31,11 @@ What they show (the measured numbers are in the assertion messages and in the co
   fusion, similarity head), from scratch, over the frozen local backbone that the ME-GraphAU run
   above trained (the papers start from a pretrained backbone; from scratch with the whole
   MobileNetV2, 2 x 750 steps gave Topo-AU mean F1 0.837 in an earlier session). One short epoch
-  (200 steps), so the test costs little beyond the run it reuses (45 s on the 2-core CPU at load
-  1.5-2). Measured over a ME-GraphAU run of mean F1 0.993: mean F1 0.988, AU06 0.990, AU17 0.942,
-  visible AUs 0.981-1.000 (400 steps: 0.993, AU17 0.979).
+  (400 steps), so the test costs little beyond the run it reuses (12 s on the 2-core Zen 4 VM).
+  Measured (2026-12-02) over a ME-GraphAU run of mean F1 0.993, 200 steps: mean F1 0.988, AU06 0.990,
+  AU17 0.942 (400 steps: 0.993, AU17 0.979); over the dim-32 backbone, per seed: above its test.
+- **Seeds and threads**: ``AUFLOW_TEST_SEED`` (default 0) seeds every run and the generated data;
+  ``AUFLOW_TEST_THREADS`` overrides the configs' pinned one thread (tests/models/conftest.py).
 """
 
 from __future__ import annotations
@@ -52,22 +58,24 @@ INIT_FROM = {"topo_au_local_synthetic": "me_graphau_local_synthetic"}
 class Runs:
     """Each config trained once per module, on first use (so ``-k`` trains only what it needs)."""
 
-    def __init__(self, out: Path) -> None:
-        self.out, self.done = out, {}
+    def __init__(self, out: Path, overrides: list[str]) -> None:
+        self.out, self.overrides, self.done = out, overrides, {}
 
     def __getitem__(self, name: str):
         if name not in self.done:
             overrides = [f"model.init_from={self[INIT_FROM[name]].checkpoint}"] if name in INIT_FROM else []
-            cfg = load_train_config(CONFIGS / f"{name}.yaml", overrides)
+            cfg = load_train_config(CONFIGS / f"{name}.yaml", self.overrides + overrides)
             self.done[name] = train(cfg, out_dir=self.out / name)
+            print(f"{name} (seed {cfg.train.seed}, {cfg.train.threads} thread(s)): {_summary(self.done[name])}")
         return self.done[name]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, train_overrides):
     # the three runs read one stream of 12,000 generated faces: each face is drawn once (the
-    # dataset's render cache, 330 MB at 96 px) rather than once per epoch and run; let go after
-    yield Runs(tmp_path_factory.mktemp("synthetic_training"))
+    # dataset's render cache, 330 MB at 96 px) rather than once per epoch and run; let go after.
+    # AUFLOW_TEST_SEED picks the seed of every run and of the generated data (tests/models/conftest.py)
+    yield Runs(tmp_path_factory.mktemp("synthetic_training"), train_overrides)
     clear_render_cache()
 
 
@@ -86,10 +94,20 @@ def _learns_every_au(res) -> None:
     assert res.card.kind == "trained" and "synthetic" in res.card.training["note"]
 
 
+#: Per seed x torch threads (issue 17; the 2-core Zen 4 VM, 2026-12-04; docs/training_tests.md):
+#:   mean F1 (AU06, AU17, visible mean):
+#:   seed 0: 1 thread 0.999 (AU06 0.997, AU17 0.994, visible 0.999); 2 threads 0.998 (AU06 0.997, AU17 0.993, visible 0.998)
+#:   seed 1: 1 thread 0.998 (AU06 0.995, AU17 0.999, visible 0.999); 2 threads 0.998 (AU06 0.995, AU17 0.995, visible 0.998)
+#:   seed 2: 1 thread 0.998 (AU06 0.989, AU17 0.998, visible 0.999); 2 threads 0.996 (AU06 0.987, AU17 0.994, visible 0.998)
 def test_me_graphau_learns_every_generated_au_from_local_features(runs):
     _learns_every_au(runs["me_graphau_local_synthetic"])
 
 
+#: Per seed x torch threads (issue 17; the 2-core Zen 4 VM, 2026-12-04; docs/training_tests.md):
+#:   hidden-AU F1 gap, no-graph AU17 (= all-positive F1), no-graph visible:
+#:   seed 0: 1 thread gap 0.217, AU17 0.659, visible 0.850; 2 threads gap 0.219, AU17 0.659, visible 0.855
+#:   seed 1: 1 thread gap 0.201, AU17 0.664, visible 0.884; 2 threads gap 0.249, AU17 0.664, visible 0.897
+#:   seed 2: 1 thread gap 0.238, AU17 0.641, visible 0.891; 2 threads gap 0.210, AU17 0.641, visible 0.871
 def test_without_the_graph_the_same_backbone_misses_the_hidden_aus(runs):
     graph, base = runs["me_graphau_local_synthetic"], runs["baseline_au_local_synthetic"]
     g, b = graph.metrics, base.metrics
@@ -107,6 +125,11 @@ def test_without_the_graph_the_same_backbone_misses_the_hidden_aus(runs):
     assert b.f1_of(list(VISIBLE_AUS)) >= 0.8, detail
 
 
+#: Per seed x torch threads (issue 17; the 2-core Zen 4 VM, 2026-12-04; docs/training_tests.md):
+#:   mean F1 (AU06, AU17, visible mean):
+#:   seed 0: 1 thread 0.989 (AU06 0.975, AU17 0.958, visible 0.995); 2 threads 0.992 (AU06 0.980, AU17 0.981, visible 0.995)
+#:   seed 1: 1 thread 0.991 (AU06 0.968, AU17 0.988, visible 0.994); 2 threads 0.988 (AU06 0.968, AU17 0.978, visible 0.992)
+#:   seed 2: 1 thread 0.994 (AU06 0.984, AU17 0.994, visible 0.995); 2 threads 0.991 (AU06 0.983, AU17 0.974, visible 0.995)
 def test_topo_au_learns_every_generated_au_over_a_given_local_backbone(runs):
     res = runs["topo_au_local_synthetic"]
     _learns_every_au(res)

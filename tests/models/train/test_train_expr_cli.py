@@ -43,6 +43,13 @@ TINY_SVML = {
 }
 
 
+def _seeded(cfg: dict, seed: int) -> dict:
+    """A copy of a tiny config with AUFLOW_TEST_SEED's seed for training and the generated data."""
+    out = json.loads(json.dumps(cfg))
+    out["train"]["seed"] = out["data"]["seed"] = seed
+    return out
+
+
 def _cli(*args: str):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
 
@@ -60,8 +67,8 @@ def _train_then_eval(cfg: dict, tmp_path: Path) -> tuple[dict, dict, str, str]:
     return card.to_dict(), json.loads(js.read_text()), r.output, e.output
 
 
-def test_arpgnet_trains_through_the_cli_and_eval_repeats_its_metrics(tmp_path):
-    card, ev, train_out, eval_out = _train_then_eval(TINY_ARPGNET, tmp_path)
+def test_arpgnet_trains_through_the_cli_and_eval_repeats_its_metrics(tmp_path, train_seed):
+    card, ev, train_out, eval_out = _train_then_eval(_seeded(TINY_ARPGNET, train_seed), tmp_path)
     t = card["training"]
     assert card["name"] == "arpgnet" and card["kind"] == "trained" and tuple(card["labels"]) == MOTION_LABELS
     assert t["dataset"] == "synthetic_motion" and "motion_sequences" in t["data"] and "synthetic data" in t["note"]
@@ -78,8 +85,8 @@ def test_arpgnet_trains_through_the_cli_and_eval_repeats_its_metrics(tmp_path):
     assert sorted(g["initial_lr"] for g in state["optimizer"]["param_groups"]) == [1e-4, 1e-3]
 
 
-def test_svml_rgcn_trains_through_the_cli_and_eval_repeats_the_nine_metrics(tmp_path):
-    card, ev, train_out, eval_out = _train_then_eval(TINY_SVML, tmp_path)
+def test_svml_rgcn_trains_through_the_cli_and_eval_repeats_the_nine_metrics(tmp_path, train_seed):
+    card, ev, train_out, eval_out = _train_then_eval(_seeded(TINY_SVML, train_seed), tmp_path)
     t = card["training"]
     assert card["name"] == "svml_rgcn" and card["kind"] == "trained" and tuple(card["labels"]) == MULTILABEL_LABELS
     assert t["dataset"] == "synthetic_multilabel" and "multilabel_faces" in t["data"]
@@ -155,11 +162,11 @@ class Interrupt(Exception):
     pass
 
 
-def test_expression_training_resumes_to_the_uninterrupted_weights_and_metrics(tmp_path):
+def test_expression_training_resumes_to_the_uninterrupted_weights_and_metrics(tmp_path, train_seed):
     from auflow.models.train import TrainCallbacks, train
     from auflow.models.train.config import validate_train_config
 
-    raw = json.loads(json.dumps(TINY_SVML))
+    raw = _seeded(TINY_SVML, train_seed)
     raw["train"].update(eval_every=1)
     raw["train"]["stages"][0]["epochs"] = 2
     cfg = validate_train_config(raw)
