@@ -26,6 +26,7 @@ from types import EllipsisType
 import zmq
 
 from auflow.engine.errors import ConfigError, WireError
+from auflow.engine.wire.endpoint import check_endpoint
 from auflow.engine.wire.format import MAX_MESSAGE_BYTES, SchemaVersionError, decode
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ class Subscriber:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
             raise ConfigError("subscribe needs at least one endpoint, e.g. tcp://127.0.0.1:5555")
+        for ep in self.endpoints:
+            check_endpoint(ep, bind=False)
         if topics is not None and len(topics) == 0:
             raise ConfigError("topics is empty, so nothing would arrive; pass None to receive everything")
         self.topics = [""] if topics is None else [t.decode() if isinstance(t, bytes) else str(t) for t in topics]
