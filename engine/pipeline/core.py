@@ -18,6 +18,7 @@ what is in flight is still analysed, published and written, then every session g
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -29,6 +30,7 @@ from ..analyzer.core import Analyzer
 from ..config import RunConfig
 from ..errors import AuflowError
 from ..plugin import Plugin, build
+from ..redaction import redact_text
 from ..registry import SINKS
 from ..sources.core import Source
 from ..sources.worker import WorkerSpec
@@ -453,6 +455,8 @@ class Pipeline:
 
     def _end_session(self, item: EndOfStream) -> None:
         st = self.stats[item.cam]
+        if item.error:  # FFmpeg's words may repeat the URL: no password goes on the wire, in a sink or the summary
+            item = dataclasses.replace(item, error=redact_text(item.error))
         if item.final:
             if item.reason == "error":  # a live stream that recovered from an error has none to report
                 st.error = item.error

@@ -15,8 +15,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from ..redaction import redact_uri
 from ..types import FramePacket
 
 
@@ -51,15 +52,8 @@ def cam_id_from(uri: str) -> str:
 
 
 def redact(uri: str) -> str:
-    """The URI with its password replaced by ``***``, for logs and error messages."""
-    if "://" not in uri:
-        return uri
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    """The URI with its password (and secret query values) replaced by ``***``, for logs, errors and outputs."""
+    return redact_uri(uri)
 
 
 @dataclass

@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+from ..redaction import redact_text
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
@@ -63,6 +65,8 @@ class BatchManifest:
     def mark(self, path: str | Path, cam: str, state: str, **info) -> None:
         """``state``: running | done | failed | interrupted."""
         p = Path(path)
+        if isinstance(info.get("error"), str):
+            info["error"] = redact_text(info["error"])
         entry = {"cam": cam, "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
         try:
             entry["fingerprint"] = _fingerprint(p)
