@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 #: query parameters whose values are secrets (matched case-insensitively, as whole names)
@@ -37,18 +36,19 @@ def redact_text(text: str) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """The URI with its password and secret query values replaced by ``***`` (for logs and outputs)."""
+    """The URI with its password and secret query values replaced by ``***`` (for logs and outputs).
+
+    The whole string is one URI here, so a password with characters a URL may not hold raw (a space,
+    '#', '/', '@') is masked whole: everything between ``user:`` and the URI's last '@'.
+    """
     if "://" not in uri:
         return uri
-    try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:  # a malformed URL (bad port, bad IPv6): mask by pattern alone
-        return redact_text(uri)
-    if password is not None:
-        user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}:{MASK}@{parts.netloc.rsplit('@', 1)[-1]}")
-    return redact_text(urlunsplit(parts))
+    scheme, _, rest = uri.partition("://")
+    at = rest.rfind("@")
+    if at >= 0 and ":" in rest[:at]:
+        user = rest[:at].split(":", 1)[0]
+        rest = f"{user}:{MASK}{rest[at:]}"
+    return redact_text(f"{scheme}://{rest}")
 
 
 class RedactingFilter(logging.Filter):
