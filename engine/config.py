@@ -198,20 +198,53 @@ def default_config_path() -> Path:
 MAX_NODES = 100_000
 
 
-def _yaml_error(path: Path | str, e: yaml.YAMLError) -> ConfigError:
-    """One line for a YAML error (PyYAML's own message spans several, with a caret drawing)."""
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else f"{path}"
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's message without its caret drawing, on one line."""
     what = " ".join(str(getattr(e, "problem", None) or e).split())
     context = getattr(e, "context", None)
     if context and getattr(e, "problem", None):
         what = f"{' '.join(str(context).split())}: {what}"
-    return ConfigError(f"{where}: not valid YAML: {what}")
+    return what
+
+
+def _yaml_error(path: Path | str, e: yaml.YAMLError) -> ConfigError:
+    """One line for a YAML error (PyYAML's own message spans several, with a caret drawing)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else f"{path}"
+    return ConfigError(f"{where}: not valid YAML: {_yaml_problem(e)}")
+
+
+#: deepest nesting of flow collections ([ {) a config may have: PyYAML's scanner takes time quadratic in
+#: it (5,000 levels: 3 s; 50,000: minutes) before it gives up; a config nests a handful
+MAX_FLOW_DEPTH = 64
+#: largest config file read (the packaged ones are a few kB)
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _check_flow_depth(text: str, path: Path | str) -> None:
+    depth = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        quote = None
+        for ch in line:
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                depth += 1
+                if depth > MAX_FLOW_DEPTH:
+                    raise ConfigError(f"{path}, line {n}: brackets nested more than {MAX_FLOW_DEPTH} levels deep; "
+                                      "a config needs a few")
+            elif ch in "]}":
+                depth = max(0, depth - 1)
 
 
 def _compose(text: str, path: Path | str):
     """The YAML node graph of ``text`` (safe loader), refused when an alias refers to itself or the
     document would expand to more than :data:`MAX_NODES` nodes."""
+    _check_flow_depth(text, path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -276,7 +309,8 @@ def _mark_overrides(lines: dict[tuple, int | str], overrides: list[tuple[str, st
         loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         for k in [k for k in lines if k[:len(loc)] == loc]:
             del lines[k]
-        lines[loc] = item
+        shown = item if item.isprintable() else item.encode("unicode_escape").decode("ascii")
+        lines[loc] = shown if len(shown) <= 120 else shown[:117] + "..."
 
 
 def _where(path: Path | str | None, lines: dict[tuple, int | str], loc: tuple) -> str:
@@ -328,9 +362,12 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. analyzer.batch=16)")
     try:
+        _check_flow_depth(raw, f"override {item[:60]!r}")
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {_yaml_problem(e)}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as e:  # PyYAML's constructors on odd scalars
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {type(e).__name__}") from None
     return key.strip(), value
 
 
@@ -368,6 +405,9 @@ def validate_plugins(cfg: RunConfig, lines: dict[tuple, int | str] | None = None
 
 def _read_text(path: Path) -> str:
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is not a config (at most {MAX_CONFIG_BYTES}); "
+                              "wrong file?")
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
@@ -388,6 +428,10 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise _yaml_error(path, e) from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as e:
+        # PyYAML's constructors fail this way on some malformed scalars (`!!timestamp x`, `!!binary` of bad base64)
+        raise ConfigError(f"{path}: not valid YAML: a value cannot be read ({type(e).__name__}); check tagged "
+                          "values (!!...)") from None
     return data, _line_index(root)
 
 
