@@ -178,8 +178,19 @@ def run(cfg: RunConfig, uris: list[str], run_dir: str | Path | None = None,
     finally:
         wall = time.perf_counter() - t0
     outcome = RunOutcome(run_dir, stats, failed, wall, skipped)
-    (run_dir / "summary.json").write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
+    _write_summary(run_dir, outcome)
     return outcome
+
+
+def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
+    """summary.json, written whole or not at all (a full disk leaves no half file behind)."""
+    tmp = run_dir / ".summary.json.tmp"
+    try:
+        tmp.write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
+        tmp.replace(run_dir / "summary.json")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log.error("cannot write %s: %s", run_dir / "summary.json", e.strerror or e)
 
 
 __all__ = ["AuflowError", "RunOutcome", "new_run_dir", "preflight", "run"]
