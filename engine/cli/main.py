@@ -370,12 +370,28 @@ def dashboard(
         dash.stop()
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM before a run installs its own handlers (while models load) ends like Ctrl-C: exit 130, not a kill
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         app()
     except KeyboardInterrupt:
         console.print("[red]aborted[/]")
-        sys.exit(130)
+        _exit_ignoring_signals(130)
+    except SystemExit as e:  # how click ends every command
+        _exit_ignoring_signals(e.code)
+
+
+def _exit_ignoring_signals(code) -> None:
+    """The command is over and its outputs are complete: a Ctrl-C or SIGTERM landing while the interpreter
+    shuts down (atexit handlers) must not turn that into a crash (exit -2 and a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
