@@ -23,6 +23,8 @@ from helpers import write_face_video
 from stream_media import write_clip
 from watched_run import child_pids, open_fds
 
+pytestmark = pytest.mark.slow  # real runs, 5-35 s each on 2 busy cores
+
 FAST = ["publish.endpoint=null", "analyzer.models=[]", "source.reconnect.initial_s=0.2", "source.reconnect.max_s=1.0"]
 
 
@@ -267,3 +269,56 @@ def test_a_sink_whose_disk_fills(clips, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["streams"]["a"]["end"] == "error" and "cannot write" in summary["streams"]["a"]["error"]
     assert summary["streams"]["a"]["frames"] == len(results)  # published == processed
+
+
+@pytest.mark.rtsp
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kill_after_s", [0.0, 0.15, 0.4, 1.0])
+def test_rtsp_server_killed_during_the_first_connect(clips, rtsp_server, tmp_path, kill_after_s, leak_check):
+    """The camera dies while auflow connects to it (before, during or just after the RTSP handshake): one
+    error line for that stream, an eos for every session it had, nothing left behind."""
+    # counted with the server up, as at the start: its own process is the fixture's, not the run's
+    with FaultRun(["source.workers=process", "source.open_timeout_s=2", "source.watchdog_s=2",
+                   "source.reconnect.max_attempts=2"], [rtsp_server.url], tmp_path / "run") as run:
+        time.sleep(kill_after_s)
+        rtsp_server.kill()
+        run.thread.join(120)
+        rtsp_server.start()  # the fixture's process again, so that the leak count compares like with like
+    assert run.error is None, run.error
+    summary = check_invariants(tmp_path / "run", run.snapshot())
+    (st,) = summary["streams"].values()
+    assert st["end"] == "error" and "\n" not in st["error"], st
+    eos = [m for m in run.snapshot() if m["type"] == "eos"]
+    assert eos and eos[-1]["reason"] == "error"
+
+
+@pytest.mark.timeout(180)
+def test_a_subscriber_that_disconnects_and_reconnects(clips, tmp_path, leak_check):
+    """A viewer drops out and comes back mid-run: the run does not notice (every frame processed is
+    published and written), and the viewer's gap count says exactly what it missed."""
+    from auflow.engine.wire.subscriber import Subscriber
+    from helpers import free_port
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    first = Subscriber(endpoint, topics=["result/", "eos/"])
+    with FaultRun(["source.workers=thread", "source.realtime=true", f"publish.endpoint={endpoint}",
+                   "publish.wait_subscribers=2", "publish.wait_timeout_s=30"], [str(clips["a"])], tmp_path / "run") as run:
+        seen_first = [first.recv(30) for _ in range(10)]
+        first.close()
+        time.sleep(0.5)  # results go by unseen
+        with Subscriber(endpoint, topics=["result/", "eos/"]) as second:
+            got = []
+            while (m := second.recv(30)) is not None:
+                got.append(m)
+                if m.type == "eos":
+                    break
+            lost = second.gaps.lost
+        run.thread.join(60)
+    assert run.error is None, run.error
+    summary = check_invariants(tmp_path / "run", run.snapshot())
+    total = summary["streams"]["a"]["frames"]
+    assert [m.header["seq"] for m in seen_first] == list(range(10))
+    results = [m for m in got if m.type == "result"]
+    assert got[-1].type == "eos" and got[-1].header["last_seq"] == total - 1
+    assert results and results[0].header["seq"] > 10, "the second subscriber should have missed some results"
+    assert len(results) + lost == total, "received + counted as lost == published"
