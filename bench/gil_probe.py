@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import auflow.engine.pipeline.gpu_face_stage as g  # noqa: E402
+from auflow.plugins.detectors.retinaface import RetinaFaceDetector  # noqa: E402
 from auflow.engine import runner  # noqa: E402
 from auflow.engine.assets import asset_path  # noqa: E402
 from auflow.engine.config import default_config_path, load_config  # noqa: E402
@@ -24,7 +24,7 @@ from auflow.engine.types import Faces  # noqa: E402
 from pipeline_bench import prepared_clip  # noqa: E402
 
 
-def fake_detect(det, x, scale_xy):
+def fake_detect(det, x, scale_xy, net=None):
     """One face per frame, where the demo clip's face roughly is: RetinaFace's output, at no cost."""
     b, _, h, w = x.shape
     sx, sy = (1.0 / scale_xy[0]).tolist()
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("streams", type=int)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override (after the probe's own)")
     args = ap.parse_args()
-    g.detect_tensors = fake_detect
+    RetinaFaceDetector.detect_tensors = fake_detect
     n = args.streams
     video = prepared_clip(str(asset_path("demo_video")), "160x90", 240)
     with tempfile.TemporaryDirectory() as d:

@@ -50,7 +50,7 @@ from auflow.engine.assets import asset_path  # noqa: E402
 from auflow.engine.config import default_config_path, load_config  # noqa: E402
 from auflow.engine.pipeline.face_stage import FaceStage  # noqa: E402
 from auflow.engine.sources import FileSource  # noqa: E402
-from auflow.engine.sources.worker import frames_device  # noqa: E402
+from auflow.engine.pipeline.worker import frames_device  # noqa: E402
 
 
 def decode_only(video: str, hwaccel: str = "cpu", frames_device: str | None = None) -> dict:

@@ -178,12 +178,31 @@ class TemporalSection(Section):
                                                    "its last windows are flushed and its state dropped")
 
 
+class ExecutorSection(Section):
+    """Where the videos of a batch run: here (``local``), or as Ray tasks over a cluster (``ray``,
+    the ``auflow[ray]`` extra; docs/scale-out.md)."""
+
+    kind: Literal["local", "ray"] = Field("local", description=(
+        "local: this machine's pipeline (source.parallel files at once); ray: one Ray task per video, each running "
+        "this same per-video pipeline on whichever node has the resources, results written by this process"))
+    address: str | None = Field(None, description=(
+        "ray: the cluster to join: null = start a private one on this machine; auto = the one `ray start` made "
+        "here; HOST:PORT of its head (GCS); ray://HOST:10001 (Ray Client)"))
+    cpus_per_video: float = Field(1.0, gt=0, description="ray: CPUs each video's task reserves (fractions allowed)")
+    gpus_per_video: float = Field(0.0, ge=0, description="ray: GPUs each video's task reserves (fractions allowed, "
+                                                         "e.g. 0.25 = four videos share a GPU)")
+    max_retries: int = Field(3, ge=0, description=(
+        "ray: times Ray reruns a video whose worker or node died (its partial outputs are discarded); an error in "
+        "the video itself is never retried: it is one `failed` entry"))
+
+
 class RunConfig(Section):
     source: SourceSection = SourceSection()
     face: FaceSection = FaceSection()
     analyzer: AnalyzerSection = AnalyzerSection()
     publish: PublishSection = PublishSection()
     temporal: TemporalSection = TemporalSection()
+    executor: ExecutorSection = ExecutorSection()
     sinks: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name="jsonl")])
     out: str = Field("runs", description="folder under which each run writes its own directory")
 

@@ -48,8 +48,13 @@ FACE_COLUMNS: tuple[str, ...] = (
     "face", "face_id", "confidence", "success", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2",
     *(f"x_{i}" for i in range(5)), *(f"y_{i}" for i in range(5)),
 )
-STRING_COLUMNS = frozenset({"cam", "sid"})
-INT_COLUMNS = frozenset({"seq", "frame", "t_capture_ns", "face", "face_id", "success"})
+STRING_COLUMNS = frozenset({"cam", "sid", "mode", "model_expr", "kind_expr", "model_au", "kind_au"})
+INT_COLUMNS = frozenset({"seq", "frame", "t_capture_ns", "face", "face_id", "success",
+                         "start_seq", "end_seq", "at_seq", "frames", "padded", "missing"})
+#: the fused windows' table beside a camera's results: ``<cam>.windows.csv`` / ``<cam>.windows.parquet``
+WINDOWS_STEM = ".windows"
+#: its columns before the fused values, in order
+WINDOW_COLUMNS = ("cam", "sid", "face_id", "start_seq", "end_seq", "at_seq", "mode", "frames", "padded", "missing")
 #: extensions read_results knows, in the order it prefers them inside a run directory
 SUFFIXES: tuple[str, ...] = (".parquet", ".jsonl", ".csv")
 
@@ -110,6 +115,31 @@ def face_rows(message: Mapping[str, Any]) -> list[dict[str, Any]]:
                 row[f"{name}_{label}"] = _f(p)
         rows.append(row)
     return rows
+
+
+def window_rows(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The row of a ``window`` message (one person's fused window: docs/protocol.md); ``[]`` for other types.
+    ``face_id`` is the track, as in the face rows; ``model_<output>``/``kind_<output>`` say what fused it."""
+    if message.get("type") != "window":
+        return []
+    row: dict[str, Any] = {"cam": message["cam"], "sid": message["sid"], "face_id": int(message.get("track", -1))}
+    for k in WINDOW_COLUMNS[3:]:
+        row[k] = message.get(k) if k == "mode" else int(message.get(k, -1))
+    for out, m in (message.get("models") or {}).items():
+        if isinstance(m, Mapping):
+            row[f"model_{out}"], row[f"kind_{out}"] = str(m.get("name")), str(m.get("kind"))
+    for label, p in (message.get("expr") or {}).items():
+        row[f"expr_{label}"] = _f(p)
+    for label, p in sorted((message.get("au") or {}).items()):
+        row[f"{label}_r"] = _f(p)
+    return [row]
+
+
+def window_column_order(columns: list[str]) -> list[str]:
+    fixed = [c for c in WINDOW_COLUMNS if c in columns]
+    models = sorted(c for c in columns if c.startswith(("model_", "kind_")))
+    expr = [c for c in columns if c.startswith("expr_")]
+    return fixed + models + expr + [c for c in columns if c not in fixed and c not in models and c not in expr]
 
 
 def column_order(columns: list[str]) -> list[str]:
@@ -181,6 +211,8 @@ def _run_files(run_dir: Path, cam: str | None) -> list[Path]:
     for suffix in reversed(SUFFIXES):  # later formats overwrite: the preferred one wins
         for p in sorted(run_dir.glob(f"*{suffix}")):
             stem = p.name[: -len(suffix)]
+            if stem.endswith(WINDOWS_STEM):  # a camera's fused windows, not its results
+                continue
             if cam is None or stem == cam:
                 by_cam[stem] = p
     return [by_cam[c] for c in sorted(by_cam)]

@@ -39,6 +39,9 @@ class RunOutcome:
     failed: dict[str, str] = field(default_factory=dict)  # uri → error line, for streams that never ran
     wall_s: float = 0.0
     skipped: list[str] = field(default_factory=list)  # batch files the manifest marks done
+    #: executor ray: cam → the node (and host) that ran it, and the run's figures (videos, frames/s, per node)
+    placement: dict[str, dict] = field(default_factory=dict)
+    executor: dict = field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:
@@ -59,6 +62,8 @@ class RunOutcome:
             },
             "failed": {redact_uri(uri): redact_text(err) for uri, err in self.failed.items()},
             "skipped": self.skipped,
+            **({"placement": self.placement} if self.placement else {}),
+            **({"executor": self.executor} if self.executor else {}),
         }
 
 
@@ -116,12 +121,20 @@ def _remove_partial_outputs(run_dir: Path, cam: str) -> None:
     shutil.rmtree(run_dir / f"{cam}.parquet", ignore_errors=True)  # the parquet sink writes a folder of parts
 
 
-def run(cfg: RunConfig, uris: list[str], run_dir: str | Path | None = None,
-        on_result: Callable[[StreamStats], None] | None = None,
-        on_publish_ready: Callable[[str], None] | None = None,
-        on_pipeline: Callable[[Pipeline], None] | None = None) -> RunOutcome:
-    """Run ``cfg`` on ``uris``. Raises SourceError when no source can be opened at all."""
-    inputs = expand_inputs(uris)
+@dataclass
+class BatchPlan:
+    """What a run has to do, as both executors see it: the files to run (with their camera ids,
+    stable across re-runs), those the manifest marks done, and the manifest itself (batches only)."""
+
+    todo: list[str]
+    cams: dict[str, str]
+    skipped: list[str]
+    manifest: BatchManifest | None
+    run_dir: Path | None
+    files: list[str]
+
+
+def plan(cfg: RunConfig, inputs, run_dir: str | Path | None) -> BatchPlan:
     if run_dir is None:
         run_dir = Path(cfg.out) / f"batch-{inputs.name}" if inputs.batch else None
     manifest = BatchManifest(Path(run_dir) / "manifest.json") if inputs.batch and run_dir is not None else None
@@ -139,6 +152,27 @@ def run(cfg: RunConfig, uris: list[str], run_dir: str | Path | None = None,
     cams = _unique_cams(todo, {**fixed, **{k: v for k, v in taken.items() if v}}, cfg.source.cam)
     if skipped:
         log.info("%d of %d files already done (%s): skipping them", len(skipped), len(inputs.files), manifest.path)
+    return BatchPlan(todo, cams, skipped, manifest, Path(run_dir) if run_dir is not None else None, inputs.files)
+
+
+def run(cfg: RunConfig, uris: list[str], run_dir: str | Path | None = None,
+        on_result: Callable[[StreamStats], None] | None = None,
+        on_publish_ready: Callable[[str], None] | None = None,
+        on_pipeline: Callable[[Pipeline], None] | None = None,
+        on_video: Callable[[dict], None] | None = None) -> RunOutcome:
+    """Run ``cfg`` on ``uris``. Raises SourceError when no source can be opened at all.
+
+    ``executor.kind: ray`` runs each file as a Ray task instead (:mod:`.distributed.archive`):
+    ``on_video`` then gets each video's summary as it ends, and ``on_pipeline`` an object whose
+    ``stop()`` ends the run as :meth:`Pipeline.stop` does."""
+    inputs = expand_inputs(uris)
+    if cfg.executor.kind == "ray":
+        from .distributed.archive import run_archive
+
+        return run_archive(cfg, inputs, run_dir, on_video=on_video, on_executor=on_pipeline)
+    todo_plan = plan(cfg, inputs, run_dir)
+    todo, skipped, cams, manifest = todo_plan.todo, todo_plan.skipped, todo_plan.cams, todo_plan.manifest
+    run_dir = todo_plan.run_dir
     if not todo:
         log.info("nothing to do: every file of the batch is done")
         return RunOutcome(Path(run_dir), {}, {}, 0.0, skipped)
@@ -193,4 +227,4 @@ def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
         log.error("cannot write %s: %s", run_dir / "summary.json", e.strerror or e)
 
 
-__all__ = ["AuflowError", "RunOutcome", "new_run_dir", "preflight", "run"]
+__all__ = ["AuflowError", "BatchPlan", "RunOutcome", "new_run_dir", "plan", "preflight", "run"]

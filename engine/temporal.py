@@ -82,15 +82,27 @@ def starter_gate(card, min_top1: float = MIN_TOP1) -> tuple[bool, str]:
     return True, f"held-out top-1 agreement with {teacher} {top1:.3f} >= {min_top1} ({on})"
 
 
+#: what the temporal stage fuses with when its shipped student fails its gate (models/expr/window_mean.py)
+FALLBACK = "fer_mean"
+
+
 class TemporalEncoder(TorchModelAnalyzer):
     """The temporal model's per-frame half as an analyzer: crops → features (N, 2C') under
     :data:`FEATURES`. Preprocessing is the card's, as for every registry model.
 
     ``checkpoint``: ``starter:NAME`` is a checkpoint shipped in ``auflow/models/checkpoints`` (the
     default, ``starter:arpgnet_demo_student``): used, and reported ``distilled``, only when its card
-    passes :func:`starter_gate`; otherwise the same network runs untrained (reported ``untrained``)
-    and one log line says why. A checkpoint given by path is the user's and reported ``user``.
+    passes :func:`starter_gate`; otherwise the windows fuse ``fer_mean`` — fer's probabilities averaged
+    over the same T frames, the exact fusion the student was distilled to imitate (reported with fer's
+    kind, ``trained``) — and one log line says why. A checkpoint given by path is the user's and reported
+    ``user``; a model named without a checkpoint runs as its factory makes it (``untrained`` for arpgnet).
     """
+
+    #: set by start(): the analyzer output fer_mean averages instead of encoding anything itself
+    reused: str | None = None
+
+    class Config(TorchModelAnalyzer.Config):
+        reuse_output: str | None = None  # fer_mean: the analyzer output holding fer's probabilities, if any
 
     def start(self, device: str = "cpu") -> None:
         import torch
@@ -111,10 +123,13 @@ class TemporalEncoder(TorchModelAnalyzer):
                 ckpt, kind = str(path), card.kind
                 log.info("temporal: %s from %s: %s", cfg.model, ckpt, why)
             else:
-                log.warning("temporal: the shipped %s is not used (%s): %s runs untrained", ckpt, why, cfg.model)
+                # the teacher until a student earns its place: fer averaged over the same windows, the fusion
+                # the shipped student was distilled to imitate, rather than the student's network untrained
+                t = int({**(card.config if card is not None else {}), **cfg.options}.get("num_frames", 8))
+                log.warning("temporal: the shipped %s is not used (%s): windows fuse %s (fer averaged over T = %d "
+                            "frames) instead", ckpt, why, FALLBACK, t)
                 ckpt = None
-                if card is not None and card.name == cfg.model:  # the same network, without its weights
-                    cfg = cfg.model_copy(update={"options": {**card.config, **cfg.options}})
+                cfg = cfg.model_copy(update={"model": FALLBACK, "options": {"num_frames": t}})
         model = create_model(cfg.model, checkpoint=ckpt, **cfg.options)
         if not (hasattr(model, "encode_frames") and hasattr(model, "fuse") and hasattr(model, "num_frames")):
             raise ConfigError(f"temporal.model: {cfg.model!r} has no encode_frames/fuse split (a temporal model such as arpgnet)")
@@ -126,6 +141,10 @@ class TemporalEncoder(TorchModelAnalyzer):
         self.output = FEATURES
         self.outputs = {FEATURES: tuple(f"f{i}" for i in range(2 * self.dim))}
         self.provenance = {FEATURES: ModelInfo(card.name, self.kind)}
+        # fer_mean beside a fer analyzer: nothing to encode here, the stage averages that analyzer's output
+        self.reused = cfg.reuse_output if card.name == FALLBACK and cfg.reuse_output else None
+        if self.reused:
+            self.outputs = {FEATURES: ()}
         if self.kind == "untrained":
             log.warning("%s has no trained weights: its windows are random and every window marks it 'untrained'", card.name)
         c = len(card.mean)
@@ -143,8 +162,8 @@ class TemporalEncoder(TorchModelAnalyzer):
     def analyze(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        if len(crops) == 0:
-            return {FEATURES: np.zeros((0, 2 * self.dim), np.float32)}
+        if len(crops) == 0 or self.reused is not None:  # reused: the stage takes the fer analyzer's output
+            return {FEATURES: np.zeros((len(crops), 0 if self.reused else 2 * self.dim), np.float32)}
         step = self.config.batch
         parts = []
         for i in range(0, len(crops), step):
@@ -300,14 +319,18 @@ class TemporalStage:
     """What the pipeline holds when ``temporal.enabled``: the encoder (appended to the analyzer's
     plugins, so it runs batched once per face) and the runner, called where results are published."""
 
-    def __init__(self, cfg, batch: int = 16) -> None:
+    def __init__(self, cfg, batch: int = 16, per_frame: list | None = None) -> None:
         from auflow.engine.registry import MODELS
 
         if cfg.model not in MODELS:  # fail when the pipeline is built, not when its first frame arrives
             raise ConfigError(f"temporal.model: unknown model {cfg.model!r}; valid: {', '.join(sorted(MODELS.names()))}")
         self.cfg = cfg
+        # fer_mean averages fer's per-frame probabilities: when the analyzer already runs fer for `expr`, its
+        # output (test-time views included) is what gets averaged, instead of running fer a second time
+        shared = next((m.output or "expr" for m in (per_frame or []) if m.name == "fer"), None)
         self.encoder = TemporalEncoder(TemporalEncoder.Config(model=cfg.model, checkpoint=cfg.checkpoint,
-                                                              options=dict(cfg.options), batch=batch))
+                                                              options=dict(cfg.options), batch=batch,
+                                                              reuse_output=shared))
         self.runner: TemporalRunner | None = None
 
     def mode_for(self, live: bool) -> Mode:
@@ -342,6 +365,11 @@ class TemporalStage:
         feats = res.outputs.get(FEATURES)
         if feats is None:
             return res, []
+        reuse = self.encoder.reused
+        if reuse is not None:  # fer_mean over the analyzer's own fer output, in the card's label order
+            order = [res.labels[reuse].index(label) for label in self.encoder.card.labels]
+            probs = np.asarray(res.outputs[reuse], np.float32)[:, order]
+            feats = np.concatenate([probs, np.zeros_like(probs)], axis=1)
         outputs = {k: v for k, v in res.outputs.items() if k != FEATURES}
         labels = {k: v for k, v in res.labels.items() if k != FEATURES}
         models = {k: v for k, v in res.models.items() if k != FEATURES}

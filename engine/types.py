@@ -8,7 +8,7 @@ indices to give a new object of the same type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -174,3 +174,84 @@ class FaceResults:
             if name not in self.models:
                 raise ValueError(f"FaceResults output {name!r} has no model provenance")
             _check(f"FaceResults.outputs[{name!r}]", arr, (n, len(self.labels[name])))
+
+
+# -- streams and sessions: what a stream worker tells the pipeline ---------------------------------------
+#: a live session's states, as status messages carry them
+SessionState = Literal["connecting", "live", "reconnecting"]
+#: why a session ended (wire: eos.reason)
+EndReason = Literal["end", "disconnected", "error", "interrupted"]
+
+
+@dataclass
+class SessionCounters:
+    """What happened in one session ``sid`` of one stream; sent with every worker message.
+
+    ``frames`` counts decoded frames (the ``frame`` index of the next one), ``dropped`` frames
+    the live queue discarded because downstream was slower, ``decimated`` frames skipped on purpose
+    by ``analyze_fps``, ``decode_errors`` damaged packets/frames and early ends, ``queue`` the
+    decoded frames waiting for the face stage. Mutable on purpose: the worker's frame buffer counts
+    into the one object of its session (:meth:`reset` starts the next); what travels is a :meth:`copy`.
+    """
+
+    sid: str = ""
+    frames: int = 0
+    dropped: int = 0
+    decimated: int = 0
+    decode_errors: int = 0
+    queue: int = 0
+
+    def reset(self, sid: str) -> None:
+        """Start counting a new session (in place: the worker's buffer holds this object)."""
+        self.sid, self.frames, self.dropped, self.decimated, self.decode_errors, self.queue = sid, 0, 0, 0, 0, 0
+
+    def copy(self) -> SessionCounters:
+        return SessionCounters(self.sid, self.frames, self.dropped, self.decimated, self.decode_errors, self.queue)
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A live session moved to ``state``."""
+
+    sid: str
+    state: SessionState
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """A session ended; ``final``: the stream is over (otherwise a live source reconnects under a new sid)."""
+
+    sid: str
+    reason: EndReason
+    error: str | None = None
+    final: bool = True
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """Travels behind a session's last frame through every queue.
+
+    ``final``: the stream is over (otherwise a live source reconnects under a new sid);
+    ``counters``: the session's counts, reported in its ``eos``."""
+
+    cam: str
+    sid: str  # "" when the stream never had a session (its worker could not start)
+    reason: EndReason
+    error: str | None = None
+    final: bool = True
+    counters: SessionCounters = field(default_factory=SessionCounters)
+
+
+#: what a stream worker sends its parent: log (level, logger, text), frame (a FramePacket: the shared face stage
+#: runs in the parent), crops (FaceCrops), state (StateChange), end (SessionEnd), fatal (why, str), done (None);
+#: the parent adds crashed (the dead process's exit code)
+WorkerKind = Literal["log", "frame", "crops", "state", "end", "fatal", "done", "crashed"]
+
+
+class WorkerMessage(NamedTuple):
+    """One message from a stream worker to the pipeline (a tuple on the queue: it pickles as one)."""
+
+    kind: WorkerKind
+    payload: Any
+    counters: SessionCounters | None
+

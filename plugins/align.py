@@ -146,3 +146,11 @@ class Aligner(Plugin):
         if work != size:
             crops = [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
         return np.stack(crops)
+
+    def crop_tensors(self, frames, kps, frame_index=None):
+        """The batched entry of the shared face stage: the same crops from frames on a torch device,
+        (N, C, H, W) uint8 → (M, C, size, size), one per landmark set ``kps`` (M, 5, 2) in frame ``frame_index``
+        (``align_torch.warp_crops``: within 1 gray level of :meth:`crop`)."""
+        from .align_torch import warp_crops
+
+        return warp_crops(frames, kps, self.config.size, self.config.scale, frame_index=frame_index)

@@ -32,6 +32,13 @@ def test_demo_on_pexels_clip(tmp_path):
     results = [m for m in messages if m["type"] == "result"]
     n = len(results)
     assert n == 472
+    # fusion is on by default (issue 19): windows of the person, every stride-th frame of her track, and the
+    # fused expression of the laughing end is happiness, as the demo's table shows it
+    windows = [m for m in messages if m["type"] == "window"]
+    assert len(windows) >= 472 // 4 - 2 and "fused" in p.stdout
+    assert {w["models"]["expr"]["name"] for w in windows} <= {"fer_mean", "arpgnet"}
+    late = [w for w in windows if w["at_seq"] >= n - n // 3]
+    assert late and max(set(d := [max(w["expr"], key=w["expr"].get) for w in late]), key=d.count) == "happiness"
     with_face = [r for r in results if r["faces"]]
     assert len(with_face) >= 0.99 * n, f"face in {len(with_face)}/{n} frames"
 

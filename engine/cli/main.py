@@ -96,11 +96,16 @@ def run(
     wait_subscribers: Optional[int] = typer.Option(None, "--wait-subscribers", help="wait for N subscribers before the first frame"),
     realtime: bool = typer.Option(False, "--realtime", help="play files at their own frame rate, as live cameras "
                                   "(sets source.realtime: newest frames kept, drops counted)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (this machine) | ray: one Ray task per video "
+                                           "over a cluster (sets executor.kind; needs auflow[ray])"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="the Ray cluster to join: auto | HOST:PORT | "
+                                              "ray://HOST:10001 (sets executor.address; default: a private one here)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Analyse videos and cameras: faces, AUs and expressions, published live and written to files.
 
     A folder or glob of videos is a batch: re-running the same command skips what it finished.
+    With --executor ray its videos run as Ray tasks across a cluster (docs/scale-out.md).
     """
     from ..config import load_config
     from .. import runner
@@ -116,10 +121,21 @@ def run(
         overrides.append(f"publish.wait_subscribers={wait_subscribers}")
     if realtime:
         overrides.append("source.realtime=true")
+    if executor is not None:
+        overrides.append(f"executor.kind={executor}")
+    if ray_address is not None:
+        overrides.append(f"executor.address={ray_address}")
     cfg = load_config(config, overrides)
-    with RunProgress(console) as progress:
-        outcome = runner.run(cfg, sources, run_dir=out_dir, on_result=progress.update,
-                             on_pipeline=install_signal_handlers)
+    if cfg.executor.kind == "ray":
+        from .progress import ArchiveProgress
+
+        with ArchiveProgress(console) as progress:
+            outcome = runner.run(cfg, sources, run_dir=out_dir, on_video=progress.update,
+                                 on_pipeline=install_signal_handlers)
+    else:
+        with RunProgress(console) as progress:
+            outcome = runner.run(cfg, sources, run_dir=out_dir, on_result=progress.update,
+                                 on_pipeline=install_signal_handlers)
     if outcome.skipped:
         out.print(f"skipped {len(outcome.skipped)} file(s) already done (see {outcome.run_dir / 'manifest.json'}; "
                   "--set source.resume=false to redo them)", highlight=False)
@@ -202,6 +218,10 @@ def models_list() -> None:
 
     print_models(out)
 
+
+from .fleet_cmd import fleet_app  # noqa: E402 - beside the other sub-commands
+
+app.add_typer(fleet_app, name="fleet")
 
 config_app = typer.Typer(no_args_is_help=True, help="Show and check configuration files.")
 app.add_typer(config_app, name="config")

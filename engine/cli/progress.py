@@ -36,6 +36,31 @@ class RunProgress:
             self.progress.update(task, completed=st.frames_out, fps=st.fps, faces=st.faces)
 
 
+class ArchiveProgress:
+    """executor ray: one bar over the batch: videos ended of all, frames/s over the cluster, videos per node."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+            TextColumn("{task.fields[fps]:>7.1f} frames/s"), TextColumn("{task.fields[nodes]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.task: int | None = None
+
+    def __enter__(self) -> ArchiveProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, p: dict) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("videos", total=p["total"], failed=0, fps=0.0, nodes="")
+        nodes = ", ".join(f"{name}: {n}" for name, n in sorted(p["nodes"].items()))
+        self.progress.update(self.task, completed=p["done"] + p["failed"], failed=p["failed"], fps=p["fps"], nodes=nodes)
+
+
 def print_summary(console: Console, outcome: RunOutcome) -> None:
     table = Table(title=f"run {outcome.run_dir}", title_justify="left")
     for col in ("camera", "frames", "with face", "faces", "tracks", "fps", "end"):

@@ -1,6 +1,6 @@
 """The run: stream workers → analyzer → publisher and sinks, wired by bounded queues.
 
-- per stream, a *worker* (a spawned process by default, see :mod:`..sources.worker`) decodes,
+- per stream, a *worker* (a spawned process by default, see :mod:`.worker`) decodes,
   reconnects, decimates and runs the face stage, and sends back only aligned crops; in this process
   a *collector* thread per stream reads them, follows the stream's sessions and restarts a live
   stream's worker when it crashes (``source.reconnect.max_restarts``);
@@ -33,11 +33,13 @@ from ..plugin import Plugin, build
 from ..redaction import redact_text
 from ..registry import SINKS
 from ..sources.core import Source
-from ..sources.worker import WorkerSpec
+from ..sources.session import Backoff
+from .worker import WorkerSpec
 from ..types import FaceCrops, FramePacket
 from ..wire import format as wire
 from .face_stage import FaceStage
-from .stats import EndOfStream, StreamStats
+from ..types import EndOfStream
+from .stats import StreamStats
 from .streams import WorkerHandle
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,7 @@ class Pipeline:
         if cfg.temporal.enabled:
             from ..temporal import TemporalStage
 
-            self.temporal = TemporalStage(cfg.temporal, cfg.analyzer.batch)
+            self.temporal = TemporalStage(cfg.temporal, cfg.analyzer.batch, cfg.analyzer.models)
             self.analyzer.plugins.append(self.temporal.encoder)
         if self.face_stage is None:
             FaceStage(cfg.face)  # builds (no I/O) to fail here, once, on a bad face config; workers build their own
@@ -238,7 +240,7 @@ class Pipeline:
             if not restart:
                 return
             st.restarts += 1
-            if self._stop.wait(min(policy.max_s, policy.initial_s * 2 ** (st.restarts - 1))):
+            if self._stop.wait(Backoff(policy.initial_s, policy.max_s, policy.jitter).delay(st.restarts)):
                 self._put(self._inbox, EndOfStream(cam, "", "interrupted", None, True, st.session))
                 return
             self.handles[cam] = WorkerHandle(handle.spec, handle.mode, handle.queue_size)

@@ -10,7 +10,7 @@ without visiting host memory. This module is that process's face stage; it is th
         ``max_side`` is area-downscaled on the device with cv2's INTER_AREA weights)
       → the best ``max_faces`` per frame → the configured tracker, one instance per stream
         (ByteTrack runs on the host: only boxes and scores, a few floats per face, travel)
-      → ``align_torch.warp_crops`` on the device
+      → the aligner's ``crop_tensors`` (``align_torch.warp_crops``) on the device
       → :class:`GpuFaceCrops`: the FaceCrops metadata (meta, faces with tracks, latency_ms) and the
         crops as one (N, 3, S, S) uint8 device tensor per frame, for a device-side analyzer;
         ``to_face_crops()`` gives the host FaceCrops the current analyzer takes.
@@ -41,20 +41,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...plugins.align import Aligner
-from ...plugins.align_torch import _area_matrix, warp_crops
-from ...plugins.detectors.retinaface import (
-    BGR_MEAN,
-    PRE_NMS_TOP_K,
-    batched_nms,
-    decode,
-    prior_boxes,
-)
 from ..config import FaceSection
 from ..cuda_graphs import GraphedForward
 from ..errors import ConfigError
 from ..plugin import build
-from ..registry import DETECTORS, TRACKERS
+from ..registry import ALIGNERS, DETECTORS, TRACKERS
 from ..sources.device_frames import nv12_to_bgr  # noqa: F401 - the GPU path's colour conversion, exported here too
 from ..types import FaceCrops, Faces, FrameMeta
 
@@ -73,53 +64,6 @@ class GpuFaceCrops:
         return FaceCrops(self.meta, self.faces, self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy(), self.latency_ms)
 
 
-def fit_max_side_torch(x: torch.Tensor, max_side: int) -> tuple[torch.Tensor, float, float]:
-    """``yunet.fit_max_side`` on a (B, C, H, W) uint8 batch on its device: INTER_AREA weights, rounded to uint8."""
-    h, w = x.shape[-2:]
-    if max(h, w) <= max_side:
-        return x, 1.0, 1.0
-    s = max_side / max(h, w)
-    nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    ry = _area_matrix(h, nh, torch.float32, x.device)
-    rx = _area_matrix(w, nw, torch.float32, x.device)
-    small = (ry @ x.float() @ rx.T).round_().clamp_(0, 255).to(torch.uint8)
-    return small, nw / w, nh / h
-
-
-def detect_tensors(det: Any, x: torch.Tensor, scale_xy: torch.Tensor, net: Any = None) -> list[Faces]:
-    """RetinaFace on a (B, 3, h, w) uint8 BGR batch already on the detector's device.
-
-    The same computation as ``RetinaFaceDetector._detect_same_size`` (which takes host arrays),
-    from the upload on: ``scale_xy`` (B, 2) = network px / frame px. Returns host Faces. ``net``
-    replaces the detector's network call (a :class:`~auflow.engine.cuda_graphs.GraphedForward` of it).
-    """
-    cfg = det.config
-    b, _, h, w = x.shape
-    dev = x.device
-    with torch.inference_mode():
-        x = x.float() - torch.tensor(BGR_MEAN, device=dev)[:, None, None]
-        loc, scores, landm = (net or det._model)(x.contiguous())
-        priors = det._priors.get((h, w))
-        if priors is None:
-            priors = det._priors[(h, w)] = prior_boxes(h, w, dev)
-        boxes, kps = decode(loc, landm, priors)
-        to_px = torch.tensor([w, h], dtype=torch.float32, device=dev) / scale_xy.to(dev)
-        boxes = boxes * to_px.repeat(1, 2)[:, None, :]
-        kps = kps * to_px[:, None, None, :]
-        valid = scores > cfg.score_threshold
-        k = int(min(PRE_NMS_TOP_K, max(1, int(valid.sum(dim=1).max()))))
-        top_scores, order = torch.topk(torch.where(valid, scores, -1.0), k, dim=1, sorted=True)
-        boxes = torch.gather(boxes, 1, order[..., None].expand(b, k, 4))
-        kps = torch.gather(kps, 1, order[..., None, None].expand(b, k, 5, 2))
-        keep = batched_nms(boxes, top_scores > cfg.score_threshold, cfg.nms_threshold)
-        boxes, kps, top_scores, keep = (t.cpu().numpy() for t in (boxes, kps, top_scores, keep))
-    out = []
-    for i in range(b):
-        sel = np.flatnonzero(keep[i])
-        out.append(Faces(boxes[i, sel], top_scores[i, sel], kps[i, sel]) if len(sel) else Faces.empty())
-    return out
-
-
 class GpuFaceStage:
     """Batched detect → track → align for frames of many streams on one torch device (see the module doc)."""
 
@@ -134,9 +78,11 @@ class GpuFaceStage:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:  # tensors on it say cuda:N, never bare cuda
             self.device = torch.device("cuda", torch.cuda.current_device())
+        # the plugins' batched tensor entries (RetinaFaceDetector.detect_tensors, Aligner.crop_tensors): the engine
+        # names them through the registries and imports neither
         self.detector = build(DETECTORS, "retinaface", {**cfg.detector.options, "device": device}, "face.detector")
-        align = Aligner.Config(**cfg.align.options)  # validated like the CPU stage's aligner
-        self.size, self.scale = align.size, align.scale
+        self.aligner = build(ALIGNERS, cfg.align.name, cfg.align.options, "face.align")
+        self.size, self.scale = self.aligner.config.size, self.aligner.config.scale
         self._trackers: dict[str, tuple[str, Any]] = {}  # cam → (sid, tracker)
         self._net: GraphedForward | None = None  # the detector's forward from CUDA graphs (face.cuda_graphs)
 
@@ -149,12 +95,12 @@ class GpuFaceStage:
         spare.start()
         spare.stop()
         x = torch.zeros((1, 3, 64, 64), dtype=torch.uint8, device=self.device)
-        small, sx, sy = fit_max_side_torch(x, self.detector.config.max_side)
-        detect_tensors(self.detector, small, torch.tensor([[sx, sy]], dtype=torch.float32))
+        small, sx, sy = self.detector.downscale_tensors(x)
+        self.detector.detect_tensors(small, torch.tensor([[sx, sy]], dtype=torch.float32))
         if self.cfg.cuda_graphs and self.device.type == "cuda":
             # recorded per (batch bucket, network input size) when a batch first needs it: the input size
             # follows the streams' resolution, which only the frames tell
-            self._net = GraphedForward(self.detector._model, self.device, self.cfg.batch, name="retinaface")
+            self._net = GraphedForward(self.detector.network, self.device, self.cfg.batch, name="retinaface")
         self._sync()
 
     def _tracker(self, meta: FrameMeta):
@@ -183,7 +129,7 @@ class GpuFaceStage:
         Frames of one stream must come in frame order. Returns one GpuFaceCrops per frame, in order;
         its latency_ms adds detect/track/align, each the batch's time (every frame waited for the batch).
         """
-        if self.detector._model is None:
+        if self.detector.network is None:
             self.start()
         n = len(frames)
         t0 = time.perf_counter()
@@ -197,9 +143,9 @@ class GpuFaceStage:
         detected: list[Faces | None] = [None] * n
         for hw, idx in groups.items():
             x = stacked[hw] = torch.stack([frames[i][1] for i in idx])
-            small, sx, sy = fit_max_side_torch(x, self.detector.config.max_side)
+            small, sx, sy = self.detector.downscale_tensors(x)
             scale = torch.tensor([[sx, sy]], dtype=torch.float32).expand(len(idx), 2)
-            for i, faces in zip(idx, detect_tensors(self.detector, small, scale, self._net)):
+            for i, faces in zip(idx, self.detector.detect_tensors(small, scale, self._net)):
                 if len(faces) > self.cfg.max_faces:
                     faces = faces[np.argsort(-faces.score)[: self.cfg.max_faces]]
                 detected[i] = faces
@@ -211,7 +157,7 @@ class GpuFaceStage:
             counts = [len(tracked[i]) for i in idx]
             kps = np.concatenate([tracked[i].kps for i in idx]).reshape(-1, 5, 2)
             where = np.repeat(np.arange(len(idx)), counts)
-            out = warp_crops(stacked[hw], torch.from_numpy(kps), self.size, self.scale, frame_index=where)
+            out = self.aligner.crop_tensors(stacked[hw], torch.from_numpy(kps), frame_index=where)
             for i, part in zip(idx, torch.split(out, counts)):
                 crops[i] = part
         self._sync()

@@ -5,22 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..sources.core import SessionCounters
-
-
-@dataclass
-class EndOfStream:
-    """Travels behind a session's last frame through every queue.
-
-    ``final``: the stream is over (otherwise a live source reconnects under a new sid);
-    ``counters``: the session's counts, reported in its ``eos``."""
-
-    cam: str
-    sid: str  # "" when the stream never had a session (its worker could not start)
-    reason: str  # "end" | "disconnected" | "error" | "interrupted"
-    error: str | None = None
-    final: bool = True
-    counters: SessionCounters = field(default_factory=SessionCounters)
+from ..types import EndOfStream, SessionCounters  # noqa: F401 - EndOfStream re-exported (it lives in types)
 
 
 @dataclass

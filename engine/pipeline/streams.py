@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ..sources.worker import StreamWorker, WorkerSpec, worker_main
+from .worker import StreamWorker, WorkerSpec, worker_main
+from ..types import WorkerMessage
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ STOP_GRACE_S = 15.0
 
 
 class WorkerHandle:
-    """One run of one stream's worker. ``messages()`` yields what it sends, then ``("crashed",
-    exit code, None)`` if it ended without its ``done`` message."""
+    """One run of one stream's worker. ``messages()`` yields the :class:`~auflow.engine.types.WorkerMessage` it
+    sends, then ``WorkerMessage("crashed", exit code, None)`` if it ended without its ``done`` message."""
 
     def __init__(self, spec: WorkerSpec, mode: str, queue_size: int) -> None:
         self.spec = spec
@@ -69,7 +70,7 @@ class WorkerHandle:
         if self._stop is not None:
             self._stop.set()
 
-    def messages(self, poll_s: float = 0.25) -> Iterator[tuple]:
+    def messages(self, poll_s: float = 0.25) -> Iterator[WorkerMessage]:
         while True:
             try:
                 msg = self._queue.get(timeout=poll_s)
@@ -83,15 +84,15 @@ class WorkerHandle:
                     except queue_mod.Empty:
                         break
                     yield msg
-                    if msg[0] == "done":
+                    if msg.kind == "done":
                         return
-                yield ("crashed", self.exitcode(), None)
+                yield WorkerMessage("crashed", self.exitcode(), None)
                 return
             except (EOFError, OSError):  # the pipe broke with the process
-                yield ("crashed", self.exitcode(), None)
+                yield WorkerMessage("crashed", self.exitcode(), None)
                 return
             yield msg
-            if msg[0] == "done":
+            if msg.kind == "done":
                 return
 
     def kill(self) -> None:

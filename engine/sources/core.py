@@ -14,12 +14,11 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..redaction import redact_uri
-from ..types import FramePacket
+from ..types import FramePacket, SessionCounters  # noqa: F401 - SessionCounters re-exported
 
 
 def new_sid() -> str:
@@ -71,31 +70,6 @@ def cam_id_from(uri: str) -> str:
 def redact(uri: str) -> str:
     """The URI with its password (and secret query values) replaced by ``***``, for logs, errors and outputs."""
     return redact_uri(uri)
-
-
-@dataclass
-class SessionCounters:
-    """What happened in one session ``sid`` of one stream; sent with every worker message.
-
-    ``frames`` counts decoded frames (the ``frame`` index of the next one), ``dropped`` frames
-    the live queue discarded because downstream was slower, ``decimated`` frames skipped on purpose
-    by ``analyze_fps``, ``decode_errors`` damaged packets/frames and early ends, ``queue`` the
-    decoded frames waiting for the face stage.
-    """
-
-    sid: str = ""
-    frames: int = 0
-    dropped: int = 0
-    decimated: int = 0
-    decode_errors: int = 0
-    queue: int = 0
-
-    def reset(self, sid: str) -> None:
-        """Start counting a new session (in place: the worker's buffer holds this object)."""
-        self.sid, self.frames, self.dropped, self.decimated, self.decode_errors, self.queue = sid, 0, 0, 0, 0, 0
-
-    def copy(self) -> SessionCounters:
-        return SessionCounters(self.sid, self.frames, self.dropped, self.decimated, self.decode_errors, self.queue)
 
 
 class Source(ABC):

@@ -62,8 +62,9 @@ class BatchManifest:
         e = self.entry(path)
         return e.get("cam") if e else None
 
-    def mark(self, path: str | Path, cam: str, state: str, **info) -> None:
-        """``state``: running | done | failed | interrupted."""
+    def mark(self, path: str | Path, cam: str, state: str, save: bool = True, **info) -> None:
+        """``state``: running | done | failed | interrupted. ``save=False``: in memory only, until
+        the next :meth:`save` (many marks at once write the file once)."""
         p = Path(path)
         if isinstance(info.get("error"), str):
             info["error"] = redact_text(info["error"])
@@ -73,7 +74,8 @@ class BatchManifest:
         except OSError:
             pass
         self.files[self.key(p)] = entry
-        self.save()
+        if save:
+            self.save()
 
     def save(self) -> None:
         """Rewrite the manifest atomically. When it cannot be written (a full disk) the previous version stays:

@@ -25,28 +25,14 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..config import ReconnectSection
 from ..errors import SourceError
-from ..types import FrameMeta, FramePacket
+from ..types import FrameMeta, FramePacket, SessionEnd, StateChange  # noqa: F401 - re-exported
 from .core import Source, new_sid
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StateChange:
-    sid: str
-    state: str  # connecting | live | reconnecting
-
-
-@dataclass(frozen=True)
-class SessionEnd:
-    sid: str
-    reason: str  # end | disconnected | error | interrupted
-    error: str | None = None
-    final: bool = True
 
 
 class Backoff:

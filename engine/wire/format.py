@@ -327,7 +327,8 @@ def eos_message(cam: str, sid: str, reason: str, last_seq: int, **extra: Any) ->
     """The ``eos`` header: session ``sid`` of ``cam`` is over. ``last_seq`` is the last ``result``
     seq sent in it (-1 if none), so a reader sees loss at the very end. ``reason`` is a short word:
     ``end`` (the source ended), ``error``, ``interrupted`` (SIGINT/SIGTERM), ``disconnected`` (a live
-    source dropped; a new ``sid`` follows when it reconnects)."""
+    source dropped; a new ``sid`` follows when it reconnects), ``node_lost`` (a fleet camera's Ray node
+    died; its restarted actor sends this for the old session, docs/protocol.md)."""
     msg = _common("eos", cam, sid, None)
     msg.update(reason=str(reason), last_seq=int(last_seq))
     return _merge_extra(msg, extra)

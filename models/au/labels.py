@@ -10,7 +10,16 @@ from collections.abc import Mapping, Sequence
 
 from auflow.engine.errors import ModelError
 
-__all__ = ["resolve_au_names"]
+__all__ = ["BENCHMARK_AUS", "resolve_au_names"]
+
+#: the one table of the benchmarks' AU label sets: BP4D and DISFA as ME-GraphAU (paper 001, Tables 1 and 2)
+#: and AU-GCN use them; EmotioNet's 12 AUs as Topo-AU (paper 000, Sec. 3.1.1, Table 3) does. Every model and
+#: dataset loader takes its sets from here.
+BENCHMARK_AUS: dict[str, tuple[str, ...]] = {
+    "bp4d": ("AU01", "AU02", "AU04", "AU06", "AU07", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"),
+    "disfa": ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26"),
+    "emotionet": ("AU01", "AU02", "AU04", "AU05", "AU06", "AU09", "AU12", "AU17", "AU20", "AU25", "AU26", "AU43"),
+}
 
 
 def resolve_au_names(

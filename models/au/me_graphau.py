@@ -32,10 +32,7 @@ from auflow.models.au import labels
 from auflow.models.card import ModelCard
 
 #: the AU sets of the paper's two benchmarks (Tables 1 and 2)
-AU_SETS: dict[str, tuple[str, ...]] = {
-    "bp4d": ("AU01", "AU02", "AU04", "AU06", "AU07", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"),
-    "disfa": ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26"),
-}
+AU_SETS: dict[str, tuple[str, ...]] = {k: labels.BENCHMARK_AUS[k] for k in ("bp4d", "disfa")}
 #: K nearest neighbours in the FGG (Sec. 3.1): 3 for BP4D, 4 for DISFA; 4 elsewhere (authors' code default)
 PAPER_K: dict[str, int] = {"bp4d": 3, "disfa": 4}
 DEFAULT_K = 4

@@ -21,18 +21,14 @@ import torch
 from torch.utils.data import Dataset
 
 from auflow.engine.errors import ConfigError
+from auflow.models.au.labels import BENCHMARK_AUS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AU_SETS", "DatasetError", "ImageListDataset", "SampleIndex", "fold_subjects", "select_fold"]
 
-#: the benchmarks' label sets: BP4D and DISFA as in ME-GraphAU (Tables 1, 2) and AU-GCN; EmotioNet's
-#: 12 AUs as Topo-AU uses them (paper 000, Table 3)
-AU_SETS: dict[str, tuple[str, ...]] = {
-    "bp4d": ("AU01", "AU02", "AU04", "AU06", "AU07", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"),
-    "disfa": ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26"),
-    "emotionet": ("AU01", "AU02", "AU04", "AU05", "AU06", "AU09", "AU12", "AU17", "AU20", "AU25", "AU26", "AU43"),
-}
+#: the benchmarks' label sets (one table: models/au/labels.py)
+AU_SETS: dict[str, tuple[str, ...]] = BENCHMARK_AUS
 #: ImageNet-style training crops (ME-GraphAU's code): resize to S·256/224, then crop S
 RESIZE_RATIO = 256 / 224
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -330,12 +330,3 @@ class SyntheticAU(Dataset):
 
     def occurrence_rates(self) -> np.ndarray:
         return self.labels.mean(axis=0)
-
-
-def render_example(labels: dict[str, bool], seed: int = 0, image_size: int = 128) -> np.ndarray:
-    """A face with the given visible AUs fully present (others absent), for looking at the cues."""
-    unknown = set(labels) - set(VISIBLE_AUS)
-    if unknown:
-        raise DatasetError(f"only visible AUs have a cue to draw ({', '.join(VISIBLE_AUS)}); got {sorted(unknown)}")
-    rng = np.random.default_rng(seed)
-    return render_face({au: 1.0 if on else 0.0 for au, on in labels.items()}, _look(rng), image_size, rng)

@@ -301,21 +301,51 @@ class RetinaFaceDetector(Plugin):
                 results[i] = faces
         return results  # type: ignore[return-value]
 
-    def _detect_same_size(self, batch: np.ndarray, scale_xy: np.ndarray) -> list[Faces]:
-        """batch (B, h, w, 3) uint8 of one size; scale_xy (B, 2) = network px / frame px."""
+    @property
+    def network(self) -> Any:
+        """The loaded torch network (``forward(x (B, 3, H, W) BGR − mean) → (loc, scores, landm)``), e.g. for
+        :class:`~auflow.engine.cuda_graphs.GraphedForward`; None before :meth:`start`."""
+        return self._model
+
+    @property
+    def device(self) -> Any:
+        return self._device
+
+    def downscale_tensors(self, x: Any) -> tuple[Any, float, float]:
+        """``fit_max_side`` on a (B, 3, H, W) uint8 batch on its device (cv2's INTER_AREA weights, rounded to
+        uint8): the frames as the network sees them, and the scale (network px / frame px) along x and y."""
+        from auflow.plugins.align_torch import _area_matrix
+
         torch = _net().torch
-        dev = self._device
-        b, h, w, _ = batch.shape
+        h, w = x.shape[-2:]
+        max_side = self.config.max_side
+        if max(h, w) <= max_side:
+            return x, 1.0, 1.0
+        s = max_side / max(h, w)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        ry = _area_matrix(h, nh, torch.float32, x.device)
+        rx = _area_matrix(w, nw, torch.float32, x.device)
+        small = (ry @ x.float() @ rx.T).round_().clamp_(0, 255).to(torch.uint8)
+        return small, nw / w, nh / h
+
+    def detect_tensors(self, x: Any, scale_xy: Any, net: Any = None) -> list[Faces]:
+        """The batched entry of the shared face stage: a (B, 3, h, w) uint8 BGR batch already on this detector's
+        device (``downscale_tensors``' output), ``scale_xy`` (B, 2) network px / frame px. Returns host Faces in
+        frame pixels, sorted by score. ``net`` replaces the network call (a graphed forward of it)."""
+        if self._model is None:
+            self.start()
+        torch = _net().torch
+        dev = x.device
+        b, _, h, w = x.shape
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(dev, non_blocking=True)  # uint8 upload: 4× less traffic than float
-            x = (x.float() - torch.tensor(BGR_MEAN, device=dev)).permute(0, 3, 1, 2).contiguous()
-            loc, scores, landm = self._model(x)
+            x = (x.float() - torch.tensor(BGR_MEAN, device=dev)[:, None, None]).contiguous()
+            loc, scores, landm = (net or self._model)(x)
             priors = self._priors.get((h, w))
             if priors is None:
                 priors = self._priors[(h, w)] = prior_boxes(h, w, dev)
             boxes, kps = decode(loc, landm, priors)
             # normalised → network pixels → frame pixels (as the original: boxes * scale / resize)
-            to_px = torch.tensor([w, h], dtype=torch.float32, device=dev) / torch.from_numpy(scale_xy).to(dev)
+            to_px = torch.tensor([w, h], dtype=torch.float32, device=dev) / torch.as_tensor(scale_xy).to(dev)
             boxes = boxes * to_px.repeat(1, 2)[:, None, :]
             kps = kps * to_px[:, None, None, :]
             valid = scores > self.config.score_threshold
@@ -331,3 +361,9 @@ class RetinaFaceDetector(Plugin):
             sel = np.flatnonzero(keep[i])  # already in descending score order
             out.append(Faces(boxes[i, sel], top_scores[i, sel], kps[i, sel]) if len(sel) else Faces.empty())
         return out
+
+    def _detect_same_size(self, batch: np.ndarray, scale_xy: np.ndarray) -> list[Faces]:
+        """batch (B, h, w, 3) uint8 of one size; scale_xy (B, 2) = network px / frame px."""
+        torch = _net().torch
+        x = torch.from_numpy(batch).to(self._device, non_blocking=True)  # uint8 upload: 4× less traffic than float
+        return self.detect_tensors(x.permute(0, 3, 1, 2), scale_xy)

@@ -1,5 +1,7 @@
 """Parquet for large runs: one row per face per frame (the CSV's columns), in ``<run>/<cam>.parquet/``.
 
+Fused windows (``window`` messages) go to their own dataset, ``<cam>.windows.parquet/``, one row per window.
+
 ``<cam>.parquet`` is a folder of part files (a Parquet dataset, read by ``pandas.read_parquet``,
 pyarrow, polars, DuckDB and Spark alike). Rows are buffered and each flush writes one complete
 part file (``part-00000.parquet``, …; written under a temporary name, then renamed), so a crash
@@ -16,7 +18,15 @@ from typing import Any
 from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import Plugin, PluginConfig
 from auflow.engine.registry import SINKS
-from auflow.engine.results import STRING_COLUMNS, column_order, face_rows, is_int_column
+from auflow.engine.results import (
+    STRING_COLUMNS,
+    WINDOWS_STEM,
+    column_order,
+    face_rows,
+    is_int_column,
+    window_column_order,
+    window_rows,
+)
 
 
 @SINKS.register("parquet")
@@ -46,14 +56,18 @@ class ParquetSink(Plugin):
 
     def write(self, message: dict) -> None:
         rows = face_rows(message)
+        key = rows[0]["cam"] if rows else None
+        if not rows:  # a fused window: a row of its own dataset, <cam>.windows.parquet
+            rows = window_rows(message)
+            key = rows[0]["cam"] + WINDOWS_STEM if rows else None
         if rows:
-            cam = rows[0]["cam"]
-            buf = self._rows.setdefault(cam, [])
+            buf = self._rows.setdefault(key, [])
             buf.extend(rows)
             if len(buf) >= self.config.row_group_rows:
-                self._write_part(cam)
+                self._write_part(key)
         if message.get("type") == "eos":
             self._write_part(str(message.get("cam")))
+            self._write_part(str(message.get("cam")) + WINDOWS_STEM)
 
     def _schema_for(self, rows: list[dict[str, Any]]):
         pa = self._pa
@@ -61,7 +75,8 @@ class ParquetSink(Plugin):
         for r in rows:
             names.update(dict.fromkeys(r))
         fields = []
-        for c in column_order(list(names)):
+        order = window_column_order if "at_seq" in names else column_order
+        for c in order(list(names)):
             t = pa.string() if c in STRING_COLUMNS else pa.int64() if is_int_column(c) else pa.float64()
             fields.append(pa.field(c, t))
         return pa.schema(fields)

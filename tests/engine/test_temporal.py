@@ -282,3 +282,35 @@ def test_run_publishes_window_messages_with_valid_seq_ranges(face_video, tmp_pat
     # every frame of a track lies in some window
     covered = {(s, w["track"]) for w in windows for s in range(w["start_seq"], w["end_seq"] + 1)}
     assert {x for x in seen if x[1] >= 0} <= covered
+
+
+def test_fer_mean_beside_a_fer_analyzer_averages_its_output_instead_of_running_fer_again():
+    """The fallback fusion (fer_mean) with fer already among the analyzer's models: the encoder encodes nothing,
+    and each window is the mean of the `expr` rows of its frames (in the card's label order)."""
+    from auflow.engine.config import ModelSpec, TemporalSection
+    from auflow.engine.temporal import TemporalStage
+
+    cfg = TemporalSection(enabled=True, checkpoint="starter:no_such_student", stride=1, mode="causal",
+                          options={"num_frames": 3})
+    stage = TemporalStage(cfg, batch=4, per_frame=[ModelSpec(name="fer", tta="flip")])
+    stage.encoder.start("cpu")
+    assert stage.encoder.reused == "expr" and stage.encoder.card.name == "fer_mean"
+    assert stage.encoder.analyze(np.zeros((2, 112, 112, 3), np.uint8))[FEATURES].shape == (2, 0)
+    labels = tuple(reversed(EXPRESSIONS))  # another order than the card's: the stage reorders
+    rng = np.random.default_rng(0)
+    rows = rng.dirichlet(np.ones(7), size=5).astype(np.float32)
+    msgs = []
+    for i, p in enumerate(rows):
+        meta = FrameMeta("cam", "sid", i, i, (1, 25), 0, 64, 64)
+        faces = Faces(np.zeros((1, 4)), np.ones(1), np.zeros((1, 5, 2)), np.array([0]))
+        res = FaceResults(meta, faces, {"expr": p[None], FEATURES: np.zeros((1, 0), np.float32)},
+                          {"expr": labels, FEATURES: ()},
+                          {"expr": ModelInfo("fer", "trained"), FEATURES: stage.encoder.provenance[FEATURES]})
+        clean, w = stage.push(res, i, live=True)
+        assert FEATURES not in clean.outputs
+        msgs += w
+    last = msgs[-1]  # the window ending at frame 4: frames 2, 3, 4
+    want = rows[2:5].mean(axis=0)
+    got = np.array([last["expr"][labels[j]] for j in range(7)])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert last["models"]["expr"] == {"name": "fer_mean", "kind": "trained"}

@@ -15,7 +15,7 @@ from auflow.engine.assets import asset_path, expected_path
 from auflow.engine.config import FaceSection
 from auflow.engine.errors import ConfigError
 from auflow.engine.pipeline.face_stage import FaceStage
-from auflow.engine.pipeline.gpu_face_stage import GpuFaceStage, fit_max_side_torch
+from auflow.engine.pipeline.gpu_face_stage import GpuFaceStage
 from auflow.engine.types import FrameMeta, FramePacket
 from auflow.plugins.detectors.yunet import fit_max_side
 
@@ -131,7 +131,7 @@ def test_the_detector_through_graphed_buckets_gives_the_same_faces(demo_frames):
 
     plain, graphed = GpuFaceStage(_cfg(), device="cpu"), GpuFaceStage(_cfg(), device="cpu")
     graphed.start()
-    graphed._net = GraphedForward(graphed.detector._model, "cpu", 4)
+    graphed._net = GraphedForward(graphed.detector.network, "cpu", 4)
     for first, frames in ((0, demo_frames[:3]), (3, demo_frames[3:4])):
         batch = [(_meta("a", first + i, f), torch.from_numpy(f).permute(2, 0, 1)) for i, f in enumerate(frames)]
         for p, g in zip(plain.process(batch), graphed.process(batch)):
@@ -144,7 +144,8 @@ def test_the_detector_through_graphed_buckets_gives_the_same_faces(demo_frames):
 def test_large_frames_are_downscaled_like_the_cpu_detector(demo_frames):
     """1280×720 frames (over max_side): the device area downscale gives cv2's pixels and the same faces and crops."""
     big = [cv2.resize(f, (1280, 720), interpolation=cv2.INTER_LINEAR) for f in demo_frames[:3]]
-    small, sx, sy = fit_max_side_torch(torch.from_numpy(np.stack(big)).permute(0, 3, 1, 2), 640)
+    det = GpuFaceStage(_cfg(), device="cpu").detector  # its downscale_tensors: the batched entry's first step
+    small, sx, sy = det.downscale_tensors(torch.from_numpy(np.stack(big)).permute(0, 3, 1, 2))
     ref, rx, ry = fit_max_side(big[0], 640)
     assert (sx, sy) == (rx, ry)
     assert np.abs(small[0].permute(1, 2, 0).numpy().astype(np.int16) - ref).max() <= 1

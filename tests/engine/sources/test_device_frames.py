@@ -16,7 +16,7 @@ from auflow.engine.assets import asset_path, expected_path
 from auflow.engine.config import FaceSection, SourceSection
 from auflow.engine.sources import hwaccel, make_source
 from auflow.engine.sources.device_frames import frame_to_bgr_tensor
-from auflow.engine.sources.worker import frames_device
+from auflow.engine.pipeline.worker import frames_device
 
 
 @pytest.fixture(scope="module")

@@ -172,8 +172,8 @@ def _push_frames(stage, n=6):
 
 def test_default_temporal_stage_runs_the_shipped_student_only_if_its_gate_passes():
     """The shipped arpgnet student learnt one woman on a time split: issue 18's gate (people held out) refuses it,
-    so the windows run the same network untrained and say so; a student distilled with --holdout identity that
-    agrees with fer would run as distilled."""
+    so the windows fuse fer_mean — fer averaged over the same T frames, what the student was distilled to imitate —
+    and say so; a student distilled with --holdout identity that agrees with fer would run as distilled."""
     cfg = load_config(None, ["temporal.enabled=true", "temporal.stride=2"]).temporal
     assert cfg.checkpoint == "starter:arpgnet_demo_student"
     stage = TemporalStage(cfg, batch=4)
@@ -186,20 +186,35 @@ def test_default_temporal_stage_runs_the_shipped_student_only_if_its_gate_passes
     ok, why = starter_gate(card)
     if card.training["split"]["mode"] == "time":  # the first starter: one woman, a time split
         assert not ok and "people absent from its training data" in why
-    kind = "distilled" if ok else "untrained"
+    want = {"name": "arpgnet", "kind": "distilled"} if ok else {"name": "fer_mean", "kind": "trained"}
     msgs = _push_frames(stage)
-    assert msgs and all(m["models"] == {"expr": {"name": "arpgnet", "kind": kind}} for m in msgs)
+    assert msgs and all(m["models"] == {"expr": want} for m in msgs)
     assert all(abs(sum(m["expr"].values()) - 1) < 1e-3 for m in msgs)
+    if not ok:
+        assert stage.encoder.num_frames == card.config["num_frames"]  # the student's own window length
 
 
-def test_a_starter_that_fails_its_gate_runs_untrained_and_says_why(caplog):
+def test_a_starter_that_fails_its_gate_falls_back_to_fer_averaged_and_says_why(caplog):
+    """A missing or refused starter: the windows fuse fer's per-frame probabilities averaged over T (the teacher
+    of the student), kind trained; a window of identical frames is fer on that frame."""
     cfg = load_config(None, ["temporal.enabled=true", "temporal.checkpoint=starter:no_such_student",
                              f"temporal.options={json.dumps(TINY)}"]).temporal
     stage = TemporalStage(cfg, batch=4)
     with caplog.at_level(logging.WARNING, logger="auflow.engine.temporal"):
         stage.encoder.start("cpu")
-    assert stage.encoder.kind == "untrained" and "no_such_student" in caplog.text
-    assert all(m["models"]["expr"]["kind"] == "untrained" for m in _push_frames(stage, 3))
+    assert stage.encoder.kind == "trained" and stage.encoder.card.name == "fer_mean" and "no_such_student" in caplog.text
+    assert stage.encoder.num_frames == TINY["num_frames"] and "fer_mean" in caplog.text
+    msgs = _push_frames(stage, 3)
+    assert msgs and all(m["models"]["expr"] == {"name": "fer_mean", "kind": "trained"} for m in msgs)
+    crop = np.full((1, 112, 112, 3), 128, np.uint8)
+    feats = stage.encoder.analyze(crop)[FEATURES]
+    fused = stage.encoder.fuse(np.repeat(feats[None], TINY["num_frames"], axis=1))
+    from auflow.engine.plugin import build
+    from auflow.engine.registry import ANALYZERS
+
+    fer = build(ANALYZERS, "model", {"model": "fer"})
+    fer.start("cpu")
+    np.testing.assert_allclose(fused[0], fer.analyze(crop)["expr"][0], atol=1e-5)
     from auflow.models.card import ModelCard
 
     people = {"mode": "identity", "heldout_people": ["ann", "bob"]}

@@ -13,7 +13,7 @@ from stream_media import write_clip
 from auflow.engine.config import FaceSection, SourceSection
 from auflow.engine.sources.core import SessionCounters
 from auflow.engine.sources.session import SessionEnd, StateChange
-from auflow.engine.sources.worker import FrameBuffer, StreamWorker, WorkerSpec
+from auflow.engine.pipeline.worker import FrameBuffer, StreamWorker, WorkerSpec
 from auflow.engine.types import FaceCrops, FrameMeta, FramePacket
 
 pytestmark = pytest.mark.timeout(60)

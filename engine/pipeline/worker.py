@@ -3,8 +3,9 @@
 One worker per stream, in its own *spawned* process (``source.workers: process``, the default) or
 a thread (``thread``). Inside, two threads:
 
-- *decode* runs :func:`~.session.run_sessions` (connect, reconnect, read), applies ``analyze_fps``
-  (and, with ``source.realtime``, holds each frame of a file until it is due: a :class:`~.session.Pacer`)
+- *decode* runs :func:`~auflow.engine.sources.session.run_sessions` (connect, reconnect, read), applies
+  ``analyze_fps`` (and, with ``source.realtime``, holds each frame of a file until it is due: a
+  :class:`~auflow.engine.sources.session.Pacer`)
   and puts frames into a :class:`FrameBuffer` — which, for files, makes decoding wait when full
   (lossless) and, for live sources and realtime files, drops the oldest frame and counts it;
 - the worker's main thread runs the face stage (detect, track, align) on each frame and sends
@@ -12,9 +13,13 @@ a thread (``thread``). Inside, two threads:
   ``face.device`` is set: then one face stage in the parent serves every stream (batched on that
   device) and the worker sends it the decoded frames (``frame`` messages).
 
-Messages to the parent are tuples ``(kind, payload, counters)``: ``state`` (a StateChange),
-``crops`` (FaceCrops), ``frame`` (a FramePacket, when face.device is set), ``end`` (a SessionEnd), ``log`` ((level, logger, text)), ``fatal`` (an
-error line: the worker cannot run at all) and ``done`` (always last, sent from ``finally``).
+Messages to the parent are :class:`~auflow.engine.types.WorkerMessage` ``(kind, payload, counters)``:
+``state`` (a StateChange), ``crops`` (FaceCrops), ``frame`` (a FramePacket, when face.device is set),
+``end`` (a SessionEnd), ``log`` ((level, logger, text)), ``fatal`` (an error line: the worker cannot run
+at all) and ``done`` (always last, sent from ``finally``).
+
+It lives in ``pipeline/`` (it runs the face stage); ``sources/`` only opens and decodes, and imports
+nothing of the pipeline.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuflowError
-from ..types import FramePacket
-from .core import SessionCounters, Source
-from .session import Decimator, Pacer, SessionEnd, StateChange, run_sessions
+from ..sources.core import Source
+from ..sources.session import Decimator, Pacer, run_sessions
+from ..types import FramePacket, SessionCounters, SessionEnd, StateChange, WorkerMessage
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +122,12 @@ class _QueueLogHandler(logging.Handler):
             text = record.getMessage()
             if record.exc_info:
                 text += "\n" + logging.Formatter().formatException(record.exc_info)
-            self.out.put_nowait(("log", (record.levelno, record.name, text), None))
+            self.out.put_nowait(WorkerMessage("log", (record.levelno, record.name, text), None))
         except Exception:  # noqa: BLE001 - a full queue or a closing pipe must not break decoding
             pass
 
 
-def _send(out, msg: tuple) -> None:
+def _send(out, msg: WorkerMessage) -> None:
     """Blocking put: a full queue is backpressure (the parent drains it until ``done``)."""
     while True:
         try:
@@ -167,14 +172,14 @@ class StreamWorker:
             msg = str(e) if isinstance(e, AuflowError) else f"{self.spec.cam}: {type(e).__name__}: {e}"
             if not isinstance(e, AuflowError):
                 log.exception("worker of %s failed", self.spec.cam)
-            _send(self.out, ("fatal", msg, self._snapshot()))
+            _send(self.out, WorkerMessage("fatal", msg, self._snapshot()))
         finally:
-            _send(self.out, ("done", None, self._snapshot()))
+            _send(self.out, WorkerMessage("done", None, self._snapshot()))
 
     def _run(self) -> None:
         from ..config import FaceSection
-        from ..pipeline.face_stage import FaceStage
-        from . import make_source
+        from ..sources import make_source
+        from .face_stage import FaceStage
 
         face = FaceSection.model_validate(self.spec.face)
         src = make_source(self.spec.uri, self.cfg, cam=self.spec.cam, frames_device=frames_device(self.cfg, face))
@@ -244,7 +249,7 @@ class StreamWorker:
             item = self.buffer.get()
             if isinstance(item, FramePacket):
                 if stage is None:
-                    _send(self.out, ("frame", item, self._snapshot()))
+                    _send(self.out, WorkerMessage("frame", item, self._snapshot()))
                     continue
                 if failed:
                     continue
@@ -255,17 +260,17 @@ class StreamWorker:
                     failed = f"{self.spec.cam}: face stage failed: {type(e).__name__}: {e}"
                     self.stop.set()
                     continue
-                _send(self.out, ("crops", crops, self._snapshot()))
+                _send(self.out, WorkerMessage("crops", crops, self._snapshot()))
                 continue
             event, counters = item
             if isinstance(event, StateChange):
-                _send(self.out, ("state", event, counters))
+                _send(self.out, WorkerMessage("state", event, counters))
             elif isinstance(event, SessionEnd):
                 if stage is not None:
                     stage.on_stream_end()
                 if failed:
                     event = SessionEnd(event.sid, "error", failed, final=True)
-                _send(self.out, ("end", event, counters))
+                _send(self.out, WorkerMessage("end", event, counters))
                 if event.final:
                     return
 
