@@ -153,9 +153,14 @@ class PublishSection(Section):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and "://" not in v:
-            raise ValueError(f"endpoint must look like tcp://127.0.0.1:5555, got {v!r}")
-        return v
+        if v is None:
+            return v
+        from .wire.endpoint import check_endpoint
+
+        try:
+            return check_endpoint(v, bind=True)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
 
 class TemporalSection(Section):
@@ -207,14 +212,103 @@ def default_config_path() -> Path:
     return Path(str(importlib.resources.files("auflow.configs") / "default.yaml"))
 
 
-def _line_index(text: str) -> dict[tuple, int]:
-    """Map each key path in the YAML document to its 1-based line (for error messages)."""
+#: nodes a config document may expand to (aliases counted at every use): a config has a few hundred;
+#: a YAML "billion laughs" of nested aliases would otherwise take minutes and gigabytes to validate
+MAX_NODES = 100_000
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's message without its caret drawing, on one line."""
+    what = " ".join(str(getattr(e, "problem", None) or e).split())
+    context = getattr(e, "context", None)
+    if context and getattr(e, "problem", None):
+        what = f"{' '.join(str(context).split())}: {what}"
+    return what
+
+
+def _yaml_error(path: Path | str, e: yaml.YAMLError) -> ConfigError:
+    """One line for a YAML error (PyYAML's own message spans several, with a caret drawing)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else f"{path}"
+    return ConfigError(f"{where}: not valid YAML: {_yaml_problem(e)}")
+
+
+#: deepest nesting of flow collections ([ {) a config may have: PyYAML's scanner takes time quadratic in
+#: it (5,000 levels: 3 s; 50,000: minutes) before it gives up; a config nests a handful
+MAX_FLOW_DEPTH = 64
+#: largest config file read (the packaged ones are a few kB)
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _check_flow_depth(text: str, path: Path | str) -> None:
+    depth = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        quote = None
+        for ch in line:
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                depth += 1
+                if depth > MAX_FLOW_DEPTH:
+                    raise ConfigError(f"{path}, line {n}: brackets nested more than {MAX_FLOW_DEPTH} levels deep; "
+                                      "a config needs a few")
+            elif ch in "]}":
+                depth = max(0, depth - 1)
+
+
+def _compose(text: str, path: Path | str):
+    """The YAML node graph of ``text`` (safe loader), refused when an alias refers to itself or the
+    document would expand to more than :data:`MAX_NODES` nodes."""
+    _check_flow_depth(text, path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise _yaml_error(path, e) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    count, on_path = 0, set()
+
+    def walk(node) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_NODES:
+            raise ConfigError(f"{path}: the document expands to more than {MAX_NODES} values "
+                              "(aliases repeated inside aliases?); a config needs far fewer")
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if id(node) in on_path:
+                raise ConfigError(f"{path}, line {node.start_mark.line + 1}: an alias refers to the value that "
+                                  "contains it (a recursive structure); a config cannot be recursive")
+            on_path.add(id(node))
+            children = [c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode) else node.value
+            for child in children:
+                walk(child)
+            on_path.discard(id(node))
+
+    if root is not None:
+        try:
+            walk(root)
+        except RecursionError:
+            raise ConfigError(f"{path}: the document is nested too deeply for a config") from None
+    return root
+
+
+def _line_index(root) -> dict[tuple, int]:
+    """Map each key path in the composed YAML document (or YAML text) to its 1-based line (for error messages)."""
     lines: dict[tuple, int] = {}
+    if isinstance(root, str):
+        try:
+            root = _compose(root, "<config>")
+        except ConfigError:
+            return lines
 
     def walk(node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                key = path + (k.value,)
+                key = path + (k.value if isinstance(k, yaml.ScalarNode) else f"<{k.tag}>",)
                 lines[key] = k.start_mark.line + 1
                 walk(v, key)
         elif isinstance(node, yaml.SequenceNode):
@@ -222,16 +316,33 @@ def _line_index(text: str) -> dict[tuple, int]:
                 lines[path + (i,)] = v.start_mark.line + 1
                 walk(v, path + (i,))
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
     if root is not None:
         walk(root, ())
     return lines
 
 
-def _loc_line(lines: dict[tuple, int], loc: tuple) -> int | None:
+def _mark_overrides(lines: dict[tuple, int | str], overrides: list[tuple[str, str]]) -> None:
+    """An override replaces what the file says at its key: errors there name the override, not a
+    line of the file the user may never have opened (``--set analyzer.batch=-3``)."""
+    for item, key in overrides:
+        loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        for k in [k for k in lines if k[:len(loc)] == loc]:
+            del lines[k]
+        shown = item if item.isprintable() else item.encode("unicode_escape").decode("ascii")
+        lines[loc] = shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+def _where(path: Path | str | None, lines: dict[tuple, int | str], loc: tuple) -> str:
+    """``"<file>, line N: "`` or ``"<key>=<value> (from the command line): "`` for an error at ``loc``."""
+    line = _loc_line(lines, loc)
+    if isinstance(line, str):
+        return f"{line} (from the command line): "
+    if path is None:
+        return f"line {line}: " if line else ""
+    return f"{path}, line {line}: " if line else f"{path}: "
+
+
+def _loc_line(lines: dict[tuple, int | str], loc: tuple) -> int | str | None:
     loc = tuple(int(p) if isinstance(p, int) or (isinstance(p, str) and p.isdigit()) else p for p in loc)
     while loc:
         if loc in lines:
@@ -270,13 +381,16 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. analyzer.batch=16)")
     try:
+        _check_flow_depth(raw, f"override {item[:60]!r}")
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {_yaml_problem(e)}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as e:  # PyYAML's constructors on odd scalars
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {type(e).__name__}") from None
     return key.strip(), value
 
 
-def validate_plugins(cfg: RunConfig, lines: dict[tuple, int] | None = None) -> None:
+def validate_plugins(cfg: RunConfig, lines: dict[tuple, int | str] | None = None, path: Path | str | None = None) -> None:
     """Check every plugin's options against its own Config without starting anything."""
     from . import registry as reg
 
@@ -284,8 +398,7 @@ def validate_plugins(cfg: RunConfig, lines: dict[tuple, int] | None = None) -> N
         try:
             cls = registry.get(spec_name)
         except RegistryError as e:
-            line = _loc_line(lines or {}, tuple(where.split(".")) + ("name",))
-            raise ConfigError((f"line {line}: " if line else "") + f"{where}.name: {e}") from None
+            raise ConfigError(_where(path, lines or {}, tuple(where.split(".")) + ("name",)) + f"{where}.name: {e}") from None
         cfg_cls = getattr(cls, "Config", None)
         if cfg_cls is None:
             return
@@ -293,9 +406,7 @@ def validate_plugins(cfg: RunConfig, lines: dict[tuple, int] | None = None) -> N
             cfg_cls(**options)
         except ValidationError as e:
             loc = tuple(where.split(".")) + tuple(e.errors()[0]["loc"])
-            line = _loc_line(lines or {}, loc)
-            prefix = f"line {line}: " if line else ""
-            raise ConfigError(prefix + format_validation_error(e, where, cfg_cls)) from None
+            raise ConfigError(_where(path, lines or {}, loc) + format_validation_error(e, where, cfg_cls)) from None
 
     check(reg.DETECTORS, cfg.face.detector.name, cfg.face.detector.options, "face.detector")
     check(reg.ALIGNERS, cfg.face.align.name, cfg.face.align.options, "face.align")
@@ -307,39 +418,68 @@ def validate_plugins(cfg: RunConfig, lines: dict[tuple, int] | None = None) -> N
             check(reg.ANALYZERS, m.name, m.options, f"analyzer.models.{i}.options")
         elif m.name not in reg.MODELS:
             valid = sorted(set(reg.ANALYZERS.names()) | set(reg.MODELS.names()))
-            raise ConfigError(f"analyzer.models.{i}.name: unknown model or analyzer {m.name!r}; valid: {', '.join(valid)}")
+            raise ConfigError(_where(path, lines or {}, ("analyzer", "models", i, "name"))
+                              + f"analyzer.models.{i}.name: unknown model or analyzer {m.name!r}; valid: {', '.join(valid)}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, check_plugins: bool = True) -> RunConfig:
-    """Read, override, validate. ``path=None`` reads the packaged ``configs/default.yaml``."""
-    path = Path(path) if path is not None else default_config_path()
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+def _read_text(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is not a config (at most {MAX_CONFIG_BYTES}); "
+                              "wrong file?")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                          "save the config as UTF-8") from None
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    """The document in ``path`` (safe loader) and the line of each key; one ConfigError line for bytes
+    that are not UTF-8, invalid YAML, a recursive alias or a document that expands past :data:`MAX_NODES`."""
+    text = _read_text(path)
+    root = _compose(text, path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise _yaml_error(path, e) from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as e:
+        # PyYAML's constructors fail this way on some malformed scalars (`!!timestamp x`, `!!binary` of bad base64)
+        raise ConfigError(f"{path}: not valid YAML: a value cannot be read ({type(e).__name__}); check tagged "
+                          "values (!!...)") from None
+    return data, _line_index(root)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, check_plugins: bool = True) -> RunConfig:
+    """Read, override, validate. ``path=None`` reads the packaged ``configs/default.yaml``.
+
+    Every problem is one :class:`ConfigError` line: bad bytes, bad YAML, a recursive or exploding
+    alias, an unknown key or a bad value, named by its line in the file or by the override that set it.
+    """
+    path = Path(path) if path is not None else default_config_path()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data, lines = read_yaml(path)
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     data = copy.deepcopy(data)
+    applied = []
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(data, key, value)
-    lines = _line_index(text)
+        applied.append((item, key))
+    _mark_overrides(lines, applied)
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        line = _loc_line(lines, tuple(first["loc"]))
-        where = f"{path}, line {line}: " if line else f"{path}: "
-        raise ConfigError(where + format_validation_error(e, "", RunConfig)) from None
+        raise ConfigError(_where(path, lines, tuple(e.errors()[0]["loc"])) + format_validation_error(e, "", RunConfig)) from None
     if check_plugins:
-        try:
-            validate_plugins(cfg, lines)
-        except ConfigError as e:
-            raise ConfigError(f"{path}, {e}" if str(e).startswith("line ") else f"{path}: {e}") from None
+        validate_plugins(cfg, lines, path)
     return cfg
 
 

@@ -8,7 +8,13 @@ page as ``{"gap": n, "h": header}`` JSON. A page that is slower than the stream 
 A page that connects late first gets the latest ``status`` and ``result`` of each camera (of the
 :data:`MAX_CAMERAS` heard most recently; the page shows at most 64 tiles, replacing the longest-silent).
 
-Binds 127.0.0.1 by default. The page writes every string from the wire with ``textContent``
+Binds 127.0.0.1 by default, open to anyone on this machine. On any other address a token is
+required (:func:`is_loopback_host`): the page and the WebSocket answer 401 without it. The token comes
+from ``--token-file`` or is generated and printed once, in the page's URL (``/?token=…``); opening that
+URL sets an HttpOnly, SameSite=Strict cookie, which the page's own WebSocket then carries. Programs may
+also send ``Authorization: Bearer <token>``.
+
+The page writes every string from the wire with ``textContent``
 (never as HTML), so a camera named ``<script>`` is shown, not run. Should that ever break, the
 Content-Security-Policy still lets only the page's own script run (by its hash): no inline event
 handler (``onerror=…``) and no injected ``<script>`` executes.
@@ -19,13 +25,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
+import ipaddress
 import json
 import logging
 import re
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from http import HTTPStatus
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 from .errors import ConfigError
 
@@ -34,6 +46,53 @@ log = logging.getLogger(__name__)
 #: cameras whose latest status/result a late page gets (the least recently heard are forgotten first;
 #: the page itself keeps at most 64 tiles), so a publisher inventing camera ids cannot grow memory
 MAX_CAMERAS = 256
+
+
+#: the cookie that carries the token from the page to its WebSocket
+COOKIE = "auflow_dashboard"
+#: shortest token accepted from a file (a generated one has 32 URL-safe characters)
+MIN_TOKEN_CHARS = 16
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token_file(path: str | Path) -> str:
+    """The dashboard token kept in ``path`` (surrounding whitespace ignored); ConfigError when unusable."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the dashboard token file {path}: {getattr(e, 'strerror', None) or e}") from None
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"the dashboard token in {path} must be one line of at least {MIN_TOKEN_CHARS} printable "
+                          "characters without spaces (e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')")
+    return token
+
+
+def _presented_token(request) -> str | None:
+    """The token a request carries: ``?token=``, the page's cookie, or ``Authorization: Bearer``."""
+    query = parse_qs(urlsplit(request.path).query)
+    if query.get("token"):
+        return query["token"][0]
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    raw = request.headers.get("Cookie")
+    if raw:
+        try:
+            jar = SimpleCookie(raw)
+        except Exception:  # noqa: BLE001 - a malformed cookie header is no token
+            return None
+        if COOKIE in jar:
+            return jar[COOKIE].value
+    return None
 
 
 def content_security_policy(page: str) -> str:
@@ -52,13 +111,19 @@ class Dashboard:
     """The bridge: ``start()`` serves in a background thread; ``url`` is the page; ``stop()`` ends it."""
 
     def __init__(self, endpoints: Sequence[str], host: str = "127.0.0.1", port: int = 8765,
-                 topics: Sequence[str] | None = None, curve_server_key: str | None = None) -> None:
+                 topics: Sequence[str] | None = None, curve_server_key: str | None = None,
+                 token: str | None = None) -> None:
         try:
             import websockets  # noqa: F401
         except ImportError:
             raise ConfigError("the dashboard needs websockets: pip install 'auflow[dashboard]'") from None
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"dashboard port {port!r} is not a number from 1 to 65535 (0: any free port)")
         self.endpoints = list(endpoints)
         self.host, self.port = host, port
+        #: what a viewer must present; None only on a loopback address (then anyone on this machine may look)
+        self.token = token if token or is_loopback_host(host) else secrets.token_urlsafe(24)
+        self.refused = 0  # requests turned away for want of the token
         self.topics = list(topics) if topics else ["result/", "window/", "status/", "eos/"]
         self.curve_server_key = curve_server_key
         self.clients: set = set()
@@ -75,8 +140,15 @@ class Dashboard:
 
     @property
     def url(self) -> str:
+        """The page's address; with the token in it when one is required (print it once, to the owner)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return f"http://{host}:{self.port}/" + (f"?token={quote(self.token, safe='')}" if self.token else "")
+
+    def _authorized(self, request) -> bool:
+        if self.token is None:
+            return True
+        given = _presented_token(request)
+        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -95,8 +167,9 @@ class Dashboard:
         self._sub_thread = threading.Thread(target=self._subscribe_thread, args=(sub,), name="auflow-dashboard-sub",
                                             daemon=True)
         self._sub_thread.start()
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("dashboard on %s: anyone who can reach this address sees the results", self.url)
+        if not is_loopback_host(self.host):
+            log.warning("dashboard on %s, a non-loopback address: viewers need its token (in the URL printed "
+                        "once); the page is plain HTTP, so put it behind TLS to cross an untrusted network", self.host)
         return self
 
     def stop(self) -> None:
@@ -177,16 +250,24 @@ class Dashboard:
         csp = content_security_policy(PAGE)
 
         def http(connection, request):
-            if request.path == "/ws":
+            path = urlsplit(request.path).path
+            if path not in ("/ws", "/", "/index.html"):
+                return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+            if not self._authorized(request):
+                self.refused += 1
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "this dashboard needs its token: open the URL "
+                                          "`auflow dashboard` printed (…/?token=…)\n")
+            if path == "/ws":
                 return None  # the WebSocket handshake goes on
-            if request.path in ("/", "/index.html"):
-                headers = Headers([
-                    ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page))),
-                    ("Cache-Control", "no-store"),
-                    ("Content-Security-Policy", csp),
-                ])
-                return Response(HTTPStatus.OK.value, "OK", headers, page)
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+            headers = Headers([
+                ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page))),
+                ("Cache-Control", "no-store"),
+                ("Content-Security-Policy", csp),
+                ("Referrer-Policy", "no-referrer"),  # the token in this URL goes nowhere else
+            ])
+            if self.token is not None:  # the page's WebSocket (same origin) carries it from here on
+                headers["Set-Cookie"] = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            return Response(HTTPStatus.OK.value, "OK", headers, page)
 
         async def handler(ws):
             self.clients.add(ws)
@@ -206,9 +287,11 @@ class Dashboard:
 
 
 def run_dashboard(endpoints: Sequence[str], host: str = "127.0.0.1", port: int = 8765,
-                  curve_server_key: str | None = None) -> Dashboard:
-    """Start a dashboard; the caller waits on it (``.wait()``) and stops it."""
-    return Dashboard(endpoints, host, port, curve_server_key=curve_server_key).start()
+                  curve_server_key: str | None = None, token_file: str | Path | None = None) -> Dashboard:
+    """Start a dashboard; the caller waits on it (``.wait()``) and stops it. ``token_file``: the token
+    viewers must present (default: none on loopback, a generated one elsewhere)."""
+    token = read_token_file(token_file) if token_file is not None else None
+    return Dashboard(endpoints, host, port, curve_server_key=curve_server_key, token=token).start()
 
 
-__all__ = ["Dashboard", "run_dashboard"]
+__all__ = ["COOKIE", "Dashboard", "is_loopback_host", "read_token_file", "run_dashboard"]

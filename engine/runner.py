@@ -24,6 +24,7 @@ from pathlib import Path
 from .config import RunConfig, dump_config
 from .errors import AuflowError, SourceError
 from .pipeline.core import Pipeline, StreamStats
+from .redaction import redact_text, redact_uri
 from .sources import Source, expand_inputs, make_source
 from .sources.core import cam_id_from
 from .sources.manifest import BatchManifest
@@ -44,22 +45,22 @@ class RunOutcome:
 
     @property
     def errors(self) -> list[str]:
-        return list(self.failed.values()) + [s.error for s in self.stats.values() if s.error]
+        return [redact_text(e) for e in (*self.failed.values(), *(s.error for s in self.stats.values() if s.error))]
 
     def summary(self) -> dict:
         return {
             "run_dir": str(self.run_dir),
             "wall_s": round(self.wall_s, 3),
             "streams": {
-                cam: {"uri": s.uri, "sid": s.sid, "frames": s.frames_out, "frames_decoded": s.frames_in,
+                cam: {"uri": redact_uri(s.uri), "sid": s.sid, "frames": s.frames_out, "frames_decoded": s.frames_in,
                       "total_frames": s.total_frames, "faces": s.faces, "frames_with_face": s.frames_with_face,
                       "tracks": {str(k): v for k, v in sorted(s.tracks.items())}, "fps": round(s.fps, 2),
                       "decode_errors": s.decode_errors, "dropped": s.dropped, "decimated": s.decimated,
                       "sessions": s.sessions, "restarts": s.restarts, "last_seq": s.last_seq,
-                      "end": s.reason, "error": s.error}
+                      "end": s.reason, "error": s.error and redact_text(s.error)}
                 for cam, s in self.stats.items()
             },
-            "failed": self.failed,
+            "failed": {redact_uri(uri): redact_text(err) for uri, err in self.failed.items()},
             "skipped": self.skipped,
             **({"placement": self.placement} if self.placement else {}),
             **({"executor": self.executor} if self.executor else {}),
@@ -211,8 +212,19 @@ def run(cfg: RunConfig, uris: list[str], run_dir: str | Path | None = None,
     finally:
         wall = time.perf_counter() - t0
     outcome = RunOutcome(run_dir, stats, failed, wall, skipped)
-    (run_dir / "summary.json").write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
+    _write_summary(run_dir, outcome)
     return outcome
+
+
+def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
+    """summary.json, written whole or not at all (a full disk leaves no half file behind)."""
+    tmp = run_dir / ".summary.json.tmp"
+    try:
+        tmp.write_text(json.dumps(outcome.summary(), indent=2), encoding="utf-8")
+        tmp.replace(run_dir / "summary.json")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log.error("cannot write %s: %s", run_dir / "summary.json", e.strerror or e)
 
 
 __all__ = ["AuflowError", "BatchPlan", "RunOutcome", "new_run_dir", "plan", "preflight", "run"]

@@ -33,8 +33,18 @@ def create_model(name: str, checkpoint: str | Path | None = None, **cfg: Any):
         card, state = load_checkpoint(checkpoint)
         if card.name != name:
             raise ModelError(f"checkpoint {checkpoint} holds {card.name!r}, not {name!r}")
-        model = factory(**{**card.config, **cfg})
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        if not isinstance(card.config, dict):
+            raise ModelError(f"checkpoint {checkpoint}: its card's config is not a mapping of {name}'s options")
+        try:
+            model = factory(**{**card.config, **cfg})
+        except (TypeError, ValueError) as e:  # options the factory does not take, or values it refuses
+            raise ModelError(f"checkpoint {checkpoint}: its card's config does not build {name}: "
+                             f"{' '.join(str(e).split())[:300]}") from None
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # tensors of the wrong shape: torch lists every one, one per line
+            first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+            raise ModelError(f"checkpoint {checkpoint} does not fit {name}: {first[:300]}") from None
         if missing or unexpected:
             raise ModelError(f"checkpoint {checkpoint} does not fit {name}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
         model.card = card

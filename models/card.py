@@ -7,6 +7,7 @@ trained weights is ``untrained`` and says so in every result.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,15 +70,39 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, card: ModelCard | 
     return path
 
 
+def _first_line(e: BaseException) -> str:
+    """An exception as one short line (torch's unpickling errors run to a dozen lines of advice)."""
+    text = " ".join(str(e).split("\n", 1)[0].split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def load_checkpoint(path: str | Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
-    """Read a checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+    """Read a checkpoint without unpickling arbitrary objects (``weights_only=True``).
+
+    Anything else — a truncated or foreign file, a pickle that would build objects or run code, a card
+    that is not a card, weights that are not tensors — is refused with one :class:`ModelError` line.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist: train one (`auflow train`) or point the config at yours")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ModelError(f"checkpoint {path} is not a readable auflow checkpoint: {e}") from e
+        what = ("it holds Python objects other than tensors and plain values (refused: loading them could run code)"
+                if isinstance(e, pickle.UnpicklingError) else _first_line(e))
+        raise ModelError(f"checkpoint {path} is not a readable auflow checkpoint: {what}") from None
     if not isinstance(blob, dict) or "card" not in blob or "state_dict" not in blob:
         raise ModelError(f"checkpoint {path} has no card/state_dict: not written by auflow")
-    return ModelCard.from_dict(blob["card"]), blob["state_dict"]
+    card, state = blob["card"], blob["state_dict"]
+    labels = card.get("labels") if isinstance(card, dict) else None
+    if (not isinstance(card, dict) or not isinstance(card.get("name"), str) or not isinstance(card.get("task"), str)
+            or not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels)):
+        raise ModelError(f"checkpoint {path}: its card is not a model card (a mapping with name, task and labels)")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ModelError(f"checkpoint {path}: its state_dict is not a mapping of names to tensors")
+    try:
+        return ModelCard.from_dict(card), state
+    except ModelError as e:
+        raise ModelError(f"checkpoint {path}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"checkpoint {path}: its card is malformed ({_first_line(e)})") from None

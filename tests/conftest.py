@@ -9,6 +9,14 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
 from helpers import write_face_video  # noqa: E402
 
+try:  # the fuzz tests (tests/**/test_*fuzz*.py): bounded counts here, the big ones in bench/fuzz.py
+    from hypothesis import settings
+
+    settings.register_profile("auflow", database=None, deadline=None, print_blob=True)
+    settings.load_profile("auflow")
+except ImportError:  # hypothesis is a dev dependency; the fuzz tests import it and fail loudly without it
+    pass
+
 
 def pytest_collection_modifyitems(config, items):
     """gpu tests skip cleanly where torch sees no CUDA device."""

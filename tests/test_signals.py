@@ -52,3 +52,85 @@ def test_signal_flushes_sinks_and_publishes_eos(tmp_path, signum):
     lines = [json.loads(line) for line in (out_dir / "long.jsonl").read_text().splitlines()]
     assert [m["seq"] for m in lines if m["type"] == "result"] == list(range(len(results)))
     assert lines[-1]["type"] == "eos" and lines[-1]["reason"] == "interrupted"
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Processes of the process group ``pgid`` still alive (zombies excluded)."""
+    import os
+
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive.append(int(entry))
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sigint_or_sigterm_at_20_random_points(tmp_path):
+    """A signal at a random moment of `auflow run` (importing, loading, decoding, flushing, exiting):
+    exit 0 or 130, never a traceback; when the pipeline ran, its JSONL ends with the eos of every result it
+    holds and summary.json counts exactly those; no process of the run outlives it."""
+    import os
+    import random
+    import subprocess
+    import sys
+
+    video = write_face_video(tmp_path / "clip.mp4", frames=60)
+    rng = random.Random(22)
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+
+    def start(out_dir):
+        return subprocess.Popen([sys.executable, "-m", "auflow.engine.cli.main", "run", str(video), "--out", str(out_dir),
+                                 "--publish", "none", "--set", "analyzer.models=[]", "--set", "source.workers=process"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+
+    t0 = time.monotonic()
+    full = start(tmp_path / "full")
+    assert full.wait(300) == 0, full.stderr.read()
+    full.stderr.close()
+    whole_s = time.monotonic() - t0
+    outcomes = []
+    for i in range(20):
+        # from 0.3 s: before that the interpreter itself is starting (runpy importing the module), and a
+        # SIGINT there ends it Python's own way (exit -2), with nothing written yet
+        delay = rng.uniform(0.3, whole_s * 1.05)
+        signum = (signal.SIGINT, signal.SIGTERM)[i % 2]
+        out_dir = tmp_path / f"run{i}"
+        proc = start(out_dir)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        where = f"point {i}: {signum.name} after {delay:.2f} s of {whole_s:.1f}"
+        assert proc.returncode in (0, 130), f"{where}: exit {proc.returncode}: {stderr[-2000:]}"
+        assert "Traceback" not in stderr, f"{where}: {stderr[-2000:]}"
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _group_alive(proc.pid), f"{where}: processes of the run outlived it"
+        jsonl, summary = out_dir / "clip.jsonl", out_dir / "summary.json"
+        if summary.exists():
+            lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+            results = [m["seq"] for m in lines if m["type"] == "result"]
+            assert results == list(range(len(results))), where
+            assert lines[-1]["type"] == "eos" and lines[-1]["last_seq"] == len(results) - 1, where
+            st = json.loads(summary.read_text())["streams"]["clip"]
+            assert st["frames"] == len(results) and st["end"] in ("end", "interrupted"), f"{where}: {st}"
+            assert (st["end"] == "end") == (len(results) == 60), where
+            outcomes.append(st["end"])
+        else:  # stopped before the pipeline ran: it wrote no results
+            assert proc.returncode == 130 and not (jsonl.exists() and jsonl.read_text().strip()), where
+            outcomes.append("before")
+    assert "interrupted" in outcomes, f"no signal landed while frames flowed: {outcomes}"

@@ -34,14 +34,23 @@ SetOpt = typer.Option(None, "--set", "-s", help="override a config value: --set 
 
 
 def setup_logging(verbose: bool) -> None:
+    from ..redaction import RedactingFilter
+
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    handler.addFilter(RedactingFilter())  # a camera's password never reaches the terminal or a log file
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, show_time=False)], force=True)
+                        handlers=[handler], force=True)
     for noisy in ("PIL", "matplotlib", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.text import Text
+
+    from ..redaction import redact_text
+
+    # as Text, not markup: a message quoting "[/x]" from a config must print, not raise rich's MarkupError
+    console.print(Text.assemble(("error:", "bold red"), " ", redact_text(message)), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -362,13 +371,16 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", "--host", help="address to serve the page on (loopback unless you need remote viewers)"),
     port: int = typer.Option(8765, "--port", help="HTTP + WebSocket port of the page"),
     curve_server_key: Optional[str] = typer.Option(None, "--curve-server-key", help="the publishers' CURVE public key (NAME.key or Z85)"),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="a file holding the token viewers must "
+                                              "present (default: none on loopback; elsewhere one is generated and "
+                                              "printed once, in the URL)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """A live web page of the result stream: a tile per camera, AU bars and expression timeline per track."""
     from ..dashboard import run_dashboard
 
     setup_logging(verbose)
-    dash = run_dashboard(endpoints, host, port, curve_server_key)
+    dash = run_dashboard(endpoints, host, port, curve_server_key, token_file=token_file)
     out.print(f"dashboard: {dash.url}  (Ctrl-C to stop)", highlight=False)
     try:
         dash.wait()
@@ -378,12 +390,28 @@ def dashboard(
         dash.stop()
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM before a run installs its own handlers (while models load) ends like Ctrl-C: exit 130, not a kill
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         app()
     except KeyboardInterrupt:
         console.print("[red]aborted[/]")
-        sys.exit(130)
+        _exit_ignoring_signals(130)
+    except SystemExit as e:  # how click ends every command
+        _exit_ignoring_signals(e.code)
+
+
+def _exit_ignoring_signals(code) -> None:
+    """The command is over and its outputs are complete: a Ctrl-C or SIGTERM landing while the interpreter
+    shuts down (atexit handlers) must not turn that into a crash (exit -2 and a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ what is in flight is still analysed, published and written, then every session g
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -29,6 +30,7 @@ from ..analyzer.core import Analyzer
 from ..config import RunConfig
 from ..errors import AuflowError
 from ..plugin import Plugin, build
+from ..redaction import redact_text
 from ..registry import SINKS
 from ..sources.core import Source
 from ..sources.session import Backoff
@@ -133,6 +135,8 @@ class Pipeline:
         self.handles: dict[str, WorkerHandle] = {}
         self._threads: list[threading.Thread] = []
         self._fatal: BaseException | None = None
+        self._run_error: str | None = None  # the analyzer or a sink failed: every stream ends with this error
+        self._failed_sinks: set[int] = set()  # sinks that could not write (a full disk): written to no more
         self._stop_forwarded = False
         self._seqs: dict[tuple[str, str], int] = {}  # results sent per (cam, sid)
 
@@ -260,10 +264,27 @@ class Pipeline:
                     self._put(self._results, control)
                 elif control is _FINISH:
                     return
+        except Exception as e:  # a model that raises (a CUDA error, a bug in a user's model): no stream can go on
+            self._run_error = f"analyzer failed: {type(e).__name__}: {' '.join(str(e).split())}"[:500]
+            log.error("%s; ending every stream", self._run_error)
+            log.debug("analyzer failure", exc_info=True)
+            self.stop()
+            self._drain_after_run_error()
         except BaseException as e:
             self._fatal = e
             log.exception("analyzer failed")
             self._results.put(e)
+
+    def _drain_after_run_error(self) -> None:
+        """After the analyzer failed: the streams' ends still reach the publisher (each gets its eos, with the
+        error); their frames in flight are not analysed, so not published, and not counted as processed."""
+        while True:
+            item = self._crops.get()
+            if item is _FINISH:
+                return
+            if isinstance(item, EndOfStream):
+                self.analyzer.forget(item.cam)
+                self._put(self._results, item)
 
     def _shared_faces(self) -> None:
         """face.device set: frames of every stream → one batched face stage → the analyzer's queue.
@@ -329,7 +350,29 @@ class Pipeline:
         if self.publisher is not None:
             self.publisher.send(msg)
         for s in self.sinks:
-            s.write(msg)
+            if id(s) not in self._failed_sinks:
+                try:
+                    s.write(msg)
+                except OSError as e:
+                    self._sink_failed(s, e)
+
+    def _flush_sinks(self) -> None:
+        for s in self.sinks:
+            if hasattr(s, "flush") and id(s) not in self._failed_sinks:
+                try:
+                    s.flush()
+                except OSError as e:
+                    self._sink_failed(s, e)
+
+    def _sink_failed(self, sink: Plugin, e: OSError) -> None:
+        """A sink that cannot write (disk full, file too large, folder gone) ends the run cleanly: every stream
+        stops, what is in flight is still published, and every session's eos carries this error."""
+        self._failed_sinks.add(id(sink))
+        if self._run_error is None:
+            self._run_error = (f"sink {type(sink).__name__} cannot write in {self.run_dir}: "
+                               f"{e.strerror or e}; free space there and run again")
+            log.error("%s; ending every stream", self._run_error)
+        self.stop()
 
     def _status(self, st: StreamStats, sid: str | None = None, counters=None) -> None:
         fps_in, fps_out = st.rates(time.perf_counter())
@@ -400,7 +443,10 @@ class Pipeline:
                 try:
                     obj.stop()
                 except Exception:
-                    log.exception("error while stopping %s", type(obj).__name__)
+                    if id(obj) in self._failed_sinks:  # its error is the run's, already reported
+                        log.debug("error while stopping %s", type(obj).__name__, exc_info=True)
+                    else:
+                        log.exception("error while stopping %s", type(obj).__name__)
         return self.stats
 
     def _publish_loop(self) -> None:
@@ -455,6 +501,10 @@ class Pipeline:
 
     def _end_session(self, item: EndOfStream) -> None:
         st = self.stats[item.cam]
+        if self._run_error is not None and item.reason == "interrupted":  # stopped because the analyzer or a sink failed
+            item = dataclasses.replace(item, reason="error", error=self._run_error)
+        if item.error:  # FFmpeg's words may repeat the URL: no password goes on the wire, in a sink or the summary
+            item = dataclasses.replace(item, error=redact_text(item.error))
         if item.final:
             if item.reason == "error":  # a live stream that recovered from an error has none to report
                 st.error = item.error
@@ -473,9 +523,7 @@ class Pipeline:
                 for w in self.temporal.end_session(item.cam, item.sid):
                     self._emit(w)
             self._emit(wire.eos_message(item.cam, item.sid, item.reason, last_seq, **extra))
-            for s in self.sinks:
-                if hasattr(s, "flush"):
-                    s.flush()
+            self._flush_sinks()
         if item.final:
             if self.on_stream_end is not None:
                 self.on_stream_end(st)

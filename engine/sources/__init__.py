@@ -8,7 +8,7 @@ from ..errors import SourceError
 from .core import SessionCounters, Source, cam_id_from, new_sid, redact
 from .file import FileSource
 from .images import ImageFolderSource
-from .inputs import Inputs, expand_inputs, is_live_uri
+from .inputs import Inputs, _exists, expand_inputs, is_live_uri
 from .live import HttpSource, RtspSource, check_url
 from .webcam import WebcamSource, is_webcam
 
@@ -37,7 +37,7 @@ def make_source(uri: str, cfg: SourceSection | None = None, cam: str | None = No
         return WebcamSource(uri, cam, size=cfg.webcam_size, fps=cfg.webcam_fps, **common)
     if scheme:
         raise SourceError(f"{redact(uri)}: unsupported kind of source {scheme}://; auflow reads {SUPPORTED}")
-    if Path(uri).is_dir():
+    if _exists(Path(uri)) and Path(uri).is_dir():
         return ImageFolderSource(uri, cam)
     return FileSource(uri, cam, **common)
 

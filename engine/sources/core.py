@@ -9,13 +9,15 @@ decimating: :mod:`.session` and :mod:`.worker` do that, the same way for every k
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from ..redaction import redact_uri
 from ..types import FramePacket, SessionCounters  # noqa: F401 - SessionCounters re-exported
 
 
@@ -31,34 +33,43 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("_.")
 
 
+#: longest camera id: it names the run's output files (``<cam>.jsonl``, ``<cam>_2.parquet``), which a
+#: file system limits to 255 bytes
+MAX_CAM_CHARS = 120
+
+
 def cam_id_from(uri: str) -> str:
     """A topic-safe camera id from a file name or URL.
 
     ``/data/Interview 3.mp4`` → ``Interview_3``; ``rtsp://user:pw@10.0.0.5:554/live`` →
     ``10.0.0.5_554_live`` (host and path: many cameras share a path such as ``/live``);
-    ``/dev/video0`` → ``video0``. Credentials never end up in the id.
+    ``/dev/video0`` → ``video0``. Credentials never end up in the id; a malformed URL still gets one,
+    and a long name is cut (with a hash of the whole, so two long names stay apart).
     """
     if "://" in uri:
-        parts = urlsplit(uri)
-        host = parts.hostname or ""
-        port = f"_{parts.port}" if parts.port else ""
-        path = parts.path.strip("/")
+        rest = uri.split("://", 1)[1]
+        try:
+            parts = urlsplit(uri)
+            host = parts.hostname or ""
+            port = f"_{parts.port}" if parts.port else ""
+            path = parts.path
+        except ValueError:  # a bad port or IPv6 address: the URL's own check reports it; the id needs none
+            netloc, _, path = rest.partition("/")
+            host, port = netloc.rsplit("@", 1)[-1], ""
+        path = path.split("?", 1)[0].strip("/")
         stem = Path(path).with_suffix("").as_posix() if path else ""
-        return _safe(f"{host}{port}_{stem}" if stem else f"{host}{port}") or "cam"
-    stem = Path(uri.split("?", 1)[0].rstrip("/")).stem or "cam"
-    return _safe(stem) or "cam"
+        cam = _safe(f"{host}{port}_{stem}" if stem else f"{host}{port}") or "cam"
+    else:
+        stem = Path(uri.split("?", 1)[0].rstrip("/")).stem or "cam"
+        cam = _safe(stem) or "cam"
+    if len(cam) > MAX_CAM_CHARS:
+        cam = f"{cam[:MAX_CAM_CHARS - 9]}_{hashlib.sha1(cam.encode()).hexdigest()[:8]}"
+    return cam
 
 
 def redact(uri: str) -> str:
-    """The URI with its password replaced by ``***``, for logs and error messages."""
-    if "://" not in uri:
-        return uri
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    """The URI with its password (and secret query values) replaced by ``***``, for logs, errors and outputs."""
+    return redact_uri(uri)
 
 
 class Source(ABC):

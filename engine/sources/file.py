@@ -38,8 +38,10 @@ class FileSource(PyAVSource):
     kind = "file"
 
     def _check_before_open(self) -> None:
+        from .inputs import _exists
+
         path = Path(self.uri)
-        if not path.exists():
+        if not _exists(path):
             raise SourceError(f"{self.uri}: no such file")
         if path.is_dir():
             raise SourceError(f"{self.uri}: is a folder, not a video file")

@@ -43,6 +43,15 @@ class Inputs:
         return [u for u in self.uris if not is_live_uri(u) and not Path(u).is_dir()]
 
 
+def _exists(path: Path) -> bool:
+    """``path.exists()``, with a name the OS refuses (too long, a NUL byte) as one SourceError line."""
+    try:
+        return path.exists()
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        raise SourceError(f"{str(path)[:200]}{'...' if len(str(path)) > 200 else ''}: not a usable path ({why})") from None
+
+
 def expand_inputs(args: list[str]) -> Inputs:
     out = Inputs()
     expanded = False
@@ -51,7 +60,7 @@ def expand_inputs(args: list[str]) -> Inputs:
             out.uris.append(arg)
             continue
         path = Path(arg)
-        if not path.exists() and _GLOB_CHARS & set(arg):
+        if not _exists(path) and _GLOB_CHARS & set(arg):
             matches = [Path(m) for m in glob.glob(arg, recursive=True)]
             videos = sorted((m for m in matches if m.is_file() and m.suffix.lower() in VIDEO_EXTENSIONS), key=natural_key)
             if not videos:

@@ -83,6 +83,10 @@ def check_url(uri: str) -> None:
         parts = urlsplit(uri)
         _ = parts.port  # raises on a non-numeric port
     except ValueError as e:
-        raise SourceError(f"{redact(uri)}: not a valid URL ({e})") from None
+        # not Python's words: they quote the "port", which is a password when one holds a raw '/' or '#'
+        why = "a port out of range" if "out of range" in str(e) else (
+            "an invalid IPv6 address" if "IPv6" in str(e) else "the port is not a number")
+        raise SourceError(f"{redact(uri)}: not a valid URL ({why}; a password with / # ? @ must be "
+                          "percent-encoded, e.g. %2F)") from None
     if not parts.hostname:
         raise SourceError(f"{redact(uri)}: the URL has no host (expected e.g. rtsp://192.168.1.10:554/stream1)")

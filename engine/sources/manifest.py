@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+from ..redaction import redact_text
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
@@ -64,6 +66,8 @@ class BatchManifest:
         """``state``: running | done | failed | interrupted. ``save=False``: in memory only, until
         the next :meth:`save` (many marks at once write the file once)."""
         p = Path(path)
+        if isinstance(info.get("error"), str):
+            info["error"] = redact_text(info["error"])
         entry = {"cam": cam, "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
         try:
             entry["fingerprint"] = _fingerprint(p)
@@ -74,7 +78,13 @@ class BatchManifest:
             self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Rewrite the manifest atomically. When it cannot be written (a full disk) the previous version stays:
+        it never marks done a file that is not, so a re-run redoes at most what it could not record."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"version": VERSION, "files": self.files}, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"version": VERSION, "files": self.files}, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            log.error("cannot update %s: %s (it keeps its previous state)", self.path, e.strerror or e)

@@ -16,6 +16,7 @@ from typing import Any
 import zmq
 
 from auflow.engine.errors import ConfigError, WireError
+from auflow.engine.wire.endpoint import check_endpoint
 from auflow.engine.wire.format import encode
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Publisher:
         """Bind the socket; then, if ``wait_subscribers`` > 0, wait for them (a warning on timeout)."""
         if self._socket is not None:
             return self
+        check_endpoint(self.endpoint, bind=True)  # ZeroMQ binds a random port for tcp://host:99999
         if self._context is None:
             self._context = zmq.Context()
         sock = self._context.socket(zmq.XPUB)

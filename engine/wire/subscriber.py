@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -26,9 +27,17 @@ from types import EllipsisType
 import zmq
 
 from auflow.engine.errors import ConfigError, WireError
+from auflow.engine.wire.endpoint import check_endpoint
 from auflow.engine.wire.format import MAX_MESSAGE_BYTES, SchemaVersionError, decode
 
 logger = logging.getLogger(__name__)
+
+#: open sessions (and cameras with losses) a GapTracker remembers; a fleet has a few hundred
+MAX_SESSIONS = 4096
+#: connection events the subscriber watches: a drop, and ZeroMQ's own retries (which make a repair needless)
+_WATCHED = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED
+#: how long after a drop ZeroMQ has to announce its own retry before the subscriber reconnects itself
+_RETRY_GRACE_S = 0.5
 
 __all__ = ["GapTracker", "Message", "SessionGaps", "Subscriber", "subscribe"]
 
@@ -77,15 +86,19 @@ class GapTracker:
     off). ``expects_results(cam)`` says whether this subscriber subscribes to that camera's results;
     an ``eos`` of a session it saw no result of counts its results as lost only then.
     An ``eos`` closes the session's record; totals stay in :attr:`lost` and :attr:`lost_by_cam`.
+    At most :data:`MAX_SESSIONS` open sessions and cameras are remembered (the least recently heard are
+    forgotten first), so a publisher inventing session or camera ids cannot grow a subscriber's memory.
     """
 
     def __init__(self, count_missed_start: bool = True, expects_results: Callable[[str], bool] | None = None) -> None:
         self.count_missed_start = count_missed_start
         self.expects_results = expects_results or (lambda cam: True)
-        self.sessions: dict[tuple[str, str], SessionGaps] = {}
+        self.sessions: OrderedDict[tuple[str, str], SessionGaps] = OrderedDict()
         #: results lost over all sessions
         self.lost = 0
-        self.lost_by_cam: dict[str, int] = {}
+        self.lost_by_cam: OrderedDict[str, int] = OrderedDict()
+        #: sessions forgotten to keep memory bounded (their later results count from scratch)
+        self.forgotten = 0
 
     def update(self, header: dict) -> int:
         """Account for a decoded header; returns the number of results missed just before it."""
@@ -100,6 +113,9 @@ class GapTracker:
         if gap:
             self.lost += gap
             self.lost_by_cam[key[0]] = self.lost_by_cam.get(key[0], 0) + gap
+            self.lost_by_cam.move_to_end(key[0])
+            while len(self.lost_by_cam) > MAX_SESSIONS:
+                self.lost_by_cam.popitem(last=False)
             logger.warning("lost %d result message(s) of cam %r session %r before this %s", gap, *key, mtype)
         return gap
 
@@ -108,7 +124,11 @@ class GapTracker:
         if s is None:
             gap = max(seq, 0) if self.count_missed_start else 0
             self.sessions[key] = SessionGaps(first_seq=seq, last_seq=seq, received=1, lost=gap)
+            while len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
+                self.forgotten += 1
             return gap
+        self.sessions.move_to_end(key)
         expected = s.last_seq + 1
         if seq < expected:
             # one publisher socket keeps order, so this is a publisher bug or a reused sid
@@ -146,8 +166,10 @@ class Subscriber:
     Malformed messages are skipped, counted in :attr:`garbage` and logged. With ``tolerant``
     (default) a newer schema version is read for the keys it shares with v1; with
     ``tolerant=False`` it raises :class:`SchemaVersionError` from the iterator.
-    A frame over ``max_message_bytes`` makes ZeroMQ drop the connection to that publisher (it then
-    reconnects), so no publisher can make a subscriber allocate without bound.
+    A frame over ``max_message_bytes`` makes ZeroMQ drop the connection to that publisher, so no
+    publisher can make a subscriber allocate without bound. ZeroMQ treats that as a protocol error and
+    does not reconnect by itself (it does after an ordinary disconnect): the subscriber watches its
+    socket's events and reconnects such an endpoint itself (:attr:`reconnects`).
 
     CURVE (opt-in, :mod:`auflow.engine.wire.curve`): ``curve_server_key`` is the publisher's public
     key (its ``NAME.key`` file or the Z85 text); ``curve_client_key_file`` this subscriber's own
@@ -172,6 +194,8 @@ class Subscriber:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
             raise ConfigError("subscribe needs at least one endpoint, e.g. tcp://127.0.0.1:5555")
+        for ep in self.endpoints:
+            check_endpoint(ep, bind=False)
         if topics is not None and len(topics) == 0:
             raise ConfigError("topics is empty, so nothing would arrive; pass None to receive everything")
         self.topics = [""] if topics is None else [t.decode() if isinstance(t, bytes) else str(t) for t in topics]
@@ -184,6 +208,10 @@ class Subscriber:
         self.garbage = 0
         #: valid messages received
         self.received = 0
+        #: endpoints this subscriber reconnected after ZeroMQ gave them up (an oversize message)
+        self.reconnects = 0
+        self._monitor: zmq.Socket | None = None
+        self._given_up: dict[str, float] = {}  # endpoint -> when to reconnect it, unless ZeroMQ retries first
 
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
@@ -207,7 +235,11 @@ class Subscriber:
                     raise ConfigError(f"cannot connect to {ep!r}: {exc}; an endpoint looks like tcp://127.0.0.1:5555") from None
             for t in self.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+            self._monitor = sock.get_monitor_socket(_WATCHED)
         except BaseException:
+            if self._monitor is not None:
+                sock.disable_monitor()
+                self._monitor.close(linger=0)
             sock.close(linger=0)
             if self._own_context:
                 self._context.term()
@@ -228,6 +260,44 @@ class Subscriber:
                 frames.append(part)
         return frames if count <= 3 else count
 
+    def _watch_connections(self) -> None:
+        """Read the socket's connection events; reconnect an endpoint ZeroMQ dropped and will not retry."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor is not None and self._monitor.poll(0):
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except (zmq.ZMQError, ValueError):
+                break
+            ep = event.get("endpoint", b"")
+            ep = ep.decode(errors="replace") if isinstance(ep, bytes) else str(ep)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._given_up[ep] = time.monotonic() + _RETRY_GRACE_S
+            else:  # ZeroMQ is retrying (or has reconnected) this one itself
+                self._given_up.pop(ep, None)
+        now = time.monotonic()
+        for ep, due in list(self._given_up.items()):
+            if due > now:
+                continue
+            del self._given_up[ep]
+            for configured in self._configured_for(ep):
+                try:
+                    self._socket.disconnect(configured)
+                except zmq.ZMQError:
+                    pass  # already gone: that is the case being repaired
+                self._socket.connect(configured)
+                self.reconnects += 1
+                logger.warning("reconnected to %s after ZeroMQ dropped it (a message over %d bytes?)",
+                               configured, self.max_message_bytes)
+
+    def _configured_for(self, reported: str) -> list[str]:
+        """The endpoints given by the user that a monitor event's (resolved) endpoint stands for."""
+        if reported in self.endpoints:
+            return [reported]
+        port = reported.rsplit(":", 1)[-1]
+        same_port = [e for e in self.endpoints if e.rsplit(":", 1)[-1] == port]
+        return same_port or ([self.endpoints[0]] if len(self.endpoints) == 1 else [])
+
     def _skip(self, reason: str) -> None:
         self.garbage += 1
         if self.garbage <= 10 or self.garbage % 1000 == 0:
@@ -240,7 +310,10 @@ class Subscriber:
         timeout_s = self.timeout_s if timeout_s is ... else timeout_s
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
+            self._watch_connections()
             wait_ms = 1000 if deadline is None else max(0, min(1000, int((deadline - time.monotonic()) * 1000)))
+            if self._given_up:
+                wait_ms = min(wait_ms, int(_RETRY_GRACE_S * 1000))
             if self._socket.poll(wait_ms, zmq.POLLIN):
                 got = self._recv_frames()
                 if isinstance(got, int):
@@ -289,6 +362,13 @@ class Subscriber:
     def close(self) -> None:
         """Close the socket (pending messages are discarded). Safe to call twice."""
         if self._socket is not None:
+            if self._monitor is not None:
+                try:
+                    self._socket.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+                self._monitor.close(linger=0)
+                self._monitor = None
             self._socket.close(linger=0)
             self._socket = None
             if self._own_context:

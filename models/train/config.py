@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from auflow.engine.config import _line_index, _loc_line, _set_dotted, parse_override
+from auflow.engine.config import _loc_line, _set_dotted, parse_override, read_yaml
 from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import format_validation_error
 
@@ -158,18 +158,14 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"training config {path} does not exist (examples: auflow/configs/train/*.yaml)")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data, lines = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with model, data and train sections")
     data = copy.deepcopy(data)
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(data, key, value)
-    return validate_train_config(data, where=str(path), lines=_line_index(text))
+    return validate_train_config(data, where=str(path), lines=lines)
 
 
 def validate_train_config(data: dict, where: str = "training config", lines: dict | None = None) -> TrainConfig:

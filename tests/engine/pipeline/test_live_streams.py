@@ -115,6 +115,8 @@ def test_dead_cameras_fail_clearly_while_the_file_goes_on(tmp_path):
 @pytest.mark.rtsp
 @pytest.mark.timeout(120)
 def test_crashed_worker_is_restarted(rtsp_server, tmp_path):
+    multiprocessing.get_context("spawn").Event()  # its resource tracker, started once per process, is no leak
+    fds, children = open_fds(), child_pids() - {rtsp_server.proc.pid}
     cfg = config("source.workers=process", *FAST_RECONNECT, "source.reconnect.max_restarts=1")
     with WatchedRun(cfg, [rtsp_server.url], tmp_path / "run") as run:
         cam = run.sources[0].cam
@@ -131,6 +133,15 @@ def test_crashed_worker_is_restarted(rtsp_server, tmp_path):
         run.thread.join(30)
         assert not run.thread.is_alive(), "the run ends when its only stream has ended"
     assert run.pipe.stats[cam].state == "ended" and "worker process died" in run.pipe.stats[cam].error
+    # invariants of a run with two kill -9s: every session's results contiguous up to its eos, nothing left behind
+    msgs = run.snapshot()
+    for sid in {m["sid"] for m in msgs if m["type"] == "result"}:
+        seqs = [m["seq"] for m in msgs if m["type"] == "result" and m["sid"] == sid]
+        (eos,) = [m for m in msgs if m["type"] == "eos" and m["sid"] == sid]
+        assert seqs == list(range(len(seqs))) and eos["last_seq"] == seqs[-1]
+    assert sum(m["type"] == "result" for m in msgs) == run.pipe.stats[cam].frames_out
+    assert child_pids() - {rtsp_server.proc.pid} <= children, "a worker process was left behind"
+    assert open_fds() <= fds, "file descriptors leaked"
 
 
 @pytest.mark.slow
