@@ -28,7 +28,7 @@ def draw(results: Path = RESULTS, png: Path = PNG) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    from auflow.engine.cli.report_cmd import plot_track
+    from auflow.engine.cli.report_cmd import fused_points, load_run, plot_track
     from auflow.engine.results import read_results
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,10 +39,12 @@ def draw(results: Path = RESULTS, png: Path = PNG) -> Path:
         else:
             shutil.copyfile(results, jsonl)
         df = read_results(jsonl)  # the public reader, so the picture breaks when the format does
+        _, cams = load_run(Path(tmp))
     tracked = df[df["face_id"] >= 0]
     track = int(tracked["face_id"].value_counts().idxmax())
+    data = next(iter(cams.values()), None)
     png.parent.mkdir(parents=True, exist_ok=True)
-    png.write_bytes(base64.b64decode(plot_track(df, track)))
+    png.write_bytes(base64.b64decode(plot_track(df, track, fused_points(data, track))))
     return png
 
 

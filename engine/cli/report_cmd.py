@@ -170,7 +170,9 @@ def plot_track(df, track: int, fused: tuple[np.ndarray, list[str]] | None = None
     t = d["timestamp"].to_numpy(dtype=float)
     if np.isnan(t).all():
         t = (d["t_capture_ns"].to_numpy(dtype=float) - d["t_capture_ns"].min()) / 1e9
-    au_cols = [c for c in d.columns if c.startswith("AU") and c.endswith("_r")]
+    au_all = [c for c in d.columns if c.startswith("AU") and c.endswith("_r")]
+    au_cols = [c for c in au_all if d[c].notna().any()]  # an AU the model cannot measure is null: no line
+    unmeasured = [c[:-2] for c in au_all if c not in au_cols]
     expr_cols = [c for c in d.columns if c.startswith("expr_")]
     has_fused = fused is not None and len(fused[0]) > 0 and bool(expr_cols)
     rows = (1 if au_cols else 0) + (2 if expr_cols else 0) + (1 if has_fused else 0)
@@ -187,7 +189,7 @@ def plot_track(df, track: int, fused: tuple[np.ndarray, list[str]] | None = None
         ax.set_ylabel("AU probability")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=1 if len(au_cols) <= 14 else 2)
         ax.grid(alpha=0.3)
-        ax.set_title(f"Track {track}: action units")
+        ax.set_title(f"Track {track}: action units" + (f" ({', '.join(unmeasured)} not measured)" if unmeasured else ""))
     if expr_cols:
         ax, strip = axes[0], axes[1]
         labels = [c[5:] for c in expr_cols]
