@@ -23,11 +23,11 @@ class FerWindowMean(nn.Module):
     """encode_frames: fer's probabilities per frame (and zeros: the split's second half is unused);
     fuse: their mean over the window's frames. ``forward`` on a clip (B, T, 1, S, S) does both."""
 
-    def __init__(self, num_frames: int = 8) -> None:
+    def __init__(self, num_frames: int = 8, weights: str | None = "auto") -> None:
         super().__init__()
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        self.fer = fer()
+        self.fer = fer(weights)
         self.num_frames = num_frames
         self.dim = len(EXPRESSIONS)
         base = self.fer.card
@@ -55,6 +55,7 @@ class FerWindowMean(nn.Module):
 
 
 @register_model("fer_mean")
-def fer_mean(num_frames: int = 8) -> FerWindowMean:
-    """fer averaged over windows of ``num_frames`` frames: the exact fusion the arpgnet student imitates."""
-    return FerWindowMean(num_frames)
+def fer_mean(num_frames: int = 8, weights: str | None = "auto") -> FerWindowMean:
+    """fer averaged over windows of ``num_frames`` frames: the exact fusion the arpgnet student imitates.
+    ``weights`` goes to :func:`fer` (``None``: an untrained fer, and the card says so)."""
+    return FerWindowMean(num_frames, weights)

@@ -223,7 +223,7 @@ def test_a_worker_node_lost_mid_run_costs_only_its_video_in_flight_and_results_e
             if len(done) >= 2 and fresh:
                 lost = fresh[0]
                 victim = ray_cluster.node_of(lost["node"])
-                ray_cluster.kill(victim)
+                ray_cluster.kill(victim, pids=(lost["pid"],))
             time.sleep(0.02)
         assert victim is not None, f"no node was killed mid-run: {log.read_text()[-3000:]}"
         assert proc.wait(300) == 0, log.read_text()[-3000:]
