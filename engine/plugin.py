@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from .configfile import Strict, format_validation_error
 from .errors import ConfigError
 from .registry import Registry
 
+__all__ = ["Plugin", "PluginConfig", "build", "format_validation_error"]
 
-class PluginConfig(BaseModel):
+
+class PluginConfig(Strict):
     """Base of plugin configs: extra keys forbidden, values validated on assignment too."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Plugin:
@@ -33,27 +34,6 @@ class Plugin:
 
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Release everything start() acquired. Safe to call twice."""
-
-
-def format_validation_error(e: ValidationError, where: str, model: type[BaseModel]) -> str:
-    """One line per problem, naming the key and, for unknown keys, the valid ones."""
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        key = f"{where}.{loc}" if where and loc else (where or loc)
-        if err["type"] == "extra_forbidden":
-            parent = model
-            for part in err["loc"][:-1]:
-                field = parent.model_fields.get(str(part)) if isinstance(parent, type) and issubclass(parent, BaseModel) else None
-                ann = getattr(field, "annotation", None)
-                parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-                if parent is None:
-                    break
-            valid = ", ".join(parent.model_fields) if parent is not None else "?"
-            lines.append(f"unknown key '{key}' (valid keys: {valid})")
-        else:
-            lines.append(f"{key}: {err['msg']}")
-    return "; ".join(lines)
 
 
 def build(registry: Registry, name: str, options: dict[str, Any] | None = None, where: str = "") -> Plugin:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..configfile import parse_override
 from ..errors import ConfigError
 
 
@@ -108,17 +108,9 @@ class DistillProgress:
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs, values read as YAML (``input_size=64``, ``backbone_kw={width_mult: 0.5}``)."""
-    opts: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option {item!r}: write key=value, e.g. --option input_size=64")
-        try:
-            opts[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--option {item!r}: the value is not valid YAML ({e})") from None
-    return opts
+    """``key=value`` pairs, values read as YAML (``input_size=64``, ``backbone_kw={width_mult: 0.5}``) by the
+    parser of ``--set`` (the same syntax, the same one-line errors)."""
+    return dict(parse_override(item) for item in items)
 
 
 def distill_inputs(args: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..config import parse_override
+from ..configfile import parse_override
 from ..errors import ConfigError
 
 

@@ -23,11 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from ..configfile import Strict, load_yaml_model
 from ..errors import ConfigError
-from ..plugin import format_validation_error
 from . import NAMESPACE, import_ray
 
 log = logging.getLogger(__name__)
@@ -36,8 +35,7 @@ HEAD_RESOURCE = "node:__internal_head__"  # Ray gives the head node this resourc
 REPORT_EVERY_S = 0.5  # a camera's figures (sid, last seq, fps, drops) sent to the registry this often
 
 
-class CameraSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CameraSpec(Strict):
     cam: str = Field(description="camera id (topics, actor name)")
     uri: str = Field(description="rtsp:// or http(s):// URL, a webcam, or a file played live (with source.realtime)")
     publish: str = Field("tcp://127.0.0.1:0", description=(
@@ -49,13 +47,11 @@ class CameraSpec(BaseModel):
     set: list[str] = Field(default_factory=list, description="config overrides for this camera, as --set")
 
 
-class ProxySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProxySpec(Strict):
     publish: str = Field("tcp://127.0.0.1:5600", description="where `auflow fleet proxy` binds its XPUB for subscribers")
 
 
-class FleetSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FleetSpec(Strict):
     name: str = Field(description="the fleet's name: its actors are <name>/<cam>")
     address: str | None = Field("auto", description="the Ray cluster: auto | HOST:PORT | ray://HOST:10001")
     config: str | None = Field(None, description="run config for every camera (default: the packaged default)")
@@ -66,15 +62,7 @@ class FleetSpec(BaseModel):
 
 def load_fleet(path: str | Path) -> FleetSpec:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"fleet file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        spec = FleetSpec.model_validate(data)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    except ValidationError as e:
-        raise ConfigError(f"{path}: {format_validation_error(e, '', FleetSpec)}") from None
+    spec = load_yaml_model(FleetSpec, path, what="fleet file")[0]
     cams = [c.cam for c in spec.cameras]
     if len(set(cams)) != len(cams):
         raise ConfigError(f"{path}: two cameras share an id ({', '.join(cams)})")

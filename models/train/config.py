@@ -22,23 +22,19 @@ bad key, its line and the valid keys.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from auflow.engine.config import _loc_line, _set_dotted, parse_override, read_yaml
-from auflow.engine.errors import ConfigError
-from auflow.engine.plugin import format_validation_error
+from auflow.engine.configfile import Strict, load_yaml_model, validate_model
 
 __all__ = ["AU_DATASETS", "EXPR_DATASETS", "SYNTHETIC_DATASETS", "DataSection", "ModelSection", "OptimizerSection", "ScheduleSection", "StageSection", "TrainConfig",
            "TrainSection", "load_train_config"]
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+Section = Strict  # the one config base (auflow.engine.configfile)
 
 
 class ModelSection(Section):
@@ -154,27 +150,13 @@ class TrainConfig(Section):
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read, override, validate a training config."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"training config {path} does not exist (examples: auflow/configs/train/*.yaml)")
-    data, lines = read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping with model, data and train sections")
-    data = copy.deepcopy(data)
-    for item in overrides or []:
-        key, value = parse_override(item)
-        _set_dotted(data, key, value)
-    return validate_train_config(data, where=str(path), lines=lines)
+    """Read, override, validate a training config (the loader of every auflow config: line-numbered errors)."""
+    return load_yaml_model(TrainConfig, path, list(overrides or []), what="training config",
+                           hint="examples: auflow/configs/train/*.yaml")[0]
 
 
 def validate_train_config(data: dict, where: str = "training config", lines: dict | None = None) -> TrainConfig:
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as e:
-        line = _loc_line(lines or {}, tuple(e.errors()[0]["loc"]))
-        prefix = f"{where}, line {line}: " if line else f"{where}: "
-        raise ConfigError(prefix + format_validation_error(e, "", TrainConfig)) from None
+    return validate_model(TrainConfig, data, where, lines)
 
 
 def dump_train_config(cfg: TrainConfig) -> str:

@@ -76,11 +76,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from auflow.engine.configfile import Strict, load_yaml_model
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.types import EXPRESSIONS
 from auflow.models import create_model, save_checkpoint
 from auflow.models.card import ModelCard
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from .config import OptimizerSection, ScheduleSection, StageSection
 from .distill_cache import CachedVideo, TeacherPass, cache_videos, load_cache
@@ -108,10 +109,8 @@ FACS_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU1
 RESUME_FREE = ("threads", "device", "eval_every")
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(Strict):
     """Everything that decides a distillation; unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str = Field("me_graphau", description="registered AU model to train (auflow models list), or a temporal "
                        "expression model (arpgnet: trained on windows of its num_frames frames against fer)")
@@ -895,19 +894,6 @@ def _write(out: Path, model, card: ModelCard, history: list[dict]) -> Path:
 
 
 def load_distill_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillConfig:
-    """A YAML file of DistillConfig keys (optional) with the command line's values on top."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of distill options")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return DistillConfig.model_validate(data)
-    except ValidationError as e:
-        from auflow.engine.plugin import format_validation_error
-
-        raise ConfigError(format_validation_error(e, "distill options", DistillConfig)) from None
+    """A YAML file of DistillConfig keys (optional; read by auflow's one config loader: line-numbered
+    errors) with the command line's values on top."""
+    return load_yaml_model(DistillConfig, path, (), what="distill options file", updates=overrides)[0]

@@ -33,10 +33,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from auflow.engine.configfile import Strict, format_validation_error
 from auflow.engine.errors import ConfigError
-from auflow.engine.plugin import format_validation_error
 from auflow.engine.registry import Registry
 from auflow.models.losses import PAPER_LAMBDA, au_class_weights, me_graphau_loss, weighted_asymmetric_loss
 from auflow.models.metrics import au_metrics
@@ -58,8 +58,8 @@ RECIPES: Registry = Registry(
 )
 
 
-class RecipeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RecipeOptions(Strict):
+    """Options of a training recipe (the one config base: unknown keys are errors)."""
 
 
 class WeightedOptions(RecipeOptions):
