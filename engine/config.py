@@ -18,11 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .configfile import Strict, format_validation_error, load_yaml_model, parse_override, where_
 from .errors import ConfigError, RegistryError
 
-__all__ = ["Backend", "PluginSpec", "RunConfig", "Section", "default_config_path", "dump_config", "load_config",
+__all__ = ["Backend", "PluginSpec", "Precision", "Tta", "RunConfig", "Section", "default_config_path", "dump_config", "load_config",
            "parse_override", "validate_plugins"]
 
 #: how a registry model runs: engine/analyzer/backends (BACKENDS), named here so configs validate them
 Backend = Literal["eager", "graphs", "compile", "onnx", "tensorrt"]
+#: the number format a registry model runs in (fp16/bf16 need a CUDA device)
+Precision = Literal["fp32", "fp16", "bf16"]
+#: test-time augmentation of a registry model (plugins/analyzers/torch_model.tta_views)
+Tta = Literal["none", "flip", "flip_shift2", "flip_shift"]
 
 
 #: the base of the run config's sections (the one base of every config auflow validates)
@@ -120,9 +124,9 @@ class ModelSpec(Section):
     backend: Backend = Field("eager", description=(
         "how the model runs (registry models only): eager | graphs (eager kernels replayed from CUDA graphs, one per "
         "batch size bucket: no per-kernel launch cost; CUDA only) | compile (torch.compile) | onnx | tensorrt"))
-    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp16/bf16 need a CUDA device")
+    precision: Precision = Field("fp32", description="fp16/bf16 need a CUDA device")
     channels_last: bool = False
-    tta: Literal["none", "flip", "flip_shift2", "flip_shift"] = Field(
+    tta: Tta = Field(
         "none", description="test-time augmentation, outputs averaged: flip (2 views) | flip_shift2 (2: a window moved "
         "up-left, one moved down-right and mirrored) | flip_shift (6: three windows, each mirrored); registry models "
         "whose labels have no left/right side")

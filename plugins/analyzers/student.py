@@ -30,10 +30,10 @@ import logging
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from auflow.engine.config import Backend
+from auflow.engine.config import Backend, Precision
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.plugin import Plugin, PluginConfig, build
 from auflow.engine.registry import ANALYZERS
@@ -123,7 +123,7 @@ class StudentOrTeacherAnalyzer(Plugin):
                                     "else mediapipe_au)")
         teacher_options: dict[str, Any] = Field(default_factory=dict)
         backend: Backend = "eager"
-        precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+        precision: Precision = "fp32"
         channels_last: bool = False
         batch: int = 16
 

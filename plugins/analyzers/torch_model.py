@@ -11,11 +11,11 @@ reports it ``distilled`` when it passes its gate.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
-from auflow.engine.config import Backend
+from auflow.engine.config import Backend, Precision, Tta
 from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import Plugin, PluginConfig
 from auflow.engine.registry import ANALYZERS
@@ -75,13 +75,13 @@ class TorchModelAnalyzer(Plugin):
         output: str | None = None
         options: dict[str, Any] = {}
         backend: Backend = "eager"
-        precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+        precision: Precision = "fp32"
         channels_last: bool = False
         batch: int = 16  # the largest batch the backend is built for (ONNX/TensorRT shapes)
         # provenance of a checkpoint: None = `user` (a checkpoint named in the config is the user's, whatever its
         # card says); the `student` analyzer sets the card's kind for a shipped starter checkpoint
         kind: ModelKind | None = None
-        tta: Literal["none", "flip", "flip_shift2", "flip_shift"] = Field(
+        tta: Tta = Field(
             "none", description="test-time augmentation, outputs averaged over the views (see tta_views): flip (2 views), "
             "flip_shift2 (2), flip_shift (6). Steadier outputs where landmarks jitter; costs one model call per view. "
             "Only for models whose labels have no left/right side")

@@ -6,16 +6,18 @@ import hashlib
 import json
 import logging
 import os
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ...config import Precision
 from ...errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = typing.get_args(Precision)
 
 
 class Runner:
