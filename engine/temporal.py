@@ -3,7 +3,8 @@
 A temporal model (``arpgnet``, paper 003) is split in two (``encode_frames`` / ``fuse``):
 
 - the **encoder** runs once per face per frame, in the analyzer thread, batched with the per-frame
-  models (:class:`TemporalEncoder` is one more analyzer plugin). Its output, the frame's features
+  models: the registered analyzer ``temporal_encoder`` (plugins/analyzers/temporal_encoder.py), built
+  here by name like every plugin. Its output, the frame's features
   ``[appearance ‖ relation]`` (2C' floats), travels in the frame's :class:`FaceResults` under
   :data:`FEATURES` and is taken out again before the ``result`` message is built: features are
   never published.
@@ -41,10 +42,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from auflow.engine.errors import ConfigError, ModelError
+from auflow.engine.errors import ConfigError
+from auflow.engine.plugin import build
+from auflow.engine.registry import ANALYZERS
 from auflow.engine.types import FaceResults, ModelInfo
 from auflow.engine.wire import format as wire
-from auflow.plugins.analyzers.torch_model import TorchModelAnalyzer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -53,132 +55,8 @@ FEATURES = "_temporal_features"
 
 Mode = Literal["causal", "centred"]
 
-
-# -- the encoder, an analyzer plugin ---------------------------------------------------------------
-#: the gate for a shipped (``starter:``) temporal checkpoint: held-out top-1 agreement with its teacher
-MIN_TOP1 = 0.8
-
-
-def starter_gate(card, min_top1: float = MIN_TOP1) -> tuple[bool, str]:
-    """(passes, why) for a shipped expression student's card: distilled, complete, its agreement measured on
-    people absent from its training data (issue 18: the same rule as the ``au`` gate), and held-out top-1
-    agreement with its teacher (``training.agreement.top1``, written by ``auflow distill``) ≥ ``min_top1``."""
-    from auflow.models.card import held_out_people
-
-    t = card.training or {}
-    if card.kind != "distilled":
-        return False, f"its card says kind {card.kind!r}, not a distilled student"
-    if not t.get("complete", False):
-        return False, "its distillation did not finish (card: complete = false)"
-    ok, on = held_out_people(card)
-    if not ok:
-        return False, on
-    top1 = (t.get("agreement") or {}).get("top1")
-    if top1 is None:
-        return False, "its card holds no held-out top-1 agreement with its teacher"
-    teacher = ((t.get("teacher") or {}).get("expr") or {}).get("name", "its teacher")
-    if top1 < min_top1:
-        return False, f"held-out top-1 agreement with {teacher} {top1:.3f} < {min_top1} ({on})"
-    return True, f"held-out top-1 agreement with {teacher} {top1:.3f} >= {min_top1} ({on})"
-
-
-#: what the temporal stage fuses with when its shipped student fails its gate (models/expr/window_mean.py)
-FALLBACK = "fer_mean"
-
-
-class TemporalEncoder(TorchModelAnalyzer):
-    """The temporal model's per-frame half as an analyzer: crops → features (N, 2C') under
-    :data:`FEATURES`. Preprocessing is the card's, as for every registry model.
-
-    ``checkpoint``: ``starter:NAME`` is a checkpoint shipped in ``auflow/models/checkpoints`` (the
-    default, ``starter:arpgnet_demo_student``): used, and reported ``distilled``, only when its card
-    passes :func:`starter_gate`; otherwise the windows fuse ``fer_mean`` — fer's probabilities averaged
-    over the same T frames, the exact fusion the student was distilled to imitate (reported with fer's
-    kind, ``trained``) — and one log line says why. A checkpoint given by path is the user's and reported
-    ``user``; a model named without a checkpoint runs as its factory makes it (``untrained`` for arpgnet).
-    """
-
-    #: set by start(): the analyzer output fer_mean averages instead of encoding anything itself
-    reused: str | None = None
-
-    class Config(TorchModelAnalyzer.Config):
-        reuse_output: str | None = None  # fer_mean: the analyzer output holding fer's probabilities, if any
-
-    def start(self, device: str = "cpu") -> None:
-        import torch
-        from auflow.models import create_model, load_checkpoint
-        from auflow.plugins.analyzers.student import STARTER_PREFIX, starter_path
-
-        cfg = self.config
-        self.device = resolve_device(device)
-        ckpt, kind = cfg.checkpoint, None
-        if ckpt and ckpt.startswith(STARTER_PREFIX):
-            path = starter_path(ckpt)
-            try:
-                card, _ = load_checkpoint(path)
-                ok, why = starter_gate(card)
-            except ModelError as e:  # a missing or unreadable shipped file: run untrained, say so
-                card, ok, why = None, False, f"cannot read {path} ({e})"
-            if ok:
-                ckpt, kind = str(path), card.kind
-                log.info("temporal: %s from %s: %s", cfg.model, ckpt, why)
-            else:
-                # the teacher until a student earns its place: fer averaged over the same windows, the fusion
-                # the shipped student was distilled to imitate, rather than the student's network untrained
-                t = int({**(card.config if card is not None else {}), **cfg.options}.get("num_frames", 8))
-                log.warning("temporal: the shipped %s is not used (%s): windows fuse %s (fer averaged over T = %d "
-                            "frames) instead", ckpt, why, FALLBACK, t)
-                ckpt = None
-                cfg = cfg.model_copy(update={"model": FALLBACK, "options": {"num_frames": t}})
-        model = create_model(cfg.model, checkpoint=ckpt, **cfg.options)
-        if not (hasattr(model, "encode_frames") and hasattr(model, "fuse") and hasattr(model, "num_frames")):
-            raise ConfigError(f"temporal.model: {cfg.model!r} has no encode_frames/fuse split (a temporal model such as arpgnet)")
-        self.net = model.eval().to(self.device)
-        self.card = card = model.card
-        self.kind = kind or ("user" if ckpt else card.kind)  # the card itself keeps its own kind
-        self.num_frames = int(model.num_frames)
-        self.dim = int(model.dim)
-        self.output = FEATURES
-        self.outputs = {FEATURES: tuple(f"f{i}" for i in range(2 * self.dim))}
-        self.provenance = {FEATURES: ModelInfo(card.name, self.kind)}
-        # fer_mean beside a fer analyzer: nothing to encode here, the stage averages that analyzer's output
-        self.reused = cfg.reuse_output if card.name == FALLBACK and cfg.reuse_output else None
-        if self.reused:
-            self.outputs = {FEATURES: ()}
-        if self.kind == "untrained":
-            log.warning("%s has no trained weights: its windows are random and every window marks it 'untrained'", card.name)
-        c = len(card.mean)
-        self._mean = torch.tensor(card.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-        self._std = torch.tensor(card.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-
-    def encode(self, x) -> np.ndarray:
-        """Normalised frames (N, 3, S, S) tensor → features (N, 2C') float32."""
-        import torch
-
-        with torch.inference_mode():
-            a, r = self.net.encode_frames(x)
-            return torch.cat([a, r], dim=-1).float().cpu().numpy()
-
-    def analyze(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
-
-        if len(crops) == 0 or self.reused is not None:  # reused: the stage takes the fer analyzer's output
-            return {FEATURES: np.zeros((len(crops), 0 if self.reused else 2 * self.dim), np.float32)}
-        step = self.config.batch
-        parts = []
-        for i in range(0, len(crops), step):
-            with torch.inference_mode():
-                x = self.preprocess(crops[i:i + step])
-            parts.append(self.encode(x))
-        return {FEATURES: np.concatenate(parts)}
-
-    def fuse(self, windows: np.ndarray) -> np.ndarray:
-        """Windows (B, T, 2C') of features → fused probabilities (B, classes)."""
-        import torch
-
-        with torch.inference_mode():
-            w = torch.from_numpy(np.ascontiguousarray(windows, np.float32)).to(self.device)
-            return self.net.fuse(w[..., :self.dim], w[..., self.dim:]).float().cpu().numpy()
+#: the registered analyzer that encodes each face for the stage (its ``encode_frames`` half; ``fuse`` per window)
+ENCODER = "temporal_encoder"
 
 
 # -- the ring buffers ---------------------------------------------------------------------------------
@@ -328,9 +206,9 @@ class TemporalStage:
         # fer_mean averages fer's per-frame probabilities: when the analyzer already runs fer for `expr`, its
         # output (test-time views included) is what gets averaged, instead of running fer a second time
         shared = next((m.output or "expr" for m in (per_frame or []) if m.name == "fer"), None)
-        self.encoder = TemporalEncoder(TemporalEncoder.Config(model=cfg.model, checkpoint=cfg.checkpoint,
-                                                              options=dict(cfg.options), batch=batch,
-                                                              reuse_output=shared))
+        self.encoder = build(ANALYZERS, ENCODER, {"model": cfg.model, "checkpoint": cfg.checkpoint,
+                                                  "options": dict(cfg.options), "batch": batch, "reuse_output": shared},
+                             "temporal")
         self.runner: TemporalRunner | None = None
 
     def mode_for(self, live: bool) -> Mode:

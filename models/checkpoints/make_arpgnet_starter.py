@@ -9,7 +9,7 @@
    (the card, the file's sha256 and size).
 
 The run's temporal stage (``temporal.checkpoint: starter:arpgnet_demo_student``) uses it only while its
-card's held-out top-1 agreement with fer is >= 0.8 (``auflow.engine.temporal.starter_gate``).
+card's held-out top-1 agreement with fer is >= 0.8 (``auflow.plugins.analyzers.student.temporal_gate``).
 Training is seeded (seed 0) and deterministic on one machine with one thread; another CPU or library
 version may give slightly different weights. ``--package-only`` skips step 1 and packages an existing run.
 """
@@ -44,7 +44,7 @@ def distill(out: Path) -> None:
 
 def package(run: Path) -> Path:
     import torch
-    from auflow.engine.temporal import starter_gate
+    from auflow.plugins.analyzers.student import temporal_gate
     from auflow.models.card import ModelCard
 
     blob = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
@@ -63,7 +63,7 @@ def package(run: Path) -> Path:
     sha = hashlib.sha256(dest.read_bytes()).hexdigest()
     (HERE / f"{NAME}.card.json").write_text(json.dumps({"file": dest.name, "sha256": sha, "bytes": size, "card": card},
                                                        indent=1, ensure_ascii=False) + "\n")
-    ok, why = starter_gate(ModelCard.from_dict(card))
+    ok, why = temporal_gate(ModelCard.from_dict(card))
     print(f"wrote {dest} ({size} bytes, sha256 {sha}); gate: {'used' if ok else 'NOT used (untrained instead)'}: {why}")
     return dest
 

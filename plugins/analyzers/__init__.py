@@ -1,3 +1,3 @@
 """Per-face analyzers: registry models wrapped as analyzers, teachers, and the student-or-teacher gate."""
 
-from . import mediapipe_au, student, torch_model  # noqa: F401
+from . import mediapipe_au, student, temporal_encoder, torch_model  # noqa: F401

@@ -106,6 +106,31 @@ def teacher_unsupported(teacher: str) -> tuple[str, ...]:
         return ()
 
 
+#: the gate for a shipped (``starter:``) temporal (expression) checkpoint: held-out top-1 agreement with its teacher
+MIN_TOP1 = 0.8
+
+
+def temporal_gate(card, min_top1: float = MIN_TOP1) -> tuple[bool, str]:
+    """(passes, why) for a shipped expression student's card: distilled, complete, its agreement measured on
+    people absent from its training data (issue 18: the same rule as the ``au`` gate), and held-out top-1
+    agreement with its teacher (``training.agreement.top1``, written by ``auflow distill``) ≥ ``min_top1``."""
+    t = card.training or {}
+    if card.kind != "distilled":
+        return False, f"its card says kind {card.kind!r}, not a distilled student"
+    if not t.get("complete", False):
+        return False, "its distillation did not finish (card: complete = false)"
+    ok, on = held_out_people(card)
+    if not ok:
+        return False, on
+    top1 = (t.get("agreement") or {}).get("top1")
+    if top1 is None:
+        return False, "its card holds no held-out top-1 agreement with its teacher"
+    teacher = ((t.get("teacher") or {}).get("expr") or {}).get("name", "its teacher")
+    if top1 < min_top1:
+        return False, f"held-out top-1 agreement with {teacher} {top1:.3f} < {min_top1} ({on})"
+    return True, f"held-out top-1 agreement with {teacher} {top1:.3f} >= {min_top1} ({on})"
+
+
 @ANALYZERS.register("student")
 class StudentOrTeacherAnalyzer(Plugin):
     """A distilled student if its card passes the gate, else its teacher, for one output."""

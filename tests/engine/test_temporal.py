@@ -13,15 +13,11 @@ import torch
 from auflow.engine import runner
 from auflow.engine.config import load_config
 from auflow.engine.errors import ConfigError
-from auflow.engine.temporal import (
-    FEATURES,
-    TemporalEncoder,
-    TemporalRunner,
-    TemporalStage,
-)
+from auflow.engine.temporal import FEATURES, TemporalRunner, TemporalStage
 from auflow.engine.types import EXPRESSIONS, FaceResults, Faces, FrameMeta, ModelInfo
 from auflow.engine.wire import format as wire
 from auflow.models import create_model
+from auflow.plugins.analyzers.temporal_encoder import TemporalEncoder
 
 SMALL = {"backbone": "small_conv", "input_size": 48, "dim": 32, "heads": 2, "patches": 3, "trs": 1}
 

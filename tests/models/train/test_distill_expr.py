@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from auflow.engine.config import FaceSection, PluginSpec, load_config
-from auflow.engine.temporal import FEATURES, TemporalStage, starter_gate
+from auflow.engine.temporal import FEATURES, TemporalStage
 from auflow.engine.types import EXPRESSIONS, FaceResults, Faces, FrameMeta
 from auflow.models import create_model, load_checkpoint
 from auflow.models.train.distill import (
@@ -23,6 +23,7 @@ from auflow.models.train.distill import (
     expr_windows,
     split_rows,
 )
+from auflow.plugins.analyzers.student import temporal_gate as starter_gate
 from auflow.models.train.distill_cache import CACHE_VERSION, CachedVideo, video_key
 
 pd = pytest.importorskip("pandas", reason="pandas is not installed (pip install 'auflow[parquet]')")
