@@ -23,10 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..configfile import Strict, load_yaml_model
 from ..errors import ConfigError
+from ..wire.endpoint import check_endpoint
 from . import NAMESPACE, import_ray
 
 log = logging.getLogger(__name__)
@@ -35,20 +36,31 @@ HEAD_RESOURCE = "node:__internal_head__"  # Ray gives the head node this resourc
 REPORT_EVERY_S = 0.5  # a camera's figures (sid, last seq, fps, drops) sent to the registry this often
 
 
+def _bindable(v: str) -> str:
+    try:
+        return check_endpoint(v, bind=True)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
 class CameraSpec(Strict):
     cam: str = Field(description="camera id (topics, actor name)")
     uri: str = Field(description="rtsp:// or http(s):// URL, a webcam, or a file played live (with source.realtime)")
-    publish: str = Field("tcp://127.0.0.1:0", description=(
-        "endpoint its actor binds on whichever node runs it (port 0 = any free one); tcp://0.0.0.0:PORT for "
+    publish: str = Field("tcp://127.0.0.1:*", description=(
+        "endpoint its actor binds on whichever node runs it (port * = any free one); tcp://0.0.0.0:PORT for "
         "subscribers on other machines (subscribers find the actual address through the fleet: proxy, status)"))
     num_cpus: float = Field(1.0, ge=0, description="CPUs the camera reserves (fractions allowed)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs the camera reserves (0.25: four cameras share a GPU)")
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources, e.g. {lobby_node: 1}")
     set: list[str] = Field(default_factory=list, description="config overrides for this camera, as --set")
 
+    _publish = field_validator("publish")(_bindable)
+
 
 class ProxySpec(Strict):
     publish: str = Field("tcp://127.0.0.1:5600", description="where `auflow fleet proxy` binds its XPUB for subscribers")
+
+    _publish = field_validator("publish")(_bindable)
 
 
 class FleetSpec(Strict):

@@ -254,8 +254,9 @@ class Pipeline:
             from .gpu_face_stage import GpuFaceCrops
 
             kind = (FaceCrops, GpuFaceCrops)
+        batches = gather(self._crops, cfg.batch, cfg.max_wait_ms, kind, lambda it: len(it.faces))
         try:
-            for items, control in gather(self._crops, cfg.batch, cfg.max_wait_ms, kind, lambda it: len(it.faces)):
+            for items, control in batches:
                 if items:
                     for res in self.analyzer.run(items):
                         self._put(self._results, res)
@@ -269,22 +270,26 @@ class Pipeline:
             log.error("%s; ending every stream", self._run_error)
             log.debug("analyzer failure", exc_info=True)
             self.stop()
-            self._drain_after_run_error()
+            self._drain_after_run_error(batches)
         except BaseException as e:
             self._fatal = e
             log.exception("analyzer failed")
             self._results.put(e)
 
-    def _drain_after_run_error(self) -> None:
-        """After the analyzer failed: the streams' ends still reach the publisher (each gets its eos, with the
-        error); their frames in flight are not analysed, so not published, and not counted as processed."""
-        while True:
-            item = self._crops.get()
-            if item is _FINISH:
+    def _drain_after_run_error(self, batches: Iterator[tuple[list, object]]) -> None:
+        """After the analyzer failed: the streams' ends still reach the publisher, each with the error (a
+        stream whose source reached its end meanwhile did not end cleanly either); their frames in flight
+        are not analysed, so not published, and not counted as processed. ``batches`` is the generator the
+        failure left: the control item it had already taken off the queue (an eos after the failed batch)
+        is not lost."""
+        for _, control in batches:
+            if control is _FINISH:
                 return
-            if isinstance(item, EndOfStream):
-                self.analyzer.forget(item.cam)
-                self._put(self._results, item)
+            if isinstance(control, EndOfStream):
+                self.analyzer.forget(control.cam)
+                if control.reason != "error":
+                    control = dataclasses.replace(control, reason="error", error=self._run_error)
+                self._put(self._results, control)
 
     def _shared_faces(self) -> None:
         """face.device set: frames of every stream → one batched face stage → the analyzer's queue.
@@ -501,7 +506,9 @@ class Pipeline:
 
     def _end_session(self, item: EndOfStream) -> None:
         st = self.stats[item.cam]
-        if self._run_error is not None and item.reason == "interrupted":  # stopped because the analyzer or a sink failed
+        # stopped because the analyzer or a sink failed; after a sink failed, a stream that reached its end did
+        # not end cleanly either (its later results are not in that sink)
+        if self._run_error is not None and (item.reason == "interrupted" or (item.reason == "end" and self._failed_sinks)):
             item = dataclasses.replace(item, reason="error", error=self._run_error)
         if item.error:  # FFmpeg's words may repeat the URL: no password goes on the wire, in a sink or the summary
             item = dataclasses.replace(item, error=redact_text(item.error))

@@ -99,6 +99,18 @@ def test_fleet_file_is_checked(tmp_path):
         load_fleet(bad)
 
 
+def test_a_camera_with_the_default_endpoint_gets_a_run_config_and_a_bad_endpoint_is_refused_at_load(tmp_path):
+    from auflow.engine.distributed.fleet import camera_config
+
+    spec_file = tmp_path / "fleet.yaml"
+    spec_file.write_text(yaml.safe_dump({"name": "x", "cameras": [{"cam": "a", "uri": "rtsp://h/a"}]}))
+    spec = load_fleet(spec_file)
+    assert camera_config(spec, spec.cameras[0])["publish"]["endpoint"] == spec.cameras[0].publish
+    spec_file.write_text(yaml.safe_dump({"name": "x", "cameras": [{"cam": "a", "uri": "u", "publish": "tcp://127.0.0.1:0"}]}))
+    with pytest.raises(ConfigError, match="port '0'"):
+        load_fleet(spec_file)
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(400)
 def test_a_camera_whose_node_dies_restarts_elsewhere_under_a_new_sid_and_the_others_show_no_gap(ray_cluster, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from auflow.engine.plugin import Plugin, PluginConfig
 from auflow.engine.types import ModelInfo
@@ -12,6 +14,7 @@ class ExplodingModel(Plugin):
 
     class Config(PluginConfig):
         fail_on: int = 3
+        delay_s: float = 0.0  # wait this long before raising (the source may reach its end meanwhile)
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
@@ -25,5 +28,6 @@ class ExplodingModel(Plugin):
     def analyze(self, crops) -> dict[str, np.ndarray]:
         self.calls += 1
         if self.calls == self.config.fail_on:
+            time.sleep(self.config.delay_s)
             raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
         return {"expr": np.full((len(crops), 2), 0.5, np.float32)}

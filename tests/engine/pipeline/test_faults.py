@@ -170,15 +170,23 @@ def test_killed_file_worker_fails_that_file_only(clips, tmp_path, leak_check):
 
 
 @pytest.mark.timeout(180)
-def test_a_model_that_raises_mid_batch_ends_the_run_cleanly(clips, tmp_path, leak_check):
+@pytest.mark.parametrize("delay_s", [0.0, 3.0], ids=["at-once", "after-the-source-ended"])
+def test_a_model_that_raises_mid_batch_ends_the_run_cleanly(clips, tmp_path, leak_check, delay_s):
+    """Either order: the model raises while the source still decodes, or (delay_s, large queues) after the
+    source reached its end and its eos waits behind the failing batch: the stream ends with the error
+    (it ended 'end' in CI once, its frames after the failure unanalysed)."""
     video = write_face_video(tmp_path / "faces.mp4", frames=60)  # the model runs only on frames with a face
-    with FaultRun(["source.workers=thread", "analyzer.models=[{name: 'fault_plugins:ExplodingModel'}]",
+    model = f"{{name: 'fault_plugins:ExplodingModel', options: {{delay_s: {delay_s}}}}}"
+    queues = ["source.queue=100"] if delay_s else []
+    with FaultRun(["source.workers=thread", f"analyzer.models=[{model}]", *queues,
                    "analyzer.batch=2", "analyzer.max_wait_ms=0"], [str(video)], tmp_path / "run") as run:
         run.thread.join(120)
     assert run.error is None, f"the run raised instead of ending its streams: {run.error!r}"
     summary = check_invariants(tmp_path / "run", run.snapshot())
     a = summary["streams"]["faces"]
     assert a["end"] == "error" and "injected" in a["error"] and a["frames"] < 60, a
+    if delay_s:
+        assert a["frames_decoded"] == 60, a  # the case this parameter is for: the source had reached its end
     eos = [m for m in run.snapshot() if m["type"] == "eos"]
     assert len(eos) == 1 and eos[0]["reason"] == "error" and "injected" in eos[0]["error"]
 
