@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..plugin import Plugin, build
 from ..registry import ANALYZERS
 from ..au_baseline import CausalBaseline
-from ..types import FaceCrops, FaceResults, ModelInfo
+from ..types import FaceResults, ModelInfo
 
 log = logging.getLogger(__name__)
 

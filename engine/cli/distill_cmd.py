@@ -139,7 +139,6 @@ def run_distill(out: Console, videos: list[str], out_dir: Path, distill_config: 
     from auflow.models.train.distill import distill, load_distill_config
 
     from ..config import load_config
-    from ..sources import expand_inputs
 
     cfg = load_distill_config(distill_config, overrides)
     face = load_config(run_config, run_set).face

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 fleet_app = typer.Typer(no_args_is_help=True, help="Camera fleets on a Ray cluster: one detached actor per camera "

@@ -145,8 +145,8 @@ def run(
         for line in outcome.errors:
             console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(3)
-    if any(s.reason == "interrupted" for s in outcome.stats.values()):
-        raise typer.Exit(130)  # stopped by a signal, cleanly: outputs are complete up to eos
+    if any(s.reason in ("interrupted", "not started") for s in outcome.stats.values()):
+        raise typer.Exit(130)  # stopped by a signal, cleanly: outputs are complete up to eos (or it stopped first)
 
 
 @app.command()
@@ -411,7 +411,22 @@ def _exit_ignoring_signals(code) -> None:
     shuts down (atexit handlers) must not turn that into a crash (exit -2 and a traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _forget_interrupt_in_embedded_code()
     sys.exit(code)
+
+
+def _forget_interrupt_in_embedded_code() -> None:
+    """A Ctrl-C that lands while a C extension runs Python through ``PyRun_String`` (pybind11's ``py::exec``,
+    as torch's import does) sets CPython's ``_Py_UnhandledKeyboardInterrupt`` even though that
+    KeyboardInterrupt is caught: the interpreter then ends by killing itself with SIGINT (exit -2, the
+    status we chose lost). The interrupt was handled here, so the flag is cleared (CPython only; elsewhere
+    nothing happens)."""
+    try:
+        import ctypes
+
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
   the sinks, emits a ``status`` heartbeat per camera every ``status_interval_s``, an ``eos`` for
   every session that ends, and starts the next files of a batch (``source.parallel`` at a time).
 
+The parts, each in its file: :mod:`.supervision` (start, collect and restart stream workers),
+:mod:`.batching` (dynamic batches), :mod:`.publishing` (numbering, windows, status, eos, sinks); this
+module wires them (queues, the analyzer and shared face stage threads, start and teardown).
+
 Files are lossless: every queue is bounded and a full queue makes decode wait. A stream that fails
 (cannot open, breaks, its worker dies) ends with one error line and an ``eos`` with reason
 "error"; the other streams go on. ``stop()`` (SIGINT/SIGTERM) ends every stream at its next frame;
@@ -22,7 +26,6 @@ import dataclasses
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,57 +33,22 @@ from ..analyzer.core import Analyzer
 from ..config import RunConfig
 from ..errors import AuflowError
 from ..plugin import Plugin, build
-from ..redaction import redact_text
 from ..registry import SINKS
 from ..sources.core import Source
-from ..sources.session import Backoff
-from .worker import WorkerSpec
-from ..types import FaceCrops, FramePacket
-from ..wire import format as wire
+from ..types import EndOfStream, FaceCrops, FramePacket
+from .batching import FINISH, gather
 from .face_stage import FaceStage
-from ..types import EndOfStream
+from .publishing import ResultPublishing
 from .stats import StreamStats
 from .streams import WorkerHandle
+from .supervision import StreamSupervision
 
 log = logging.getLogger(__name__)
-
-_FINISH = object()  # tells the face and analyzer threads that no stream will send anything more
-
-
-def gather(q: queue.Queue, batch: int, max_wait_ms: float, kind: type | tuple[type, ...],
-           weight: Callable[[object], int] = lambda _: 1) -> Iterator[tuple[list, object]]:
-    """Dynamic batches from ``q``: ``(items, None)`` once ``batch`` is reached (by ``weight``), the queue
-    runs dry with the oldest item waited ``max_wait_ms``, or another kind of item comes; ``([], item)``
-    for each item not of ``kind`` (a control item), after the batch before it — order is kept."""
-    pending: list = []
-    n, t_first = 0, 0.0
-    while True:
-        timeout = None
-        if pending:
-            timeout = max(0.0, t_first + max_wait_ms / 1e3 - time.perf_counter())
-        try:
-            item = q.get(timeout=timeout) if timeout is None or timeout > 0 else q.get_nowait()
-        except queue.Empty:
-            item = None
-        if isinstance(item, kind):
-            if not pending:
-                t_first = time.perf_counter()
-            pending.append(item)
-            n += weight(item)
-            if n < batch and not q.empty():
-                continue
-            if n < batch and (time.perf_counter() - t_first) * 1e3 < max_wait_ms:
-                continue
-        if pending:
-            yield pending, None
-            pending, n = [], 0
-        if item is not None and not isinstance(item, kind):
-            yield [], item
 
 __all__ = ["EndOfStream", "Pipeline", "StreamStats"]
 
 
-class Pipeline:
+class Pipeline(StreamSupervision, ResultPublishing):
     def __init__(self, cfg: RunConfig, sources: list[Source], run_dir: str | Path,
                  on_result: Callable[[StreamStats], None] | None = None,
                  on_publish_ready: Callable[[str], None] | None = None,
@@ -161,91 +129,6 @@ class Pipeline:
                 if self._fatal is not None:
                     raise RuntimeError("pipeline failed") from self._fatal
 
-    # -- streams -----------------------------------------------------------------------------------
-    def _start_stream(self, src: Source) -> None:
-        spec = WorkerSpec(src.uri, src.cam, self.cfg.source.model_dump(mode="json"), self.cfg.face.model_dump(mode="json"),
-                          logging.getLogger().getEffectiveLevel())
-        handle = WorkerHandle(spec, self.cfg.source.workers, self._depth)
-        self.handles[src.cam] = handle
-        self._active.add(src.cam)
-        st = self.stats[src.cam]
-        st.t_start = st._last_t = time.perf_counter()
-        handle.start()
-        t = threading.Thread(target=self._collect, args=(src.cam,), name=f"auflow-collect-{src.cam}", daemon=True)
-        self._threads.append(t)
-        t.start()
-        if self.on_stream_start is not None:
-            self.on_stream_start(st)
-
-    def _schedule(self) -> None:
-        """Start files while fewer than ``source.parallel`` run; after stop(), start nothing more."""
-        if self._stop.is_set():
-            while self._pending:
-                st = self.stats[self._pending.popleft().cam]
-                st.state, st.reason = "ended", "not started"
-            return
-        running_files = sum(1 for cam in self._active if not self.stats[cam].live)
-        while self._pending and running_files < self.cfg.source.parallel:
-            self._start_stream(self._pending.popleft())
-            running_files += 1
-
-    def _collect(self, cam: str) -> None:
-        try:
-            self._collect_stream(cam)
-        except RuntimeError:
-            if self._fatal is None:  # else: the run is failing and says why elsewhere
-                raise
-
-    def _collect_stream(self, cam: str) -> None:
-        """Read one stream's worker: forward crops and session ends in order, follow its state,
-        restart a crashed live worker."""
-        st = self.stats[cam]
-        policy = self.cfg.source.reconnect
-        while True:
-            handle = self.handles[cam]
-            final, open_sid, problem, crashed = False, None, None, False
-            for kind, payload, counters in handle.messages():
-                if kind == "log":
-                    level, name, text = payload
-                    logging.getLogger(name).log(level, "%s" if text.startswith(cam) else f"{cam}: %s", text)
-                    continue
-                if kind in ("crops", "frame"):
-                    if counters.sid == st.sid:
-                        st.session = counters
-                    self._put(self._inbox, payload)
-                elif kind == "state":
-                    if payload.sid != st.sid:
-                        st.sid, st.session = payload.sid, counters
-                    st.state, open_sid = payload.state, payload.sid
-                    if payload.state == "live":
-                        st.sessions += 1
-                elif kind == "end":
-                    if counters.sid == st.sid:
-                        st.session = counters
-                    st.close_session(counters)
-                    open_sid = None
-                    final = final or payload.final
-                    self._put(self._inbox, EndOfStream(cam, payload.sid, payload.reason, payload.error, payload.final, counters))
-                elif kind == "fatal":
-                    problem = payload
-                elif kind == "crashed":
-                    crashed, problem = True, f"{cam}: worker process died (exit code {payload})"
-            handle.close()
-            if final:
-                return
-            restart = crashed and st.live and st.restarts < policy.max_restarts and not self._stop.is_set()
-            log.error("%s%s", problem or f"{cam}: worker ended without a reason", "; restarting it" if restart else "")
-            if open_sid is not None or not restart:
-                self._put(self._inbox, EndOfStream(cam, open_sid or "", "error", problem, not restart, st.session))
-            if not restart:
-                return
-            st.restarts += 1
-            if self._stop.wait(Backoff(policy.initial_s, policy.max_s, policy.jitter).delay(st.restarts)):
-                self._put(self._inbox, EndOfStream(cam, "", "interrupted", None, True, st.session))
-                return
-            self.handles[cam] = WorkerHandle(handle.spec, handle.mode, handle.queue_size)
-            self.handles[cam].start()
-
     # -- shared ----------------------------------------------------------------------------------
     def _analyze(self) -> None:
         cfg = self.cfg.analyzer
@@ -263,7 +146,7 @@ class Pipeline:
                 if isinstance(control, EndOfStream):
                     self.analyzer.forget(control.cam)  # its people's AU baselines (a new session starts afresh)
                     self._put(self._results, control)
-                elif control is _FINISH:
+                elif control is FINISH:
                     return
         except Exception as e:  # a model that raises (a CUDA error, a bug in a user's model): no stream can go on
             self._run_error = f"analyzer failed: {type(e).__name__}: {' '.join(str(e).split())}"[:500]
@@ -283,7 +166,7 @@ class Pipeline:
         failure left: the control item it had already taken off the queue (an eos after the failed batch)
         is not lost."""
         for _, control in batches:
-            if control is _FINISH:
+            if control is FINISH:
                 return
             if isinstance(control, EndOfStream):
                 self.analyzer.forget(control.cam)
@@ -311,8 +194,8 @@ class Pipeline:
                         c = control
                         control = EndOfStream(c.cam, c.sid, "error", failed.pop(c.cam), True, c.counters)
                     self._put(self._crops, control)
-                elif control is _FINISH:
-                    self._put(self._crops, _FINISH)
+                elif control is FINISH:
+                    self._put(self._crops, FINISH)
                     return
         except BaseException as e:
             self._fatal = e
@@ -349,45 +232,6 @@ class Pipeline:
         if self.analyzer.takes_tensors:
             return out
         return [o.to_face_crops() for o in out]
-
-    # -- the publishing thread -------------------------------------------------------------------
-    def _emit(self, msg: dict) -> None:
-        if self.publisher is not None:
-            self.publisher.send(msg)
-        for s in self.sinks:
-            if id(s) not in self._failed_sinks:
-                try:
-                    s.write(msg)
-                except OSError as e:
-                    self._sink_failed(s, e)
-
-    def _flush_sinks(self) -> None:
-        for s in self.sinks:
-            if hasattr(s, "flush") and id(s) not in self._failed_sinks:
-                try:
-                    s.flush()
-                except OSError as e:
-                    self._sink_failed(s, e)
-
-    def _sink_failed(self, sink: Plugin, e: OSError) -> None:
-        """A sink that cannot write (disk full, file too large, folder gone) ends the run cleanly: every stream
-        stops, what is in flight is still published, and every session's eos carries this error."""
-        self._failed_sinks.add(id(sink))
-        if self._run_error is None:
-            self._run_error = (f"sink {type(sink).__name__} cannot write in {self.run_dir}: "
-                               f"{e.strerror or e}; free space there and run again")
-            log.error("%s; ending every stream", self._run_error)
-        self.stop()
-
-    def _status(self, st: StreamStats, sid: str | None = None, counters=None) -> None:
-        fps_in, fps_out = st.rates(time.perf_counter())
-        sid = sid or st.sid
-        c = counters if counters is not None else st.session
-        queues = {"frames": c.queue, "crops": self._crops.qsize(), "results": self._results.qsize()}
-        last_seq = self._seqs.get((st.cam, sid), 0) - 1
-        # `dropped` counts every deliberately skipped frame (docs/protocol.md); `decimated`: those analyze_fps skipped
-        self._emit(wire.status_message(st.cam, sid, st.state, round(fps_in, 2), round(fps_out, 2), c.dropped + c.decimated,
-                                       c.decode_errors, queues, last_seq, decimated=c.decimated, frames=c.frames))
 
     def run(self) -> dict[str, StreamStats]:
         """Run to the end of every stream (or ``stop()``); returns per-camera statistics."""
@@ -435,7 +279,7 @@ class Pipeline:
             if self._fatal is not None:
                 for q in {id(self._inbox): self._inbox, id(self._crops): self._crops}.values():
                     try:
-                        q.put_nowait(_FINISH)  # a face stage or analyzer still waiting for input ends too
+                        q.put_nowait(FINISH)  # a face stage or analyzer still waiting for input ends too
                     except queue.Full:
                         pass
             for h in list(self.handles.values()):
@@ -453,85 +297,3 @@ class Pipeline:
                     else:
                         log.exception("error while stopping %s", type(obj).__name__)
         return self.stats
-
-    def _publish_loop(self) -> None:
-        interval = self.cfg.publish.status_interval_s
-        seqs = self._seqs
-        next_status = time.perf_counter()
-        self._schedule()
-        while self._active or self._pending:
-            if self._stop.is_set() and not self._stop_forwarded:
-                self._stop_forwarded = True
-                for h in list(self.handles.values()):
-                    h.request_stop()
-                self._schedule()  # drops files not yet started
-            now = time.perf_counter()
-            if now >= next_status:
-                for cam in self._active:
-                    st = self.stats[cam]
-                    if st.sid:  # no session yet: nothing to report under
-                        self._status(st)
-                next_status = now + interval
-            try:
-                item = self._results.get(timeout=max(0.0, next_status - time.perf_counter()))
-            except queue.Empty:
-                continue
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, EndOfStream):
-                self._end_session(item)
-                continue
-            meta = item.meta
-            key = (meta.cam, meta.sid)
-            seq = seqs.get(key, 0)
-            seqs[key] = seq + 1
-            st = self.stats[meta.cam]
-            st.last_seq, st.frames_out = seq, st.frames_out + 1
-            n = len(item.faces)
-            st.faces += n
-            st.frames_with_face += n > 0
-            for tid in item.faces.track.tolist():
-                if tid >= 0:
-                    st.tracks[tid] = st.tracks.get(tid, 0) + 1
-            item.latency_ms["total"] = (time.time_ns() - meta.t_capture_ns) / 1e6
-            windows: list[dict] = []
-            if self.temporal is not None:  # takes the per-frame features out of the result
-                item, windows = self.temporal.push(item, seq, st.live)
-            self._emit(wire.result_message(item, seq))
-            for w in windows:
-                self._emit(w)
-            if self.on_result is not None:
-                self.on_result(st)
-        self._inbox.put(_FINISH)
-
-    def _end_session(self, item: EndOfStream) -> None:
-        st = self.stats[item.cam]
-        # stopped because the analyzer or a sink failed; after a sink failed, a stream that reached its end did
-        # not end cleanly either (its later results are not in that sink)
-        if self._run_error is not None and (item.reason == "interrupted" or (item.reason == "end" and self._failed_sinks)):
-            item = dataclasses.replace(item, reason="error", error=self._run_error)
-        if item.error:  # FFmpeg's words may repeat the URL: no password goes on the wire, in a sink or the summary
-            item = dataclasses.replace(item, error=redact_text(item.error))
-        if item.final:
-            if item.reason == "error":  # a live stream that recovered from an error has none to report
-                st.error = item.error
-            st.state, st.reason, st.t_end = "ended", item.reason, time.perf_counter()
-            self._active.discard(item.cam)
-        if item.sid:
-            last_seq = self._seqs.get((item.cam, item.sid), 0) - 1
-            c = item.counters
-            extra = {"decode_errors": c.decode_errors, "dropped": c.dropped + c.decimated, "decimated": c.decimated,
-                     "frames": c.frames}
-            if item.error:
-                extra["error"] = item.error
-            if item.final:
-                self._status(st, item.sid, c)
-            if self.temporal is not None:  # the session's tracks: final windows flushed before its eos
-                for w in self.temporal.end_session(item.cam, item.sid):
-                    self._emit(w)
-            self._emit(wire.eos_message(item.cam, item.sid, item.reason, last_seq, **extra))
-            self._flush_sinks()
-        if item.final:
-            if self.on_stream_end is not None:
-                self.on_stream_end(st)
-            self._schedule()

@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .worker import StreamWorker, WorkerSpec, worker_main
 from ..types import WorkerMessage
+from .worker import StreamWorker, WorkerSpec, worker_main
 
 log = logging.getLogger(__name__)
 
