@@ -29,11 +29,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _printable(text: str) -> str:
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def format_validation_error(e: ValidationError, where: str, model: type[BaseModel]) -> str:
     """One line per problem, naming the key and, for unknown keys, the valid ones."""
     lines = []
     for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(_printable(str(p)) for p in err["loc"])  # a key may hold a newline: the error stays one line
         key = f"{where}.{loc}" if where and loc else (where or loc)
         if err["type"] == "extra_forbidden":
             parent = model
@@ -167,7 +171,7 @@ def mark_overrides(lines: dict[tuple, int | str], overrides: list[tuple[str, str
         loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         for k in [k for k in lines if k[:len(loc)] == loc]:
             del lines[k]
-        shown = item if item.isprintable() else item.encode("unicode_escape").decode("ascii")
+        shown = _printable(item)
         lines[loc] = shown if len(shown) <= 120 else shown[:117] + "..."
 
 

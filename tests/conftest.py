@@ -12,7 +12,10 @@ from helpers import write_face_video  # noqa: E402
 try:  # the fuzz tests (tests/**/test_*fuzz*.py): bounded counts here, the big ones in bench/fuzz.py
     from hypothesis import settings
 
-    settings.register_profile("auflow", database=None, deadline=None, print_blob=True)
+    # derandomize: the suite's verdict does not hang on the draw (CI once drew an override key holding a
+    # newline that no local run had); new examples are bench/fuzz.py's job (its seed printed), and what it
+    # finds becomes an explicit example here
+    settings.register_profile("auflow", database=None, deadline=None, print_blob=True, derandomize=True)
     settings.load_profile("auflow")
 except ImportError:  # hypothesis is a dev dependency; the fuzz tests import it and fail loudly without it
     pass
