@@ -54,6 +54,10 @@
    baseline, and top-1 agreement with fer on the centre frame alone. Windows are evaluated as the
    run computes them: each face encoded once, each window fused.
 
+The parts, each in its module: :mod:`.distill_config` (the options), :mod:`.distill_cache` (the teacher
+pass), :mod:`.distill_split` (step 2), :mod:`.distill_augment` (augmentation), :mod:`.distill_student` (the
+student, its windows, losses and predictions), :mod:`.distill_agreement` (step 4); this module runs them.
+
 Outputs in ``OUT``: ``model.pt`` (weights + card, kind ``distilled``), ``distill_state.pt`` (resume),
 ``metrics.json``, ``distill.yaml`` (the resolved options) and ``cache/``.
 """
@@ -61,30 +65,40 @@ Outputs in ``OUT``: ``model.pt`` (weights + card, kind ``distilled``), ``distill
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
-from auflow.engine.configfile import Strict, load_yaml_model
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.types import EXPRESSIONS
-from auflow.models import create_model, save_checkpoint
+from auflow.models import save_checkpoint
 from auflow.models.card import ModelCard
-from pydantic import Field
 
 from .config import OptimizerSection, ScheduleSection, StageSection
+from .distill_agreement import AU_SUMMARY, EXPR_SUMMARY, agreement, expr_agreement
+from .distill_augment import _resize_rgb, augment, degrade, lower_face_mask, mix_halves
 from .distill_cache import CachedVideo, TeacherPass, cache_videos, load_cache
+from .distill_config import FACS_AUS, RESUME_FREE, DistillConfig, load_distill_config
+from .distill_split import person_of, split_rows
+from .distill_student import (
+    _build_student,
+    _expr_loss,
+    _loss,
+    _predict,
+    _predict_windows,
+    _teachers,
+    _window_data,
+    expr_windows,
+    is_temporal_expr,
+)
 from .state import atomic_save
 from .trainer import (
     _determinism,
@@ -97,63 +111,12 @@ from .trainer import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistillCallbacks", "DistillConfig", "DistillResult", "agreement", "distill", "expr_agreement", "expr_windows",
-           "split_rows"]
+__all__ = ["AU_SUMMARY", "EXPR_SUMMARY", "FACS_AUS", "DistillCallbacks", "DistillConfig", "DistillResult", "agreement",
+           "augment", "degrade", "distill", "expr_agreement", "expr_windows", "load_distill_config", "mix_halves",
+           "person_of", "split_rows"]  # the parts' names too: `from auflow.models.train.distill import ...` keeps working
 
 STATE_FILE, MODEL_FILE, METRICS_FILE, CONFIG_FILE = "distill_state.pt", "model.pt", "metrics.json", "distill.yaml"
 STATE_VERSION = 1
-#: the teacher's 17 FACS AUs (its further columns are left/right halves of bilateral ones)
-FACS_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17",
-            "AU20", "AU23", "AU25", "AU26", "AU45")
-#: options that may change between a run and its resumption (they do not change the result on one machine)
-RESUME_FREE = ("threads", "device", "eval_every")
-
-
-class DistillConfig(Strict):
-    """Everything that decides a distillation; unknown keys are errors."""
-
-    model: str = Field("me_graphau", description="registered AU model to train (auflow models list), or a temporal "
-                       "expression model (arpgnet: trained on windows of its num_frames frames against fer)")
-    options: dict[str, Any] = Field(default_factory=dict, description="model factory options; backbone defaults "
-                                    "to mobilenet_v2 and input_size to the crop size where the model has them")
-    aus: list[str] | None = Field(None, description="teacher AU columns to learn (default: its 17 FACS AUs)")
-    teachers: list[str] = Field(["mediapipe_au"], description="mediapipe_au (AUs; its landmark presence filters the "
-                                "faces), and fer (expressions; added for an expression student)")
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(16, ge=2)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
-    loss: Literal["bce", "mse"] = Field("bce", description="bce: soft-target binary cross-entropy (AUs), soft "
-                                        "cross-entropy with the teacher's distribution (expressions); mse: squared error")
-    augment: bool = True
-    mix_halves: bool = Field(True, description="augmentation: on half the faces, the lower face (rows below the nose "
-                             "bridge) and its AUs come from another face of the batch (FACS codes upper and lower face "
-                             "apart); off when an AU is in neither table")
-    ema: float = Field(0.99, ge=0, lt=1, description="the checkpoint holds an exponential moving average of the weights "
-                       "with this decay per step (0 = the last weights)")
-    degrade: bool | None = Field(None, description="augmentation: blur and JPEG compression on 30 % of the faces each "
-                                 "(degrade()); None: on when an input is a still image")
-    holdout: Literal["auto", "time", "video", "identity"] = Field("auto", description=(
-        "identity: whole people held out (every holdout_every-th person, or heldout_people), the only split whose "
-        "agreement the default config's gate accepts; video: whole videos; time: segments of every video; "
-        "auto: video from 5 videos, else time"))
-    identities: dict[str, str] | None = Field(None, description=(
-        "identity split: input (a video or image folder, by file/folder name or path) -> person; default: each input "
-        "is its own person"))
-    heldout_people: list[str] | None = Field(None, description="identity split: the people to hold out (default: "
-                                             "every holdout_every-th person in name order, from holdout_offset)")
-    segment_s: float = Field(1.0, gt=0, description="time split: segment length")
-    holdout_every: int = Field(4, ge=2, description="hold out every N-th segment / video")
-    holdout_offset: int = Field(2, ge=0, description="index of the first held-out segment / video")
-    gap_s: float = Field(0.25, ge=0, description="time split: training frames this close to a held-out segment are dropped")
-    vary_std: float = Field(0.1, gt=0, description="an AU varies when the teacher's std over all cached faces is at least this")
-    threshold: float = Field(0.5, gt=0, lt=1, description="occurrence threshold for F1 (teacher and student)")
-    min_presence: float = Field(0.5, ge=0, le=1, description="faces the teacher's landmark model finds less likely are not used")
-    seed: int = 0
-    threads: int = Field(1, ge=0, description="torch threads (0 = torch's default; 1 is fastest on a busy CPU)")
-    device: str = "cpu"
-    eval_every: int = Field(5, ge=0, description="report held-out agreement every N epochs (0 = only at the end)")
 
 
 @dataclass
@@ -180,433 +143,6 @@ class DistillResult:
     seconds: float
     stopped: bool = False  # stopped by stop_after_epochs before the last epoch
     split: dict[str, Any] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------
-def split_rows(videos: list[CachedVideo], cfg: DistillConfig) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
-    """Per video, the row indices to train on and to hold out; and the split's description."""
-    mode = cfg.holdout if cfg.holdout != "auto" else ("video" if len(videos) >= 5 else "time")
-    train, test = [], []
-    if mode == "identity":
-        return _split_identity(videos, cfg)
-    if mode == "video":
-        if len(videos) < 2:
-            raise ConfigError("holdout=video needs at least 2 videos; use holdout=time for one")
-        order = sorted(range(len(videos)), key=lambda i: videos[i].meta["video"])
-        held = {order[j] for j in range(len(order)) if j % cfg.holdout_every == cfg.holdout_offset % cfg.holdout_every}
-        if len(held) == len(videos):
-            raise ConfigError("holdout=video would hold out every video")
-        for i, v in enumerate(videos):
-            idx = np.arange(len(v.rows))
-            (test if i in held else train).append(idx)
-            (train if i in held else test).append(np.zeros(0, np.int64))
-        desc = {"mode": "video", "every": cfg.holdout_every, "offset": cfg.holdout_offset,
-                "heldout_videos": [videos[i].meta["name"] for i in sorted(held)],
-                "meaning": "whole videos held out: agreement on recordings the student never saw"}
-        return train, test, desc
-    seg, gap = cfg.segment_s, cfg.gap_s
-    k, off = cfg.holdout_every, cfg.holdout_offset % cfg.holdout_every
-    for v in videos:
-        t = _times(v)
-        s = np.floor(t / seg).astype(np.int64)
-        held = s % k == off
-        start = s * seg
-        near_prev = ((s - 1) % k == off) & (t - start < gap)
-        near_next = ((s + 1) % k == off) & (start + seg - t < gap)
-        test.append(np.flatnonzero(held))
-        train.append(np.flatnonzero(~held & ~near_prev & ~near_next))
-    desc = {"mode": "time", "segment_s": seg, "every": k, "offset": off, "gap_s": gap,
-            "meaning": (f"in each video, {seg:g}-s segments number {off}, {off + k}, {off + 2 * k}, … held out "
-                        f"({gap:g} s of training frames dropped on each side): unseen frames of the same videos "
-                        "and people, not other people")}
-    return train, test, desc
-
-
-def person_of(meta: dict, identities: dict[str, str] | None) -> str:
-    """Whose faces a cached input holds: the ``identities`` entry for its path or name, else the input itself."""
-    ids = identities or {}
-    path = str(meta.get("video", ""))
-    name = meta.get("name") or Path(path).name
-    for key in (path, name, Path(name).stem):
-        if key in ids:
-            return ids[key]
-    return Path(name).stem
-
-
-def _split_identity(videos: list[CachedVideo], cfg: DistillConfig) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
-    """Whole people held out: every input of a held-out person goes to the test side, nothing of them trains."""
-    who = [person_of(v.meta, cfg.identities) for v in videos]
-    people = sorted(set(who))
-    if len(people) < 2:
-        raise ConfigError(f"holdout=identity needs faces of at least 2 people; these inputs hold {people or 'none'} "
-                          "(give more people, or an identities manifest that tells them apart)")
-    if cfg.heldout_people:
-        unknown = sorted(set(cfg.heldout_people) - set(people))
-        if unknown:
-            raise ConfigError(f"heldout_people {unknown} are not among the inputs' people {people}")
-        held = set(cfg.heldout_people)
-    else:
-        held = {p for j, p in enumerate(people) if j % cfg.holdout_every == cfg.holdout_offset % cfg.holdout_every}
-    if len(held) == len(people):
-        raise ConfigError(f"holdout=identity would hold out every person ({people})")
-    if not held:
-        raise ConfigError(f"holdout=identity holds out nobody with every={cfg.holdout_every}, offset={cfg.holdout_offset} "
-                          f"over {len(people)} people: give heldout_people")
-    train, test = [], []
-    for v, p in zip(videos, who):
-        idx = np.arange(len(v.rows))
-        empty = np.zeros(0, np.int64)
-        train.append(empty if p in held else idx)
-        test.append(idx if p in held else empty)
-    desc = {"mode": "identity", "heldout_people": sorted(held), "train_people": sorted(set(people) - held),
-            "heldout_inputs": [v.meta.get("name") for v, p in zip(videos, who) if p in held],
-            "meaning": "whole people held out: agreement on faces of people the student never saw"}
-    return train, test, desc
-
-
-def _times(v: CachedVideo) -> np.ndarray:
-    """Seconds of each cached row: the container's timestamps, else frame / fps."""
-    ts = v.rows["timestamp"].to_numpy(dtype=np.float64, na_value=np.nan) if "timestamp" in v.rows else None
-    frames = v.rows["frame"].to_numpy(np.float64)
-    by_frame = frames / (v.fps or 25.0)
-    if ts is None:
-        return by_frame
-    t = np.where(np.isfinite(ts), ts, by_frame)
-    return t - (np.nanmin(t) if len(t) else 0.0)
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    if len(a) < 3:
-        return None
-    sa, sb = a.std(), b.std()
-    if sa < 1e-8 or sb < 1e-8:
-        return None
-    return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
-
-
-def agreement(student: np.ndarray, teacher: np.ndarray, names: tuple[str, ...], teacher_std: np.ndarray,
-              vary_std: float, threshold: float) -> dict[str, Any]:
-    """Per-AU agreement of a student with its teacher on the same faces (see the module docstring).
-
-    Pearson is None where either side is constant; F1 is None where neither side has a positive.
-    """
-    per: dict[str, Any] = {}
-    for j, a in enumerate(names):
-        s, t = student[:, j].astype(np.float64), teacher[:, j].astype(np.float64)
-        ps, pt = s >= threshold, t >= threshold
-        tp, fp, fn = int(np.sum(ps & pt)), int(np.sum(ps & ~pt)), int(np.sum(~ps & pt))
-        per[a] = {"pearson": _pearson(s, t), "mae": float(np.mean(np.abs(s - t))) if len(s) else None,
-                  "f1": (2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None,
-                  "teacher_positives": int(pt.sum()), "teacher_std": float(teacher_std[j]),
-                  "heldout_teacher_std": float(t.std()) if len(t) else None,
-                  "varies": bool(teacher_std[j] >= vary_std)}
-    varying = [a for a in names if per[a]["varies"]]
-    rs = [per[a]["pearson"] for a in varying]
-    f1s = [per[a]["f1"] for a in varying if per[a]["f1"] is not None]
-    return {"per_au": per, "varying": varying, "vary_std": vary_std, "threshold": threshold, "frames": len(student),
-            "mean_pearson_varying": float(np.mean([r if r is not None else 0.0 for r in rs])) if rs else None,
-            "min_pearson_varying": float(min(r if r is not None else 0.0 for r in rs)) if rs else None,
-            "mean_f1_varying": float(np.mean(f1s)) if f1s else None,
-            "mean_mae": float(np.mean([per[a]["mae"] for a in names])) if len(student) else None}
-
-
-# ---------------------------------------------------------------------------------------------
-def _resize_rgb(crops_bgr: np.ndarray, size: int) -> torch.Tensor:
-    """BGR crops → (N, 3, size, size) uint8 RGB, resized as the run analyzer does (INTER_AREA down)."""
-    import cv2
-
-    if not len(crops_bgr):  # an input with nothing on this side of the split
-        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    if crops_bgr.shape[1] != size:
-        interp = cv2.INTER_AREA if crops_bgr.shape[1] > size else cv2.INTER_LINEAR
-        crops_bgr = np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops_bgr])
-    return torch.from_numpy(np.ascontiguousarray(crops_bgr[..., ::-1].transpose(0, 3, 1, 2)))
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, repeat: int = 1) -> torch.Tensor:
-    """Colour jitter and a small similarity warp on a float batch in [0, 1] (B, 3, S, S); no flip.
-
-    ``repeat``: the same draw for each run of ``repeat`` consecutive images (the T frames of a
-    window get one jitter, warp and box, as one camera and one lighting would)."""
-    b = x.shape[0]
-    if b % repeat:
-        raise ValueError(f"augment: a batch of {b} images is not a whole number of groups of {repeat}")
-
-    def u(lo: float, hi: float) -> torch.Tensor:
-        return (lo + (hi - lo) * torch.rand(b // repeat, generator=gen)).repeat_interleave(repeat)
-
-    bright, contrast, sat = u(0.75, 1.25), u(0.75, 1.25), u(0.7, 1.3)
-    x = x * bright.view(b, 1, 1, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * contrast.view(b, 1, 1, 1) + mean
-    gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    x = (x - gray) * sat.view(b, 1, 1, 1) + gray
-    x = x.clamp_(0.0, 1.0)
-    scale, angle = u(0.92, 1.08), u(-5.0, 5.0) * math.pi / 180.0
-    tx, ty = u(-0.08, 0.08), u(-0.08, 0.08)  # grid units: ±0.08 of the half-width = ±4 % of the side
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    # random erasing (half the faces, one grey box of 20-40 % of the side): no single region
-    # (closed eyes, say) can stand in for another AU's evidence (lips apart)
-    s = x.shape[-1]
-    side = (u(0.2, 0.4) * s).long().clamp_(min=1)
-    x0 = (u(0.0, 1.0) * (s - side)).long()
-    y0 = (u(0.0, 1.0) * (s - side)).long()
-    on = (torch.rand(b // repeat, generator=gen) < 0.5).repeat_interleave(repeat)
-    r = torch.arange(s)
-    box = (((r.view(1, s) >= x0.view(b, 1)) & (r.view(1, s) < (x0 + side).view(b, 1))).view(b, 1, s)
-           & ((r.view(1, s) >= y0.view(b, 1)) & (r.view(1, s) < (y0 + side).view(b, 1))).view(b, s, 1)) & on.view(b, 1, 1)
-    return torch.where(box.unsqueeze(1), torch.full_like(x, 0.5), x)
-
-
-def degrade(x: torch.Tensor, gen: torch.Generator, p: float = 0.3) -> torch.Tensor:
-    """Camera-like damage on a float batch in [0, 1] (B, 3, S, S): on a ``p`` share of the images each, a Gaussian
-    blur (sigma 0.3-1.2 px) and a JPEG round trip (quality 30-90, OpenCV). For stills (``degrade``): a photo is one
-    sharp frame, and what auflow runs on is compressed video."""
-    import cv2
-
-    b = x.shape[0]
-    blur_on, jpeg_on = torch.rand(b, generator=gen) < p, torch.rand(b, generator=gen) < p
-    sigma = 0.3 + 0.9 * torch.rand(b, generator=gen)
-    quality = (30 + 60 * torch.rand(b, generator=gen)).long()
-    out = x.clone()
-    r = torch.arange(-3, 4, dtype=torch.float32)
-    for i in range(b):
-        if blur_on[i]:
-            k = torch.exp(-0.5 * (r / sigma[i]) ** 2)
-            k = (k / k.sum()).to(x.dtype)
-            img = out[i:i + 1]
-            img = F.conv2d(F.pad(img, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7).expand(3, 1, 1, 7), groups=3)
-            out[i:i + 1] = F.conv2d(F.pad(img, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1).expand(3, 1, 7, 1), groups=3)
-        if jpeg_on[i]:
-            u8 = (out[i].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(u8), [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
-            if ok:
-                out[i] = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)).permute(2, 0, 1).to(x.dtype) / 255.0
-    return out
-
-
-#: FACS's upper-face and lower-face AUs (Ekman et al. 2002, ch. 2-3); left/right halves follow their AU
-UPPER_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU43", "AU45", "AU46")
-LOWER_AUS = ("AU10", "AU11", "AU12", "AU13", "AU14", "AU15", "AU16", "AU17", "AU18", "AU20", "AU22", "AU23", "AU24",
-             "AU25", "AU26", "AU27", "AU28")
-#: where the halves meet in an ArcFace-aligned crop (scale 1.0): eyes at 0.46, nose tip at 0.64 of the side
-HALF_SPLIT = 0.58
-
-
-def lower_face_mask(aus: tuple[str, ...]) -> torch.Tensor | None:
-    """(K,) bool: which AUs are lower-face ones; None when an AU is in neither table."""
-    base = [a.split("_")[0] for a in aus]
-    if any(b not in UPPER_AUS + LOWER_AUS for b in base):
-        return None
-    return torch.tensor([b in LOWER_AUS for b in base])
-
-
-def mix_halves(x: torch.Tensor, y: torch.Tensor, lower: torch.Tensor, gen: torch.Generator,
-               split: float = HALF_SPLIT) -> tuple[torch.Tensor, torch.Tensor]:
-    """On half the samples, the rows below ``split`` and the lower-face AUs come from another sample
-    of the batch: new combinations of upper- and lower-face AUs (e.g. eyes shut while laughing)."""
-    b, s = x.shape[0], x.shape[-1]
-    partner = torch.randperm(b, generator=gen)
-    on = torch.rand(b, generator=gen) < 0.5
-    rows = (torch.arange(s) >= round(split * s)).view(1, 1, s, 1)
-    x = torch.where(on.view(b, 1, 1, 1) & rows, x[partner], x)
-    y = torch.where(on.view(b, 1) & lower.view(1, -1), y[partner], y)
-    return x, y
-
-
-def is_temporal_expr(name: str) -> bool:
-    """Is the registered model ``name`` a temporal expression model (a factory with ``labels`` and
-    ``num_frames``: arpgnet), which distill trains on windows against the expression teacher?"""
-    from auflow.engine.registry import MODELS
-
-    params = inspect.signature(MODELS.get(name)).parameters
-    return "labels" in params and "num_frames" in params
-
-
-def _teachers(cfg: DistillConfig) -> tuple[str, ...]:
-    """The teachers to cache: a temporal expression student needs fer; the AU teacher is always run
-    (its landmark presence filters the faces)."""
-    t = tuple(cfg.teachers)
-    return t + ("fer",) if is_temporal_expr(cfg.model) and "fer" not in t else t
-
-
-def _build_student(cfg: DistillConfig, labels: tuple[str, ...], crop_size: int) -> torch.nn.Module:
-    """The student with the teacher's label names: AU names for an AU model, expression names for a
-    temporal expression model."""
-    from auflow.engine.registry import MODELS
-
-    factory = MODELS.get(cfg.model)
-    params = inspect.signature(factory).parameters
-    options = dict(cfg.options)
-    if "backbone" in params:
-        options.setdefault("backbone", "mobilenet_v2")
-    if "input_size" in params:
-        options.setdefault("input_size", crop_size)
-    if is_temporal_expr(cfg.model):
-        if "labels" in options:
-            raise ConfigError("a distilled expression model learns the teacher's expressions: do not set labels")
-        options["labels"] = list(labels)
-        try:
-            model = create_model(cfg.model, **options)
-        except TypeError as e:
-            raise ConfigError(f"options for {cfg.model}: {e}") from None
-        if not all(hasattr(model, a) for a in ("forward_aux", "encode_frames", "fuse", "num_frames")):
-            raise ConfigError(f"{cfg.model} has no forward_aux/encode_frames/fuse: auflow distill cannot train it on windows")
-        return model
-    if {"dataset", "num_classes"} & set(options):
-        raise ConfigError("a distilled model learns the teacher's AUs: name them with aus, not with dataset/num_classes options")
-    options["au_names"] = list(labels)
-    try:
-        model = create_model(cfg.model, **options)
-    except TypeError as e:
-        if create_model(cfg.model).card.task == "au":
-            raise ConfigError(f"options for {cfg.model}: {e}") from None
-        model = create_model(cfg.model)
-    if model.card.task != "au":
-        raise ConfigError(f"{cfg.model} is an {model.card.task!r} model; auflow distill trains AU models "
-                          f"(me_graphau, topo_au, au_gcn, baseline_au) and temporal expression models (arpgnet)")
-    if not hasattr(model, "forward_aux"):
-        raise ConfigError(f"{cfg.model} has no forward_aux: auflow distill cannot train it")
-    return model
-
-
-def expr_windows(videos: list[CachedVideo], idx: list[np.ndarray], num_frames: int) -> np.ndarray:
-    """Windows of ``num_frames`` consecutive frames of one track whose rows are all in ``idx``.
-
-    Per video, a track's frames are its cached rows with ``track >= 0``, in frame order (as the
-    run's temporal stage makes windows of a track's own frames); a window is every run of T of
-    them, one per start frame (stride 1). With the time split a window is kept only when all its T
-    rows are on the same side: a window never straddles a held-out segment or its gap. Returns
-    (W, T) row indices into the videos' rows concatenated in order.
-    """
-    out, base = [], 0
-    for v, rows in zip(videos, idx):
-        member = np.zeros(len(v.rows), bool)
-        member[rows] = True
-        if len(v.rows):
-            tracks = v.rows["track"].to_numpy(np.int64)
-            frames = v.rows["frame"].to_numpy(np.int64)
-            for tid in np.unique(tracks[tracks >= 0]):
-                r = np.flatnonzero(tracks == tid)
-                r = r[np.argsort(frames[r], kind="stable")]
-                if len(r) < num_frames:
-                    continue
-                starts = np.arange(len(r) - num_frames + 1)
-                win = r[starts[:, None] + np.arange(num_frames)[None, :]]
-                out.append(base + win[member[win].all(axis=1)])
-        base += len(v.rows)
-    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, num_frames), np.int64)
-
-
-def _window_data(videos: list[CachedVideo], train_idx: list[np.ndarray], test_idx: list[np.ndarray], num_frames: int,
-                 size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Every face once, resized for the student ((N, 3, s, s) uint8 RGB), and the training and
-    held-out windows as (W, T) indices into it."""
-    store = torch.cat([_resize_rgb(v.crops, size) for v in videos])
-    return store, expr_windows(videos, train_idx, num_frames), expr_windows(videos, test_idx, num_frames)
-
-
-def expr_agreement(student: np.ndarray, teacher: np.ndarray, labels: tuple[str, ...],
-                   teacher_centre: np.ndarray | None = None) -> dict[str, Any]:
-    """Agreement of a student's expression probabilities with the teacher's on the same windows.
-
-    ``top1``: share of windows whose most probable expression is the teacher's; ``kl``: mean
-    KL(teacher ‖ student) in nats; ``mae``: mean |student − teacher| over windows and classes;
-    ``majority_top1``: the top-1 agreement of always answering the teacher's most frequent
-    expression (what a student that learned nothing but the prior would score);
-    ``top1_centre``: top-1 agreement with the teacher on the window's centre frame alone.
-    """
-    s = np.asarray(student, np.float64)
-    t = np.asarray(teacher, np.float64)
-    n = len(s)
-    ts, tt = s.argmax(1) if n else np.zeros(0, int), t.argmax(1) if n else np.zeros(0, int)
-    eps = 1e-7
-    kl = np.sum(t * (np.log(np.clip(t, eps, 1.0)) - np.log(np.clip(s, eps, 1.0))), axis=1) if n else np.zeros(0)
-    counts = np.bincount(tt, minlength=len(labels)) if n else np.zeros(len(labels), int)
-    per = {}
-    for j, name in enumerate(labels):
-        sel = tt == j
-        per[name] = {"teacher_top1": int(sel.sum()), "student_top1": int((ts == j).sum()),
-                     "agreement": float(np.mean(ts[sel] == j)) if sel.any() else None,
-                     "teacher_mean": float(t[:, j].mean()) if n else None, "student_mean": float(s[:, j].mean()) if n else None}
-    res = {"per_class": per, "windows": n,
-           "top1": float(np.mean(ts == tt)) if n else None,
-           "kl": float(kl.mean()) if n else None,
-           "mae": float(np.abs(s - t).mean()) if n else None,
-           "majority_top1": float(counts.max() / n) if n else None,
-           "top1_centre": None}
-    if teacher_centre is not None and n:
-        res["top1_centre"] = float(np.mean(ts == np.asarray(teacher_centre).argmax(1)))
-    return res
-
-
-#: the held-out figures kept in each epoch's record
-AU_SUMMARY = ("mean_pearson_varying", "min_pearson_varying", "mean_f1_varying", "mean_mae")
-EXPR_SUMMARY = ("top1", "kl", "mae", "majority_top1")
-
-
-@torch.no_grad()
-def _predict_windows(model: torch.nn.Module, store: torch.Tensor, windows: np.ndarray, norm: Callable,
-                     batch: int) -> np.ndarray:
-    """A temporal model's probabilities for each window, as the run's temporal stage computes them:
-    every face encoded once (``encode_frames``), each window fused (``fuse``)."""
-    was = model.training
-    model.eval()
-    try:
-        used = np.unique(windows)
-        pos = np.full(len(store), -1, np.int64)
-        pos[used] = np.arange(len(used))
-        a, r = [], []
-        for i in range(0, len(used), batch):
-            fa, fr = model.encode_frames(norm(store[torch.from_numpy(used[i:i + batch])].float().div_(255.0)))
-            a.append(fa)
-            r.append(fr)
-        if not a:
-            return np.zeros((0, len(model.card.labels)), np.float32)
-        a, r = torch.cat(a), torch.cat(r)
-        w = torch.from_numpy(pos[windows])
-        parts = [model.fuse(a[w[i:i + batch]], r[w[i:i + batch]]).float().cpu().numpy() for i in range(0, len(w), batch)]
-    finally:
-        model.train(was)
-    return np.concatenate(parts)
-
-
-def _expr_loss(out: dict[str, torch.Tensor], y: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
-    """Soft cross-entropy with the teacher's distribution (``bce``, the default: the softmax
-    counterpart of the AU models' soft-target BCE), or the squared error of the probabilities (``mse``)."""
-    if kind == "mse":
-        main = F.mse_loss(out["probs"], y)
-    else:
-        main = -(y * F.log_softmax(out["logits"], dim=-1)).sum(-1).mean()
-    return {"main": main, "loss": main}
-
-
-def _loss(out: dict[str, torch.Tensor], y: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
-    def one(p: torch.Tensor) -> torch.Tensor:
-        if kind == "mse":
-            return F.mse_loss(p, y)
-        return F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), y)
-
-    terms = {"main": one(out["probs"])}
-    for k, v in out.items():
-        if k.endswith("_probs") and v.shape == y.shape:
-            terms[k.removesuffix("_probs")] = one(v)
-    terms["loss"] = terms["main"] + 0.5 * sum(v for k, v in terms.items() if k != "main")
-    return terms
-
-
-@torch.no_grad()
-def _predict(model: torch.nn.Module, x: torch.Tensor, norm: Callable, batch: int) -> np.ndarray:
-    was = model.training
-    model.eval()
-    try:
-        parts = [model(norm(x[i:i + batch].float().div_(255.0))).float().cpu().numpy() for i in range(0, len(x), batch)]
-    finally:
-        model.train(was)
-    return np.concatenate(parts) if parts else np.zeros((0, len(model.card.labels)), np.float32)
 
 
 def _config_key(cfg: DistillConfig, videos: list[CachedVideo]) -> dict:
@@ -891,9 +427,3 @@ def _write(out: Path, model, card: ModelCard, history: list[dict]) -> Path:
     os.replace(tmp, out / MODEL_FILE)
     (out / METRICS_FILE).write_text(json.dumps({"history": history, "agreement": card.training.get("agreement")}, indent=2))
     return out / MODEL_FILE
-
-
-def load_distill_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillConfig:
-    """A YAML file of DistillConfig keys (optional; read by auflow's one config loader: line-numbered
-    errors) with the command line's values on top."""
-    return load_yaml_model(DistillConfig, path, (), what="distill options file", updates=overrides)[0]

@@ -320,7 +320,7 @@ def test_torch_export_takes_the_clip_model_and_the_fusion(model, clips):
 #:   accuracy on the paired test clips (per-frame baseline 0.500 in every run):
 #:   seed 0: 1 thread 0.980; 2 threads 0.975
 #:   seed 1: 1 thread 0.985; 2 threads 0.990
-#:   seed 2: 1 thread 0.970; 2 threads not measured
+#:   seed 2: 1 thread 0.970; 2 threads 0.970 (2026-12-05)
 @pytest.mark.slow
 def test_arpgnet_learns_motion_direction_that_a_per_frame_model_cannot(tmp_path, train_overrides):
     """Mouth opening vs closing (``synthetic.motion_sequences``): every frame comes from the same
