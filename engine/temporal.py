@@ -4,10 +4,10 @@ A temporal model (``arpgnet``, paper 003) is split in two (``encode_frames`` / `
 
 - the **encoder** runs once per face per frame, in the analyzer thread, batched with the per-frame
   models: the registered analyzer ``temporal_encoder`` (plugins/analyzers/temporal_encoder.py), built
-  here by name like every plugin. Its output, the frame's features
-  ``[appearance ‖ relation]`` (2C' floats), travels in the frame's :class:`FaceResults` under
-  :data:`FEATURES` and is taken out again before the ``result`` message is built: features are
-  never published.
+  here by name like every plugin and handed to the :class:`~auflow.engine.analyzer.core.Analyzer` as its
+  feature encoder. Its output, the frame's features ``[appearance ‖ relation]`` (2C' floats), travels in
+  the frame's :attr:`FaceResults.features` (not among the named outputs) and is dropped before the
+  ``result`` message is built: features are never published.
 - the **fusion graph** runs per window, in the publishing thread (:class:`TemporalStage`), on the
   features kept in a ring buffer of T frames per ``(cam, sid, track)``. Nothing of the past is
   recomputed: a window costs one ``fuse`` call, whatever T.
@@ -36,6 +36,7 @@ The rules (docs/protocol.md, "window", says the same):
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,9 +50,6 @@ from auflow.engine.types import FaceResults, ModelInfo
 from auflow.engine.wire import format as wire
 
 log = logging.getLogger(__name__)
-
-#: analyzer output key of the per-frame features (never published)
-FEATURES = "_temporal_features"
 
 Mode = Literal["causal", "centred"]
 
@@ -194,8 +192,8 @@ class TemporalRunner:
 
 # -- the pipeline's stage ---------------------------------------------------------------------------
 class TemporalStage:
-    """What the pipeline holds when ``temporal.enabled``: the encoder (appended to the analyzer's
-    plugins, so it runs batched once per face) and the runner, called where results are published."""
+    """What the pipeline holds when ``temporal.enabled``: the encoder (the analyzer's feature encoder, so it
+    runs batched once per face) and the runner, called where results are published."""
 
     def __init__(self, cfg, batch: int = 16, per_frame: list | None = None) -> None:
         from auflow.engine.registry import MODELS
@@ -240,7 +238,7 @@ class TemporalStage:
 
     def push(self, res: FaceResults, seq: int, live: bool) -> tuple[FaceResults, list[dict]]:
         """Take the features out of ``res`` (returned without them) and the windows now due."""
-        feats = res.outputs.get(FEATURES)
+        feats = res.features
         if feats is None:
             return res, []
         reuse = self.encoder.reused
@@ -248,10 +246,7 @@ class TemporalStage:
             order = [res.labels[reuse].index(label) for label in self.encoder.card.labels]
             probs = np.asarray(res.outputs[reuse], np.float32)[:, order]
             feats = np.concatenate([probs, np.zeros_like(probs)], axis=1)
-        outputs = {k: v for k, v in res.outputs.items() if k != FEATURES}
-        labels = {k: v for k, v in res.labels.items() if k != FEATURES}
-        models = {k: v for k, v in res.models.items() if k != FEATURES}
-        clean = FaceResults(res.meta, res.faces, outputs, labels, models, res.latency_ms)
+        clean = dataclasses.replace(res, features=None)
         windows = self._runner().push(res.meta.cam, res.meta.sid, seq, res.faces.track, feats, self.mode_for(live))
         return clean, self.messages(windows)
 

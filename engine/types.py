@@ -156,7 +156,8 @@ class FaceResults:
 
     ``outputs[name]`` is (N, C) float32 probabilities whose column labels are ``labels[name]``
     (``au``: AU names such as "AU01"; ``expr``: canonical expression names). ``models[name]`` says
-    which model produced each output and whether it is trained.
+    which model produced each output and whether it is trained. ``features``: (N, D) float32 per-face
+    features of the temporal stage's encoder (engine/temporal.py), or None; never published.
     """
 
     meta: FrameMeta
@@ -165,6 +166,7 @@ class FaceResults:
     labels: dict[str, tuple[str, ...]]
     models: dict[str, ModelInfo]
     latency_ms: dict[str, float] = field(default_factory=dict)
+    features: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.faces)
@@ -174,6 +176,8 @@ class FaceResults:
             if name not in self.models:
                 raise ValueError(f"FaceResults output {name!r} has no model provenance")
             _check(f"FaceResults.outputs[{name!r}]", arr, (n, len(self.labels[name])))
+        if self.features is not None:
+            _check("FaceResults.features", self.features, (n, None))
 
 
 # -- streams and sessions: what a stream worker tells the pipeline ---------------------------------------

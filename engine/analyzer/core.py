@@ -21,6 +21,8 @@ from ..types import FaceResults, ModelInfo
 
 log = logging.getLogger(__name__)
 
+_FEATURES = object()  # the encoder's entry among one batch's outputs (a key no model output can be)
+
 
 def build_analyzer(spec: ModelSpec, where: str, batch: int = 16) -> Plugin:
     """A registered analyzer by name, or a registered model wrapped by the generic 'model' analyzer.
@@ -41,9 +43,13 @@ def build_analyzer(spec: ModelSpec, where: str, batch: int = 16) -> Plugin:
 
 
 class Analyzer:
-    def __init__(self, cfg: AnalyzerSection) -> None:
+    """Every model of ``analyzer.models`` on each batch of faces; with an ``encoder`` (the temporal stage's,
+    engine/temporal.py), also that encoder's per-face features, in :attr:`FaceResults.features`."""
+
+    def __init__(self, cfg: AnalyzerSection, encoder: Plugin | None = None) -> None:
         self.cfg = cfg
         self.plugins = [build_analyzer(m, f"analyzer.models.{i}", cfg.batch) for i, m in enumerate(cfg.models)]
+        self.encoder = encoder  # has features(crops) -> (N, D) and feature_dim (after start)
         self.labels: dict[str, tuple[str, ...]] = {}
         self.models: dict[str, ModelInfo] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -66,14 +72,24 @@ class Analyzer:
                     raise ValueError(f"two analyzers both produce the output {name!r}: give one `output:` another name")
                 self.labels[name] = labels
                 self.models[name] = p.provenance[name]
-        if self.cfg.parallel_models and len(self.plugins) > 1:
-            self._pool = ThreadPoolExecutor(len(self.plugins) - 1, thread_name_prefix="auflow-model",
+        if self.encoder is not None:
+            self.encoder.start(device=self.cfg.device)
+        if self.cfg.parallel_models and len(self._callables()) > 1:
+            self._pool = ThreadPoolExecutor(len(self._callables()) - 1, thread_name_prefix="auflow-model",
                                             initializer=self._set_threads)
+
+    def _callables(self) -> list:
+        """One call per model on a batch of crops, the encoder's last: each returns a dict of named outputs."""
+        calls = [p.analyze for p in self.plugins]
+        if self.encoder is not None:
+            calls.append(lambda crops: {_FEATURES: self.encoder.features(crops)})
+        return calls
 
     @property
     def takes_tensors(self) -> bool:
         """Every model takes crops as torch tensors (so the shared face stage's crops may stay on its device)."""
-        return bool(self.plugins) and all(getattr(p, "takes_tensors", False) for p in self.plugins)
+        every = [*self.plugins, *([self.encoder] if self.encoder is not None else [])]
+        return bool(every) and all(getattr(p, "takes_tensors", False) for p in every)
 
     def run(self, items: list) -> list[FaceResults]:
         """One model call per plugin for all faces of ``items``; results in the same order.
@@ -94,17 +110,21 @@ class Analyzer:
             crops = torch.cat([it.crops for it in items if len(it.faces)])
         elif total:
             crops = np.concatenate([it.crops for it in items if len(it.faces)])
+        calls = self._callables()
         if total:
             if self._pool is not None:  # the first model in this thread, the others beside it
-                futures = [self._pool.submit(p.analyze, crops) for p in self.plugins[1:]]
-                outputs.update(self.plugins[0].analyze(crops))
+                futures = [self._pool.submit(call, crops) for call in calls[1:]]
+                outputs.update(calls[0](crops))
                 for f in futures:
                     outputs.update(f.result())
             else:
-                for p in self.plugins:
-                    outputs.update(p.analyze(crops))
+                for call in calls:
+                    outputs.update(call(crops))
         else:
             outputs = {name: np.zeros((0, len(lab)), np.float32) for name, lab in self.labels.items()}
+            if self.encoder is not None:
+                outputs[_FEATURES] = np.zeros((0, self.encoder.feature_dim), np.float32)
+        features = outputs.pop(_FEATURES, None)
         ms = (time.perf_counter() - t0) * 1e3
         results = []
         start = 0
@@ -113,7 +133,8 @@ class Analyzer:
             outs = {k: np.ascontiguousarray(v[start:start + n], dtype=np.float32) for k, v in outputs.items()}
             if self._baseline is not None and "au" in outs:
                 self._apply_baseline(it, outs["au"])
-            results.append(FaceResults(it.meta, it.faces, outs, self.labels, self.models, lat))
+            feats = None if features is None else np.ascontiguousarray(features[start:start + n], dtype=np.float32)
+            results.append(FaceResults(it.meta, it.faces, outs, self.labels, self.models, lat, feats))
             start += n
         return results
 
@@ -134,3 +155,5 @@ class Analyzer:
             self._pool = None
         for p in self.plugins:
             p.stop()
+        if self.encoder is not None:
+            self.encoder.stop()

@@ -85,13 +85,12 @@ class Pipeline(StreamSupervision, ResultPublishing):
             self._frames: queue.Queue = queue.Queue(maxsize=self._depth * width)
         self._inbox = self._crops if self.face_stage is None else self._frames  # what the collectors fill
         self._results: queue.Queue = queue.Queue(maxsize=cfg.source.queue * width)
-        self.analyzer = Analyzer(cfg.analyzer)
         self.temporal = None  # windows per track (engine/temporal.py): its encoder runs with the analyzer's models
         if cfg.temporal.enabled:
             from ..temporal import TemporalStage
 
             self.temporal = TemporalStage(cfg.temporal, cfg.analyzer.batch, cfg.analyzer.models)
-            self.analyzer.plugins.append(self.temporal.encoder)
+        self.analyzer = Analyzer(cfg.analyzer, encoder=self.temporal.encoder if self.temporal is not None else None)
         if self.face_stage is None:
             FaceStage(cfg.face)  # builds (no I/O) to fail here, once, on a bad face config; workers build their own
         self.sinks: list[Plugin] = [build(SINKS, s.name, s.options, f"sinks.{i}") for i, s in enumerate(cfg.sinks)]

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 from auflow.engine.errors import ConfigError, ModelError
 from auflow.engine.registry import ANALYZERS
-from auflow.engine.temporal import ENCODER, FEATURES
+from auflow.engine.temporal import ENCODER
 from auflow.engine.types import ModelInfo
 
 from .student import STARTER_PREFIX, starter_path, temporal_gate
@@ -26,8 +26,9 @@ FALLBACK = "fer_mean"
 
 @ANALYZERS.register(ENCODER)
 class TemporalEncoder(TorchModelAnalyzer):
-    """The temporal model's per-frame half as an analyzer: crops → features (N, 2C') under
-    :data:`FEATURES`. Preprocessing is the card's, as for every registry model.
+    """The temporal model's per-frame half as an analyzer: crops → features (N, 2C') (:meth:`features`),
+    which travel in :attr:`FaceResults.features`, not among the named outputs. Preprocessing is the
+    card's, as for every registry model.
 
     ``checkpoint``: ``starter:NAME`` is a checkpoint shipped in ``auflow/models/checkpoints`` (the
     default, ``starter:arpgnet_demo_student``): used, and reported ``distilled``, only when its card
@@ -76,13 +77,11 @@ class TemporalEncoder(TorchModelAnalyzer):
         self.kind = kind or ("user" if ckpt else card.kind)  # the card itself keeps its own kind
         self.num_frames = int(model.num_frames)
         self.dim = int(model.dim)
-        self.output = FEATURES
-        self.outputs = {FEATURES: tuple(f"f{i}" for i in range(2 * self.dim))}
-        self.provenance = {FEATURES: ModelInfo(card.name, self.kind)}
+        self.outputs, self.provenance = {}, {}  # no named output: its features travel in FaceResults.features
+        self.info = ModelInfo(card.name, self.kind)
         # fer_mean beside a fer analyzer: nothing to encode here, the stage averages that analyzer's output
         self.reused = cfg.reuse_output if card.name == FALLBACK and cfg.reuse_output else None
-        if self.reused:
-            self.outputs = {FEATURES: ()}
+        self.feature_dim = 0 if self.reused else 2 * self.dim
         if self.kind == "untrained":
             log.warning("%s has no trained weights: its windows are random and every window marks it 'untrained'", card.name)
         c = len(card.mean)
@@ -97,18 +96,23 @@ class TemporalEncoder(TorchModelAnalyzer):
             a, r = self.net.encode_frames(x)
             return torch.cat([a, r], dim=-1).float().cpu().numpy()
 
-    def analyze(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+    def features(self, crops: np.ndarray) -> np.ndarray:
+        """Aligned crops (N, S, S, 3) uint8 BGR → features (N, :attr:`feature_dim`) float32."""
         import torch
 
         if len(crops) == 0 or self.reused is not None:  # reused: the stage takes the fer analyzer's output
-            return {FEATURES: np.zeros((len(crops), 0 if self.reused else 2 * self.dim), np.float32)}
+            return np.zeros((len(crops), self.feature_dim), np.float32)
         step = self.config.batch
         parts = []
         for i in range(0, len(crops), step):
             with torch.inference_mode():
                 x = self.preprocess(crops[i:i + step])
             parts.append(self.encode(x))
-        return {FEATURES: np.concatenate(parts)}
+        return np.concatenate(parts)
+
+    def analyze(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """No named outputs (its features are :meth:`features`, which the analyzer puts in their own field)."""
+        return {}
 
     def fuse(self, windows: np.ndarray) -> np.ndarray:
         """Windows (B, T, 2C') of features → fused probabilities (B, classes)."""

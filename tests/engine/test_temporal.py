@@ -13,7 +13,7 @@ import torch
 from auflow.engine import runner
 from auflow.engine.config import load_config
 from auflow.engine.errors import ConfigError
-from auflow.engine.temporal import FEATURES, TemporalRunner, TemporalStage
+from auflow.engine.temporal import TemporalRunner, TemporalStage
 from auflow.engine.types import EXPRESSIONS, FaceResults, Faces, FrameMeta, ModelInfo
 from auflow.engine.wire import format as wire
 from auflow.models import create_model
@@ -192,7 +192,8 @@ def test_stream_of_crops_equals_the_full_forward(mode):
     enc = TemporalEncoder(TemporalEncoder.Config(model="arpgnet", options={**SMALL, "num_frames": t}, batch=5))
     torch.manual_seed(0)
     enc.start("cpu")
-    assert enc.num_frames == t and enc.card.kind == "untrained" and enc.provenance[FEATURES] == ModelInfo("arpgnet", "untrained")
+    assert enc.num_frames == t and enc.card.kind == "untrained" and enc.info == ModelInfo("arpgnet", "untrained")
+    assert enc.outputs == {} and enc.feature_dim == 2 * enc.dim  # features are no named output
     rng = np.random.default_rng(1)
     n = 11
     crops = {tid: rng.integers(0, 256, size=(n, 56, 56, 3), dtype=np.uint8) for tid in (1, 2)}  # resized to 48 by the card
@@ -200,7 +201,7 @@ def test_stream_of_crops_equals_the_full_forward(mode):
     got = []
     for s in range(n):
         tids = [1, 2] if s not in (4, 5) else [2]  # track 1 pauses
-        feats = enc.analyze(np.stack([crops[k][s] for k in tids]))[FEATURES]  # batched across tracks
+        feats = enc.features(np.stack([crops[k][s] for k in tids]))  # batched across tracks
         got += r.push("cam", "sid", s, np.array(tids), feats, mode)
     got += r.end_session("cam", "sid")
     assert {w.track for w in got} == {1, 2}
@@ -219,18 +220,18 @@ def test_stage_strips_features_and_marks_windows_untrained():
                              "temporal.stride=1", "temporal.checkpoint=null"]).temporal
     stage = TemporalStage(cfg, batch=4)
     stage.encoder.start("cpu")
-    labels = {FEATURES: stage.encoder.outputs[FEATURES], "expr": EXPRESSIONS}
-    models = {FEATURES: stage.encoder.provenance[FEATURES], "expr": ModelInfo("fer", "trained")}
+    labels = {"expr": EXPRESSIONS}
+    models = {"expr": ModelInfo("fer", "trained")}
     msgs = []
     for s in range(3):
         meta = FrameMeta("cam", "sid", s, None, (1, 25), 0, 64, 64)
         faces = Faces(np.zeros((1, 4)), np.ones(1), np.zeros((1, 5, 2)), np.array([7]))
-        outs = {FEATURES: stage.encoder.analyze(np.zeros((1, 48, 48, 3), np.uint8))[FEATURES],
-                "expr": np.full((1, 7), 1 / 7, np.float32)}
-        clean, windows = stage.push(FaceResults(meta, faces, outs, labels, models), s, live=True)
+        outs = {"expr": np.full((1, 7), 1 / 7, np.float32)}
+        feats = stage.encoder.features(np.zeros((1, 48, 48, 3), np.uint8))
+        clean, windows = stage.push(FaceResults(meta, faces, outs, labels, models, features=feats), s, live=True)
         result = wire.result_message(clean, s)
         assert set(result["models"]) == {"expr"} and set(result["faces"][0]) == set(wire.FACE_KEYS)
-        assert FEATURES in labels  # the analyzer's shared dicts are left alone
+        assert clean.features is None and clean.outputs is outs  # features dropped, the rest untouched
         msgs += windows
     msgs += stage.end_session("cam", "sid")
     assert [(m["start_seq"], m["end_seq"], m["at_seq"]) for m in msgs] == [(0, 0, 0), (0, 1, 1), (1, 2, 2)]
@@ -263,7 +264,7 @@ def test_run_publishes_window_messages_with_valid_seq_ranges(face_video, tmp_pat
     windows = [m for m in msgs if m["type"] == "window"]
     eos = [m for m in msgs if m["type"] == "eos"]
     assert results and windows and len(eos) == 1
-    assert all(FEATURES not in r["models"] for r in results)
+    assert all(set(r["models"]) <= {"au", "expr"} and set(r["faces"][0]) <= set(wire.FACE_KEYS) for r in results if r["faces"])
     seen = {(r["seq"], f["track"]) for r in results for f in r["faces"]}
     tracked = {tid for _, tid in seen if tid >= 0}
     assert tracked and {w["track"] for w in windows} == tracked
@@ -291,7 +292,7 @@ def test_fer_mean_beside_a_fer_analyzer_averages_its_output_instead_of_running_f
     stage = TemporalStage(cfg, batch=4, per_frame=[ModelSpec(name="fer", tta="flip")])
     stage.encoder.start("cpu")
     assert stage.encoder.reused == "expr" and stage.encoder.card.name == "fer_mean"
-    assert stage.encoder.analyze(np.zeros((2, 112, 112, 3), np.uint8))[FEATURES].shape == (2, 0)
+    assert stage.encoder.features(np.zeros((2, 112, 112, 3), np.uint8)).shape == (2, 0)
     labels = tuple(reversed(EXPRESSIONS))  # another order than the card's: the stage reorders
     rng = np.random.default_rng(0)
     rows = rng.dirichlet(np.ones(7), size=5).astype(np.float32)
@@ -299,11 +300,10 @@ def test_fer_mean_beside_a_fer_analyzer_averages_its_output_instead_of_running_f
     for i, p in enumerate(rows):
         meta = FrameMeta("cam", "sid", i, i, (1, 25), 0, 64, 64)
         faces = Faces(np.zeros((1, 4)), np.ones(1), np.zeros((1, 5, 2)), np.array([0]))
-        res = FaceResults(meta, faces, {"expr": p[None], FEATURES: np.zeros((1, 0), np.float32)},
-                          {"expr": labels, FEATURES: ()},
-                          {"expr": ModelInfo("fer", "trained"), FEATURES: stage.encoder.provenance[FEATURES]})
+        res = FaceResults(meta, faces, {"expr": p[None]}, {"expr": labels}, {"expr": ModelInfo("fer", "trained")},
+                          features=np.zeros((1, 0), np.float32))
         clean, w = stage.push(res, i, live=True)
-        assert FEATURES not in clean.outputs
+        assert clean.features is None and set(clean.outputs) == {"expr"}
         msgs += w
     last = msgs[-1]  # the window ending at frame 4: frames 2, 3, 4
     want = rows[2:5].mean(axis=0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from auflow.engine.config import FaceSection, PluginSpec, load_config
-from auflow.engine.temporal import FEATURES, TemporalStage
+from auflow.engine.temporal import TemporalStage
 from auflow.engine.types import EXPRESSIONS, FaceResults, Faces, FrameMeta
 from auflow.models import create_model, load_checkpoint
 from auflow.models.train.distill import (
@@ -165,9 +165,8 @@ def _push_frames(stage, n=6):
     for s in range(n):
         meta = FrameMeta("cam", "sid", s, None, (1, 25), 0, 112, 112)
         faces = Faces(np.zeros((1, 4)), np.ones(1), np.zeros((1, 5, 2)), np.array([0]))
-        feats = stage.encoder.analyze(rng.integers(0, 256, (1, 112, 112, 3), dtype=np.uint8))[FEATURES]
-        res = FaceResults(meta, faces, {FEATURES: feats}, {FEATURES: stage.encoder.outputs[FEATURES]},
-                          {FEATURES: stage.encoder.provenance[FEATURES]})
+        feats = stage.encoder.features(rng.integers(0, 256, (1, 112, 112, 3), dtype=np.uint8))
+        res = FaceResults(meta, faces, {}, {}, {}, features=feats)
         msgs += stage.push(res, s, live=False)[1]
     return msgs + stage.end_session("cam", "sid")
 
@@ -209,7 +208,7 @@ def test_a_starter_that_fails_its_gate_falls_back_to_fer_averaged_and_says_why(c
     msgs = _push_frames(stage, 3)
     assert msgs and all(m["models"]["expr"] == {"name": "fer_mean", "kind": "trained"} for m in msgs)
     crop = np.full((1, 112, 112, 3), 128, np.uint8)
-    feats = stage.encoder.analyze(crop)[FEATURES]
+    feats = stage.encoder.features(crop)
     fused = stage.encoder.fuse(np.repeat(feats[None], TINY["num_frames"], axis=1))
     from auflow.engine.plugin import build
     from auflow.engine.registry import ANALYZERS
