@@ -66,17 +66,23 @@ def starter_path(ref: str) -> Path:
     return starter_dir() / (name if name.endswith(".pt") else name + ".pt")
 
 
+def _distilled_on_unseen_people(card) -> tuple[bool, str]:
+    """(True, the held-out people) when the card is a finished distillation whose agreement with its teacher
+    was measured on people absent from its training data; else (False, why not). Both gates start here."""
+    if card.kind != "distilled":
+        return False, f"its card says kind {card.kind!r}, not a distilled student"
+    if not (card.training or {}).get("complete", False):
+        return False, "its distillation did not finish (card: complete = false)"
+    return held_out_people(card)
+
+
 def gate(card, min_pearson: float = MIN_PEARSON, max_mae: float = MAX_MAE,
          unsupported: tuple[str, ...] = ()) -> tuple[bool, str]:
     """(passes, why) for a checkpoint card: distilled, complete, held out by identity (people named), every
     varying AU's held-out r ≥ ``min_pearson`` and every AU's mean |Δ| ≤ ``max_mae``. ``unsupported``: AUs the
     teacher cannot measure, left out of both checks (their outputs are null whatever runs)."""
     t = card.training or {}
-    if card.kind != "distilled":
-        return False, f"its card says kind {card.kind!r}, not a distilled student"
-    if not t.get("complete", False):
-        return False, "its distillation did not finish (card: complete = false)"
-    ok, on = held_out_people(card)
+    ok, on = _distilled_on_unseen_people(card)
     if not ok:
         return False, on
     agree = t.get("agreement") or {}
@@ -115,11 +121,7 @@ def temporal_gate(card, min_top1: float = MIN_TOP1) -> tuple[bool, str]:
     people absent from its training data (issue 18: the same rule as the ``au`` gate), and held-out top-1
     agreement with its teacher (``training.agreement.top1``, written by ``auflow distill``) ≥ ``min_top1``."""
     t = card.training or {}
-    if card.kind != "distilled":
-        return False, f"its card says kind {card.kind!r}, not a distilled student"
-    if not t.get("complete", False):
-        return False, "its distillation did not finish (card: complete = false)"
-    ok, on = held_out_people(card)
+    ok, on = _distilled_on_unseen_people(card)
     if not ok:
         return False, on
     top1 = (t.get("agreement") or {}).get("top1")
