@@ -99,7 +99,7 @@ from .distill_student import (
     expr_windows,
     is_temporal_expr,
 )
-from .state import atomic_save
+from .state import atomic_save, read_state
 from .trainer import (
     _determinism,
     _device,
@@ -154,13 +154,9 @@ def _config_key(cfg: DistillConfig, videos: list[CachedVideo]) -> dict:
 
 
 def _load_state(out: Path, key: dict) -> dict | None:
-    path = out / STATE_FILE
-    if not path.is_file():
+    state = read_state(out / STATE_FILE, "distillation state", "pass --no-resume")
+    if state is None:
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file is the same user error
-        raise ModelError(f"{path} is not a readable distillation state ({e}); delete it or pass --no-resume") from e
     if state.get("version") != STATE_VERSION or state.get("config") != key:
         raise ConfigError(f"{out} holds a distillation with other options or videos ({CONFIG_FILE} there); resume it with "
                           "the same command, distil into another --out, or pass --no-resume to start over")

@@ -26,7 +26,7 @@ from auflow.models.metrics import AUMetrics
 from .config import TrainConfig
 
 __all__ = ["CONFIG_FILE", "METRICS_FILE", "MODEL_FILE", "STATE_FILE", "EpochRecord", "atomic_save", "build_card",
-           "config_key", "load_state", "write_outputs"]
+           "config_key", "load_state", "read_state", "write_outputs"]
 
 STATE_FILE, MODEL_FILE, METRICS_FILE, CONFIG_FILE = "train_state.pt", "model.pt", "metrics.json", "config.yaml"
 STATE_VERSION = 1
@@ -74,14 +74,22 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)  # a run killed mid-write leaves the previous file intact
 
 
-def load_state(out_dir: Path, cfg: TrainConfig) -> dict | None:
-    path = out_dir / STATE_FILE
+def read_state(path: Path, what: str, fresh: str) -> dict | None:
+    """The resumable state saved at ``path`` by :func:`atomic_save`, None when there is none. An unreadable file is a
+    :class:`ModelError` naming ``what`` it should hold and how to start ``fresh`` (the command's --no-resume)."""
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is the same user error
-        raise ModelError(f"{path} is not a readable training state ({e}); delete it or train with --no-resume") from e
+        raise ModelError(f"{path} is not a readable {what} ({e}); delete it or {fresh}") from e
+
+
+def load_state(out_dir: Path, cfg: TrainConfig) -> dict | None:
+    path = out_dir / STATE_FILE
+    state = read_state(path, "training state", "train with --no-resume")
+    if state is None:
+        return None
     if state.get("version") != STATE_VERSION:
         raise ModelError(f"{path} has training-state version {state.get('version')}, this auflow writes {STATE_VERSION}; use --no-resume")
     if state["config"] != config_key(cfg):
