@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -101,6 +102,15 @@ def knn_adjacency(v: torch.Tensor, k: int) -> torch.Tensor:
     idx = sim.topk(k, dim=-1).indices  # (B, N, k)
     nodes = torch.arange(v.shape[1], device=v.device)
     return (idx.unsqueeze(-1) == nodes).to(v.dtype).sum(dim=-2)
+
+
+def resolve_k(k: int | None, benchmark: str | None, num_aus: int, paper_k: Mapping[str, int], default: int) -> int:
+    """K of the kNN graph: ``k``, else the paper's for the ``benchmark`` (``paper_k``, ``default`` for any other
+    label set), at most ``num_aus``; a :class:`ModelError` unless 1 <= K <= ``num_aus``."""
+    k = k if k is not None else min(paper_k.get(benchmark or "", default), num_aus)
+    if not 1 <= k <= num_aus:
+        raise ModelError(f"k={k} neighbours must be in [1, {num_aus}] for {num_aus} AUs")
+    return k
 
 
 class FGGConv(nn.Module):
@@ -309,9 +319,7 @@ def me_graphau(
     """
     names, found = resolve_au_names(au_names, dataset, num_classes)
     n = len(names)
-    k = k if k is not None else min(PAPER_K.get(found or "", DEFAULT_K), n)
-    if not 1 <= k <= n:
-        raise ModelError(f"k={k} neighbours must be in [1, {n}] for {n} AUs")
+    k = resolve_k(k, found, n, PAPER_K, DEFAULT_K)
     if input_size < 32:
         raise ModelError(f"input_size={input_size} is below the backbones' stride of 32")
     if gcn_layers < 1:

@@ -35,7 +35,7 @@ from torch import nn
 from auflow.engine.errors import ModelError
 from auflow.models import register_model
 from auflow.models.au import labels
-from auflow.models.au.me_graphau import DIM_DIVISOR, TokenLinear, knn_adjacency, similarity_head
+from auflow.models.au.me_graphau import DIM_DIVISOR, TokenLinear, knn_adjacency, resolve_k, similarity_head
 from auflow.models.backbones import build_backbone
 from auflow.models.card import ModelCard
 
@@ -256,9 +256,7 @@ def topo_au(
     """
     names, found = resolve_au_names(au_names, dataset, num_classes)
     n = len(names)
-    k = k if k is not None else min(PAPER_K.get(found or "", DEFAULT_K), n)
-    if not 1 <= k <= n:
-        raise ModelError(f"k={k} neighbours must be in [1, {n}] for {n} AUs")
+    k = resolve_k(k, found, n, PAPER_K, DEFAULT_K)
     if input_size < 32:
         raise ModelError(f"input_size={input_size} is below the backbones' stride of 32")
     if gnn_layers < 1:
