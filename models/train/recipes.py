@@ -28,22 +28,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError
-
 from auflow.engine.configfile import Strict, format_validation_error
 from auflow.engine.errors import ConfigError
 from auflow.engine.registry import Registry
-from auflow.models.losses import PAPER_LAMBDA, au_class_weights, me_graphau_loss, weighted_asymmetric_loss
-from auflow.models.metrics import au_metrics
 
 # registers baseline_au (the no-graph control trained by BaselineRecipe below) for code that imports
 # only the trainer; auflow.models.zoo should import it too, so that list_models() shows it
 from auflow.models.au import baseline as _baseline  # noqa: F401
+from auflow.models.losses import (
+    PAPER_LAMBDA,
+    au_class_weights,
+    me_graphau_loss,
+    weighted_asymmetric_loss,
+)
+from auflow.models.metrics import au_metrics
+from pydantic import Field, ValidationError
+
+from .recipe_metrics import ExprMetrics, MultiLabelMetrics, metrics_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,7 @@ RECIPES: Registry = Registry(
     "How a registered model trains, by the model's registry name. Entry: a TrainingRecipe subclass "
     "with ``stages`` (names, in order) and ``loss(model, images, labels, stage) -> {'loss': ...}``; "
     "built as ``cls(options_dict)``.",
+    modules=("auflow.models.train.recipes_expr",),  # the expression models' recipes (the AU ones are below)
 )
 
 
@@ -222,225 +228,3 @@ def _au_set(dataset: str) -> tuple[str, ...]:
     from auflow.models.data.core import AU_SETS
 
     return AU_SETS.get(dataset, ())
-
-
-# -- expression models (issue 7) -----------------------------------------------------------------
-@dataclass(frozen=True)
-class ExprMetrics:
-    """Single-label expression scores (paper 003 Sec. 4.1): accuracy of the argmax, per-class F1 of
-    the one-hot argmax predictions, their mean, and on Aff-Wild2 the ABAW 2020 metric
-    M = 0.67·F1 + 0.33·Acc (Eq. 10). Fractions in [0, 1]."""
-
-    labels: tuple[str, ...]
-    accuracy: float
-    f1: tuple[float, ...]
-    macro_f1: float
-    samples: int
-    challenge: float | None = None  # Aff-Wild2's M
-    kind: str = "single_label"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
-        d["per_class"] = {c: {"f1": f} for c, f in zip(self.labels, self.f1)}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ExprMetrics:
-        return cls(tuple(d["labels"]), d["accuracy"], tuple(d["f1"]), d["macro_f1"], d["samples"], d.get("challenge"))
-
-    def summary(self) -> str:
-        s = f"accuracy {100 * self.accuracy:.1f}, macro F1 {100 * self.macro_f1:.1f}"
-        return s if self.challenge is None else s + f", Aff-Wild2 M = 0.67·F1 + 0.33·Acc {self.challenge:.4f}"
-
-
-@dataclass(frozen=True)
-class MultiLabelMetrics:
-    """The nine multi-label metrics of paper 004 (Table 1, :func:`auflow.models.expr_metrics.multilabel_metrics`)
-    in its column order, and the per-class F1 at ``threshold``."""
-
-    labels: tuple[str, ...]
-    values: dict[str, float]
-    f1: tuple[float, ...]
-    threshold: float
-    samples: int
-    kind: str = "multi_label"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "labels": list(self.labels), "values": dict(self.values), "f1": list(self.f1),
-                "threshold": self.threshold, "samples": self.samples, **self.values,
-                "per_class": {c: {"f1": f} for c, f in zip(self.labels, self.f1)}}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MultiLabelMetrics:
-        return cls(tuple(d["labels"]), dict(d["values"]), tuple(d["f1"]), d["threshold"], d["samples"])
-
-    @property
-    def macro_f1(self) -> float:
-        return self.values["macro_f1"]
-
-    def summary(self) -> str:
-        v = self.values
-        return (f"macro-F1 {v['macro_f1']:.4f}, micro-F1 {v['micro_f1']:.4f}, AP {v['average_precision']:.4f}, "
-                f"HL {v['hamming_loss']:.4f}, one-error {v['one_error']:.4f}")
-
-
-def metrics_from_dict(d: dict[str, Any]):
-    """The metrics object a record's ``to_dict()`` came from (AU, single-label or multi-label)."""
-    from auflow.models.metrics import AUMetrics
-
-    kind = d.get("kind")
-    if kind == "single_label":
-        return ExprMetrics.from_dict(d)
-    if kind == "multi_label":
-        return MultiLabelMetrics.from_dict(d)
-    keep = ("au_names", "f1", "accuracy", "precision", "recall", "support", "threshold", "samples")
-    return AUMetrics(**{k: tuple(d[k]) if isinstance(d[k], list) else d[k] for k in keep})
-
-
-class PretrainOptions(RecipeOptions):
-    """Pre-training of the trunk on the generated data's single faces before training (generated data
-    only): the stand-in for the papers' pre-trained networks (InsightFace, paper 003; ResNet-50 on
-    RAF-Basic, paper 004), which cannot be downloaded here. Real data: give model.backbone_weights or
-    model.init_from instead."""
-
-    images: int = Field(2048, ge=6, description="generated single faces")
-    epochs: int = Field(6, ge=1)
-    lr: float = Field(3e-3, gt=0, description="Adam")
-    batch_size: int = Field(32, ge=2)
-    seed: int = Field(3, description="seed of the faces and of the pre-training")
-
-
-def _normalised(images: np.ndarray | torch.Tensor, card) -> torch.Tensor:
-    from auflow.models.expr.train_utils import normalise
-
-    return normalise(images, card.mean, card.std)
-
-
-def _pretrain(model, train_set, opts: PretrainOptions, model_name: str) -> dict[str, torch.Tensor]:
-    from auflow.models.expr.train_utils import pretrain_trunk
-
-    if not hasattr(train_set, "pretraining_set"):
-        raise ConfigError(f"train.recipe.pretrain: {model_name} pre-trains its trunk only on generated data "
-                          "(synthetic_motion, synthetic_multilabel); for real data give model.backbone_weights or model.init_from")
-    images, targets = train_set.pretraining_set(opts.images, opts.seed)
-    cfg = model.card.config
-    state, fit = pretrain_trunk(cfg["backbone"], _normalised(images, model.card), targets, opts.epochs,
-                                cfg.get("backbone_kw") or None, opts.batch_size, opts.lr, seed=opts.seed)
-    task = "classification of single-label faces" if not torch.is_floating_point(targets) else "regression of face parameters"
-    model.card.training["pretrained_trunk"] = {"on": "generated single faces", "task": task, "images": len(images),
-                                               "epochs": opts.epochs, "final_loss": round(fit.losses[-1], 6)}
-    return state
-
-
-def _focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Focal loss (Lin et al. 2017), FL = −(1 − p_t)^γ log p_t, mean over the batch."""
-    logp = torch.log_softmax(logits, dim=-1).gather(1, y[:, None]).squeeze(1)
-    return (-(1.0 - logp.exp()).pow(gamma) * logp).mean()
-
-
-class ARPGNetOptions(RecipeOptions):
-    loss: str = Field("cross_entropy", pattern="^(cross_entropy|focal)$",
-                      description="paper 003 Sec. 4.2.2: cross-entropy for RML and AFEW, focal loss for Aff-Wild2")
-    focal_gamma: float = Field(2.0, ge=0, description="γ of the focal loss (Lin et al.'s default; the paper states none)")
-    pretrain: PretrainOptions | None = Field(None, description="generated data only: pre-train the trunk on single faces first")
-
-
-@RECIPES.register("arpgnet")
-class ARPGNetRecipe(TrainingRecipe):
-    """ARPGNet (paper 003, Sec. 4.2.2): one stage, cross-entropy (RML, AFEW) or focal loss
-    (Aff-Wild2) on the classifier's logits; Adam with 1e-4 for the pre-trained blocks and 1e-3 for the
-    rest (``optimizer.lr_groups`` in the configs). Scored by accuracy and per-class F1, and on
-    Aff-Wild2 by M = 0.67·F1 + 0.33·Acc (Eq. 10)."""
-
-    Options = ARPGNetOptions
-    objective = "cross-entropy on the video-level logits (RML, AFEW); focal loss on Aff-Wild2 (Sec. 4.2.2)"
-
-    #: the pre-trained trunk's state_dict, when ``pretrain`` made one (e.g. to start a per-frame baseline alike)
-    pretrained_trunk: dict[str, torch.Tensor] | None = None
-
-    def setup(self, model, train_set) -> None:
-        if self.options.pretrain is not None:
-            self.pretrained_trunk = _pretrain(model, train_set, self.options.pretrain, "arpgnet")
-            model.load_trunk_weights(self.pretrained_trunk)
-
-    def loss(self, model, images, labels, stage):
-        logits = model.forward_aux(images)["logits"]
-        if self.options.loss == "focal":
-            fl = _focal_loss(logits, labels, self.options.focal_gamma)
-            return {"loss": fl, "focal": fl}
-        ce = torch.nn.functional.cross_entropy(logits, labels)
-        return {"loss": ce, "ce": ce}
-
-    def score(self, labels, probs, names, threshold=0.5, dataset=None) -> ExprMetrics:
-        from auflow.models.expr_metrics import accuracy, affwild2_score, f1_scores
-
-        y, p = np.asarray(labels).astype(np.int64), np.asarray(probs)
-        c = p.shape[1]
-        f1 = f1_scores(np.eye(c, dtype=int)[y], np.eye(c)[p.argmax(axis=1)], threshold=0.5)
-        return ExprMetrics(tuple(names), accuracy(y, p), tuple(float(v) for v in f1), float(f1.mean()), len(y),
-                           affwild2_score(y, p) if dataset == "affwild2" else None)
-
-
-class SVMLRGCNOptions(RecipeOptions):
-    class_feature_images: int = Field(100, ge=1, description="Eq. (5): basic-expression images per label for f_c "
-                                      "(generated data: single-label faces; real data: the training images with exactly "
-                                      "that one label)")
-    class_feature_seed: int = Field(5, description="generated data: seed of the basic-expression faces")
-    pretrain: PretrainOptions | None = Field(None, description="generated data only: pre-train the trunk on the "
-                                             "basic-expression faces first (paper 004: ResNet-50 trained on RAF-Basic)")
-
-
-@RECIPES.register("svml_rgcn")
-class SVMLRGCNRecipe(TrainingRecipe):
-    """SVML-RGCN (paper 004, Sec. 4.2): before training, the label graph from the training labels
-    (Eq. 3, 4, the card's t1, t2) and the visual node features f_c from basic-expression images
-    (Eq. 5, the trunk as it is then: pre-trained when the config gives weights); one stage of binary
-    cross-entropy (Eq. 2); Adam, weight decay 2e-4, ÷10 every 20 of 80 epochs, 2e-4 for the
-    classifier branch and 2e-6 for the backbone on RAF-ML (``optimizer.lr_groups``). Scored by the
-    nine multi-label metrics."""
-
-    Options = SVMLRGCNOptions
-    objective = "binary cross-entropy over the labels, Eq. (2)"
-
-    def setup(self, model, train_set) -> None:
-        o = self.options
-        if o.pretrain is not None:
-            model.backbone.load_state_dict(_pretrain(model, train_set, o.pretrain, "svml_rgcn"))
-        if hasattr(train_set, "basic_images"):
-            images, classes = train_set.basic_images(o.class_feature_images, o.class_feature_seed)
-            source = f"{len(classes)} generated single-label faces"
-        else:
-            images, classes = _single_label_images(train_set, o.class_feature_images)
-            source = f"{len(classes)} single-label training images"
-        model.compute_class_features(_normalised(images, model.card), classes)
-        model.set_label_graph(np.asarray(train_set.labels))
-        model.card.training["class_features"] = source
-        model.card.training["label_graph"] = f"Eq. (3), (4) on the {len(train_set)} training label sets"
-
-    def loss(self, model, images, labels, stage):
-        from auflow.models.expr.svml_rgcn import svml_rgcn_loss
-
-        bce = svml_rgcn_loss(model.forward_aux(images), labels)
-        return {"loss": bce, "bce": bce}
-
-    def score(self, labels, probs, names, threshold=0.5, dataset=None) -> MultiLabelMetrics:
-        from auflow.models.expr_metrics import f1_scores, multilabel_metrics
-
-        y = np.asarray(labels).round().astype(np.int64)
-        p = np.asarray(probs, np.float64)
-        return MultiLabelMetrics(tuple(names), multilabel_metrics(y, p, threshold),
-                                 tuple(float(v) for v in f1_scores(y, p, threshold)), float(threshold), len(y))
-
-
-def _single_label_images(train_set, per_class: int) -> tuple[np.ndarray, torch.Tensor]:
-    """Up to ``per_class`` training images per label among those with exactly one label, [0, 1] floats."""
-    labels = np.asarray(train_set.labels)
-    single = np.flatnonzero(labels.sum(axis=1) == 1)
-    picked = [i for c in range(labels.shape[1]) for i in single[labels[single, c] == 1][:per_class]]
-    missing = sorted(set(range(labels.shape[1])) - {int(labels[i].argmax()) for i in picked})
-    if missing:
-        names = getattr(train_set, "label_names", range(labels.shape[1]))
-        raise ConfigError(f"svml_rgcn: no training image has only label(s) {[names[c] for c in missing]}: Eq. (5) needs "
-                          "basic-expression images of every label")
-    images = np.stack([train_set[i]["image"].numpy() for i in picked]).astype(np.float32) / 255.0
-    return images, torch.as_tensor([int(labels[i].argmax()) for i in picked])
