@@ -15,11 +15,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from auflow.engine.assets import ASSETS
 from auflow.models.data import faces
-from auflow.models.data.faces import (CorpusError, FaceImage, FaceRegion, augment, corpus_entries, install,
-                                      load_corpus, load_manifest, split_by_identity)
+from auflow.models.data.faces import (
+    CorpusError,
+    FaceImage,
+    FaceRegion,
+    augment,
+    corpus_entries,
+    load_corpus,
+    load_manifest,
+    split_by_identity,
+)
+from auflow.models.data.faces_install import install
 
 MANIFEST = load_manifest()
 ENTRIES = corpus_entries(MANIFEST)
