@@ -27,7 +27,7 @@ from torch import nn
 
 from auflow.engine.errors import ModelError
 
-__all__ = ["BACKBONES", "MobileNetV2", "ResNet", "build_backbone", "load_torchvision_weights"]
+__all__ = ["BACKBONES", "MobileNetV2", "ResNet", "build_backbone", "check_input_size", "load_torchvision_weights"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +218,12 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "mobilenet_v2": MobileNetV2,
 }
+
+
+def check_input_size(input_size: int) -> None:
+    """A :class:`ModelError` for an input side below the backbones' stride of 32 (their maps are ``ceil(H / 32)``)."""
+    if input_size < 32:
+        raise ModelError(f"input_size={input_size} is below the backbones' stride of 32")
 
 
 def build_backbone(name: str, **kw) -> nn.Module:

@@ -16,7 +16,7 @@ from torch import nn
 from auflow.engine.errors import ModelError
 from auflow.models import register_model
 from auflow.models.au.labels import resolve_au_names
-from auflow.models.backbones import build_backbone
+from auflow.models.backbones import build_backbone, check_input_size
 from auflow.models.card import ModelCard
 
 #: the label sets the other AU models know, so ``dataset="disfa"`` works here too
@@ -60,8 +60,7 @@ def baseline_au(
     Labels: ``au_names``, or ``dataset`` (``bp4d`` default, ``disfa``, ``emotionet``).
     """
     names, _ = resolve_au_names(au_names, dataset, None, AU_SETS, "bp4d", "baseline_au")
-    if input_size < 32:
-        raise ModelError(f"input_size={input_size} is below the backbones' stride of 32")
+    check_input_size(input_size)
     if not 0.0 <= dropout < 1.0:
         raise ModelError(f"dropout must be in [0, 1), got {dropout}")
     model = BaselineAU(build_backbone(backbone, **(backbone_kw or {})), len(names), dropout)

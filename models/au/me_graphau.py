@@ -28,7 +28,7 @@ from torch import nn
 
 from auflow.engine.errors import ModelError
 from auflow.models import register_model
-from auflow.models.backbones import build_backbone
+from auflow.models.backbones import build_backbone, check_input_size
 from auflow.models.au import labels
 from auflow.models.card import ModelCard
 
@@ -320,8 +320,7 @@ def me_graphau(
     names, found = resolve_au_names(au_names, dataset, num_classes)
     n = len(names)
     k = resolve_k(k, found, n, PAPER_K, DEFAULT_K)
-    if input_size < 32:
-        raise ModelError(f"input_size={input_size} is below the backbones' stride of 32")
+    check_input_size(input_size)
     if gcn_layers < 1:
         raise ModelError(f"gcn_layers must be >= 1, got {gcn_layers}")
     if edge_grid is not None and edge_grid < 1:

@@ -36,7 +36,7 @@ from auflow.engine.errors import ModelError
 from auflow.models import register_model
 from auflow.models.au import labels
 from auflow.models.au.me_graphau import DIM_DIVISOR, TokenLinear, knn_adjacency, resolve_k, similarity_head
-from auflow.models.backbones import build_backbone
+from auflow.models.backbones import build_backbone, check_input_size
 from auflow.models.card import ModelCard
 
 #: the AU sets of the paper's two benchmarks (Sec. 3.1.1: Num = 8 on DISFA, 12 on EmotioNet;
@@ -257,8 +257,7 @@ def topo_au(
     names, found = resolve_au_names(au_names, dataset, num_classes)
     n = len(names)
     k = resolve_k(k, found, n, PAPER_K, DEFAULT_K)
-    if input_size < 32:
-        raise ModelError(f"input_size={input_size} is below the backbones' stride of 32")
+    check_input_size(input_size)
     if gnn_layers < 1:
         raise ModelError(f"gnn_layers must be >= 1, got {gnn_layers}")
     if ccfg_reduction < 1:
