@@ -15,7 +15,7 @@ FleetArg = typer.Argument(..., help="fleet file: name, address, cameras (uri, pu
 
 
 def _consoles():
-    from .main import console, out
+    from .common import console, out
 
     return out, console
 
@@ -25,7 +25,7 @@ def fleet_up(fleet: Path = FleetArg,
              timeout: float = typer.Option(120.0, "--timeout", help="seconds to wait for every camera's actor to start")) -> None:
     """Start the fleet's cameras (those already up are kept) and say where each runs."""
     from ..distributed import fleet as fl
-    from .main import guarded
+    from .common import guarded
 
     out, _ = _consoles()
 
@@ -44,7 +44,7 @@ def fleet_status(fleet: Path = FleetArg,
                  json_out: bool = typer.Option(False, "--json", help="print the registry's records as JSON")) -> None:
     """One line per camera: node, state, fps, drops, restarts, session, endpoint."""
     from ..distributed import fleet as fl
-    from .main import guarded
+    from .common import guarded
 
     out, _ = _consoles()
 
@@ -70,7 +70,7 @@ def fleet_status(fleet: Path = FleetArg,
 def fleet_down(fleet: Path = FleetArg) -> None:
     """Stop every camera cleanly (eos published), then remove its actor and the fleet's registry."""
     from ..distributed import fleet as fl
-    from .main import guarded
+    from .common import guarded
 
     out, _ = _consoles()
 
@@ -91,7 +91,7 @@ def fleet_proxy(fleet: Path = FleetArg,
 
     from ..distributed import fleet as fl
     from ..distributed.proxy import FleetProxy
-    from .main import guarded, setup_logging
+    from .common import guarded, setup_logging
 
     out, _ = _consoles()
     setup_logging(False)

@@ -6,10 +6,8 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import sys
 
 # OpenMP threads that spin while they wait for work (libgomp's default) take the cores the streams'
 # worker processes decode and detect on: on 2 cores shared with other work, fer at 2 torch threads ran
@@ -19,68 +17,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
-from ..errors import AuflowError
+from .common import ConfigOpt, SetOpt, console, guarded, out, setup_logging
+from .signals import _exit_ignoring_signals, _terminate_as_interrupt, install_signal_handlers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="auflow: facial action units and expressions from video, live over ZeroMQ.")
-console = Console(stderr=True)
-out = Console()
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (default: the packaged configs/default.yaml)")
-SetOpt = typer.Option(None, "--set", "-s", help="override a config value: --set analyzer.batch=32 (repeatable)")
-
-
-def setup_logging(verbose: bool) -> None:
-    from ..redaction import RedactingFilter
-
-    handler = RichHandler(console=console, show_path=False, show_time=False)
-    handler.addFilter(RedactingFilter())  # a camera's password never reaches the terminal or a log file
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[handler], force=True)
-    for noisy in ("PIL", "matplotlib", "h5py"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def fail(message: str, code: int = 1) -> None:
-    from rich.text import Text
-
-    from ..redaction import redact_text
-
-    # as Text, not markup: a message quoting "[/x]" from a config must print, not raise rich's MarkupError
-    console.print(Text.assemble(("error:", "bold red"), " ", redact_text(message)), highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def guarded(fn):
-    """Turn AuflowError into one clear line and its exit status."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except AuflowError as e:
-            fail(str(e), e.exit_code)
-
-    return wrapper
-
-
-def install_signal_handlers(pipe) -> None:
-    """First SIGINT/SIGTERM: end streams cleanly (sinks flushed, eos published). Second: abort."""
-    hits = {"n": 0}
-
-    def handler(signum, frame):
-        hits["n"] += 1
-        if hits["n"] > 1:
-            raise KeyboardInterrupt
-        console.print(f"[yellow]{signal.Signals(signum).name}: finishing what is in flight (again to abort)[/]")
-        pipe.stop()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 @app.command()
@@ -390,10 +332,6 @@ def dashboard(
         dash.stop()
 
 
-def _terminate_as_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     # SIGTERM before a run installs its own handlers (while models load) ends like Ctrl-C: exit 130, not a kill
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
@@ -404,29 +342,6 @@ def main() -> None:
         _exit_ignoring_signals(130)
     except SystemExit as e:  # how click ends every command
         _exit_ignoring_signals(e.code)
-
-
-def _exit_ignoring_signals(code) -> None:
-    """The command is over and its outputs are complete: a Ctrl-C or SIGTERM landing while the interpreter
-    shuts down (atexit handlers) must not turn that into a crash (exit -2 and a traceback)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _forget_interrupt_in_embedded_code()
-    sys.exit(code)
-
-
-def _forget_interrupt_in_embedded_code() -> None:
-    """A Ctrl-C that lands while a C extension runs Python through ``PyRun_String`` (pybind11's ``py::exec``,
-    as torch's import does) sets CPython's ``_Py_UnhandledKeyboardInterrupt`` even though that
-    KeyboardInterrupt is caught: the interpreter then ends by killing itself with SIGINT (exit -2, the
-    status we chose lost). The interrupt was handled here, so the flag is cleared (CPython only; elsewhere
-    nothing happens)."""
-    try:
-        import ctypes
-
-        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
-    except (ImportError, AttributeError, ValueError, OSError):
-        pass
 
 
 if __name__ == "__main__":
