@@ -112,7 +112,7 @@ def decode_detect(video: str, cfg) -> tuple[dict, list]:
         def run(pkts):
             frames = [(p.meta, p.image if isinstance(p.image, torch.Tensor)
                        else torch.from_numpy(p.image).to(stage.device).permute(2, 0, 1)) for p in pkts]
-            return [o.to_face_crops() for o in stage.process(frames)]
+            return [o.to_host() for o in stage.process(frames)]
     else:
         stage = FaceStage(cfg.face)
 

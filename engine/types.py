@@ -137,17 +137,37 @@ class Faces:
 
 @dataclass
 class FaceCrops:
-    """Aligned face crops of one frame: what leaves the face stage. crops (N, S, S, 3) BGR uint8."""
+    """Aligned face crops of one frame: what leaves the face stage, in either placement.
+
+    ``crops``: (N, S, S, 3) BGR uint8 numpy array (the per-worker stage), or a (N, 3, S, S) uint8 torch
+    tensor left on the device of the batched stage (engine/pipeline/gpu_face_stage.py); :meth:`to_host`
+    gives the array form."""
 
     meta: FrameMeta
     faces: Faces
-    crops: np.ndarray
+    crops: Any  # np.ndarray, or a torch.Tensor on a device
     latency_ms: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.faces)
-        size = self.crops.shape[1] if self.crops.ndim == 4 else None
-        _check("FaceCrops.crops", self.crops, (n, size, size, 3), "u")
+        if isinstance(self.crops, np.ndarray):
+            size = self.crops.shape[1] if self.crops.ndim == 4 else None
+            _check("FaceCrops.crops", self.crops, (n, size, size, 3), "u")
+            return
+        shape = tuple(getattr(self.crops, "shape", ()))
+        if len(shape) != 4 or shape[0] != n or shape[1] != 3 or shape[2] != shape[3]:
+            raise ValueError(f"FaceCrops.crops as a tensor must have shape ({n}, 3, S, S), got {shape}")
+
+    @property
+    def on_device(self) -> bool:
+        """The crops are a tensor (on the batched face stage's device), not a host array."""
+        return not isinstance(self.crops, np.ndarray)
+
+    def to_host(self) -> FaceCrops:
+        """These crops as a (N, S, S, 3) host array (a copy from the device; ``self`` when already there)."""
+        if not self.on_device:
+            return self
+        return FaceCrops(self.meta, self.faces, self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy(), self.latency_ms)
 
 
 @dataclass

@@ -94,15 +94,15 @@ class Analyzer:
     def run(self, items: list) -> list[FaceResults]:
         """One model call per plugin for all faces of ``items``; results in the same order.
 
-        Items are FaceCrops, or GpuFaceCrops (crops a (N, 3, S, S) tensor) when every model takes
-        tensors; otherwise a tensor batch is copied to the host first."""
+        Items are FaceCrops; their crops stay a (N, 3, S, S) device tensor when every model takes
+        tensors, otherwise a tensor batch is copied to the host first."""
         counts = [len(it.faces) for it in items]
         total = sum(counts)
         t0 = time.perf_counter()
         outputs: dict[str, np.ndarray] = {}
-        on_device = [not isinstance(it.crops, np.ndarray) for it in items]
+        on_device = [it.on_device for it in items]
         if any(on_device) and not (all(on_device) and self.takes_tensors):
-            items = [it.to_face_crops() if dev else it for it, dev in zip(items, on_device)]
+            items = [it.to_host() for it in items]
             on_device = [False]
         if total and all(on_device):
             import torch

@@ -131,12 +131,7 @@ class Pipeline(StreamSupervision, ResultPublishing):
     # -- shared ----------------------------------------------------------------------------------
     def _analyze(self) -> None:
         cfg = self.cfg.analyzer
-        kind: type | tuple[type, ...] = FaceCrops
-        if self.face_stage is not None:  # its crops may stay on its device (GpuFaceCrops)
-            from .gpu_face_stage import GpuFaceCrops
-
-            kind = (FaceCrops, GpuFaceCrops)
-        batches = gather(self._crops, cfg.batch, cfg.max_wait_ms, kind, lambda it: len(it.faces))
+        batches = gather(self._crops, cfg.batch, cfg.max_wait_ms, FaceCrops, lambda it: len(it.faces))
         try:
             for items, control in batches:
                 if items:
@@ -230,7 +225,7 @@ class Pipeline(StreamSupervision, ResultPublishing):
         # when every model takes tensors (the analyzer moves them to its own device), else go to the host
         if self.analyzer.takes_tensors:
             return out
-        return [o.to_face_crops() for o in out]
+        return [o.to_host() for o in out]
 
     def run(self) -> dict[str, StreamStats]:
         """Run to the end of every stream (or ``stop()``); returns per-camera statistics."""

@@ -11,14 +11,13 @@ without visiting host memory. This module is that process's face stage; it is th
       → the best ``max_faces`` per frame → the configured tracker, one instance per stream
         (ByteTrack runs on the host: only boxes and scores, a few floats per face, travel)
       → the aligner's ``crop_tensors`` (``align_torch.warp_crops``) on the device
-      → :class:`GpuFaceCrops`: the FaceCrops metadata (meta, faces with tracks, latency_ms) and the
-        crops as one (N, 3, S, S) uint8 device tensor per frame, for a device-side analyzer;
-        ``to_face_crops()`` gives the host FaceCrops the current analyzer takes.
+      → :class:`~auflow.engine.types.FaceCrops` per frame, its crops one (N, 3, S, S) uint8 device tensor,
+        for a device-side analyzer; ``to_host()`` gives the host form a CPU model takes.
 
 Placement (``face.device``, wired in ``engine/pipeline/core.py``): set, the stream workers only
 decode and send their frames; a thread of the pipeline's process gathers the frames of every
 stream into dynamic batches (``face.batch`` frames, ``face.max_wait_ms``), uploads them, calls
-:meth:`GpuFaceStage.process` once per batch and hands the GpuFaceCrops to the analyzer: the crops
+:meth:`GpuFaceStage.process` once per batch and hands those FaceCrops to the analyzer: the crops
 stay on the device when every model takes tensors (the registry models do: ``torch_model``'s
 device preprocessing; a teacher such as mediapipe_au does not, and then they go to the host). Frames of one stream arrive in
 order (one collector per stream), as the tracker needs. With thread workers and NVDEC the frames
@@ -35,7 +34,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,20 +46,6 @@ from ..plugin import build
 from ..registry import ALIGNERS, DETECTORS, TRACKERS
 from ..sources.device_frames import nv12_to_bgr  # noqa: F401 - the GPU path's colour conversion, exported here too
 from ..types import FaceCrops, Faces, FrameMeta
-
-
-@dataclass
-class GpuFaceCrops:
-    """FaceCrops with the crops left on the device: (N, 3, S, S) uint8 BGR tensor."""
-
-    meta: FrameMeta
-    faces: Faces
-    crops: torch.Tensor
-    latency_ms: dict[str, float] = field(default_factory=dict)
-
-    def to_face_crops(self) -> FaceCrops:
-        """The host FaceCrops (N, S, S, 3) uint8 that the CPU analyzer takes (copies the crops to the host)."""
-        return FaceCrops(self.meta, self.faces, self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy(), self.latency_ms)
 
 
 class GpuFaceStage:
@@ -123,10 +107,10 @@ class GpuFaceStage:
             torch.cuda.synchronize(self.device)
 
     def process(self, frames: Sequence[tuple[FrameMeta, torch.Tensor]],
-                latency_ms: Sequence[dict[str, float]] | None = None) -> list[GpuFaceCrops]:
+                latency_ms: Sequence[dict[str, float]] | None = None) -> list[FaceCrops]:
         """One batch: ``frames`` as (meta, (3, H, W) uint8 BGR tensor on this stage's device) of any streams.
 
-        Frames of one stream must come in frame order. Returns one GpuFaceCrops per frame, in order;
+        Frames of one stream must come in frame order. Returns one FaceCrops (crops on the device) per frame, in order;
         its latency_ms adds detect/track/align, each the batch's time (every frame waited for the batch).
         """
         if self.detector.network is None:
@@ -164,7 +148,7 @@ class GpuFaceStage:
         t3 = time.perf_counter()
         stamp = {"detect": (t1 - t0) * 1e3, "track": (t2 - t1) * 1e3, "align": (t3 - t2) * 1e3}
         lat_in = latency_ms or [{}] * n
-        return [GpuFaceCrops(meta, tracked[i], crops[i], {**lat_in[i], **stamp}) for i, (meta, _) in enumerate(frames)]
+        return [FaceCrops(meta, tracked[i], crops[i], {**lat_in[i], **stamp}) for i, (meta, _) in enumerate(frames)]
 
     def stop(self) -> None:
         for cam in list(self._trackers):

@@ -65,7 +65,7 @@ def _assert_same(gpu_out, cpu_out, max_diff):
     np.testing.assert_allclose(g.bbox, c.bbox, atol=1e-2)
     np.testing.assert_allclose(g.kps, c.kps, atol=1e-2)
     np.testing.assert_array_equal(g.track, c.track)
-    host = gpu_out.to_face_crops()
+    host = gpu_out.to_host()
     assert host.crops.shape == cpu_out.crops.shape and host.crops.dtype == np.uint8
     diff = np.abs(host.crops.astype(np.int16) - cpu_out.crops)
     if diff.size:
@@ -156,7 +156,7 @@ def test_large_frames_are_downscaled_like_the_cpu_detector(demo_frames):
     for g, c in zip(outs, cpu):
         assert len(g.faces) == len(c.faces) >= 1
         np.testing.assert_allclose(g.faces.bbox, c.faces.bbox, atol=1.0)  # downscale may differ by 1 level
-        diff = np.abs(g.to_face_crops().crops.astype(np.int16) - c.crops)
+        diff = np.abs(g.to_host().crops.astype(np.int16) - c.crops)
         assert diff.mean() < 1.0
 
 
