@@ -90,6 +90,10 @@ class Registry(Generic[T]):
             raise RegistryError(f"module {module_name!r} has no attribute {attr!r} ({self.kind} {spec!r})") from None
         return obj
 
+    def __iter__(self):
+        """The registered names, sorted (``sorted(REG)``, ``", ".join(REG)``, ``name in REG``)."""
+        return iter(self.names())
+
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {sorted(self._entries)})"
 

@@ -19,13 +19,14 @@ randomly initialised the way torchvision initialises it, so an untrained model i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from auflow.engine.errors import ModelError
+from auflow.engine.registry import Registry
 
 __all__ = ["BACKBONES", "MobileNetV2", "ResNet", "build_backbone", "check_input_size", "load_torchvision_weights"]
 
@@ -213,11 +214,10 @@ class MobileNetV2(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": resnet18,
-    "resnet50": resnet50,
-    "mobilenet_v2": MobileNetV2,
-}
+#: backbones by name: ``factory(**options) -> nn.Module`` with ``.out_channels``
+BACKBONES: Registry = Registry("backbone", "Randomly initialised CNN trunks by name; the result has ``.out_channels``.")
+for _name, _factory in {"resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": MobileNetV2}.items():
+    BACKBONES.register(_name)(_factory)
 
 
 def check_input_size(input_size: int) -> None:
@@ -231,10 +231,9 @@ def build_backbone(name: str, **kw) -> nn.Module:
 
     ``mobilenet_v2`` takes ``width_mult`` (default 1.0); the ResNets take no options.
     """
-    try:
-        factory = BACKBONES[name]
-    except KeyError:
-        raise ModelError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+    if ":" in name or name not in BACKBONES:
+        raise ModelError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    factory = BACKBONES.get(name)
     try:
         return factory(**kw)
     except TypeError as e:

@@ -41,3 +41,21 @@ def test_builtin_registries_find_their_plugins():
     assert "jsonl" in SINKS.names()
     assert "model" in ANALYZERS.names()
     assert {"fer", "me_graphau"} <= set(MODELS.names())
+
+
+def test_backends_and_backbones_are_registries_and_the_config_choices_are_the_backends():
+    import typing
+
+    from auflow.engine.analyzer.backends import BACKENDS, load_backend
+    from auflow.engine.config import Backend
+    from auflow.engine.errors import ConfigError, ModelError
+    from auflow.engine.registry import Registry
+    from auflow.models.backbones import BACKBONES, build_backbone
+
+    assert isinstance(BACKENDS, Registry) and isinstance(BACKBONES, Registry)
+    assert set(typing.get_args(Backend)) == set(BACKENDS)  # declared once: a config validates exactly these
+    assert sorted(BACKBONES) == ["mobilenet_v2", "resnet18", "resnet50"]
+    with pytest.raises(ConfigError, match="unknown backend 'nope'; valid: compile, eager, graphs, onnx, tensorrt"):
+        load_backend("nope", None, None)
+    with pytest.raises(ModelError, match="unknown backbone 'os:system'"):
+        build_backbone("os:system")  # no external-plugin lookup through a backbone name

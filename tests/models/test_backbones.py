@@ -69,7 +69,7 @@ def test_load_rejects_weights_of_another_network(tmp_path):
 
 
 def test_unknown_name_and_option_are_errors():
-    with pytest.raises(ModelError, match="resnet18, resnet50, mobilenet_v2"):
+    with pytest.raises(ModelError, match="mobilenet_v2, resnet18, resnet50"):
         build_backbone("vgg16")
     with pytest.raises(ModelError, match="width_mult"):
         build_backbone("resnet18", width_mult=0.5)

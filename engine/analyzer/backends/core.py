@@ -14,6 +14,7 @@ import numpy as np
 
 from ...config import Precision
 from ...errors import ConfigError, ModelError
+from ...registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +205,18 @@ def tensorrt(model, card, device: str, precision: str = "fp16", channels_last: b
     return r
 
 
-BACKENDS: dict[str, Callable[..., Runner]] = {"eager": eager, "graphs": graphs, "compile": compiled, "onnx": onnx,
-                                              "tensorrt": tensorrt}
+#: how a registry model runs, by name (the config's ``backend`` choices, engine/config.py's Backend, are these)
+BACKENDS: Registry = Registry(
+    "backend",
+    "How a registry model runs. Entry: ``factory(model, card, device, precision=, channels_last=, batch=) -> Runner``.",
+)
+for _name, _factory in {"eager": eager, "graphs": graphs, "compile": compiled, "onnx": onnx, "tensorrt": tensorrt}.items():
+    BACKENDS.register(_name)(_factory)
 
 
 def load_backend(name: str, model, card, device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
                  batch: int = 16) -> Runner:
-    try:
-        factory = BACKENDS[name]
-    except KeyError:
-        raise ConfigError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}") from None
+    if ":" in name or name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    factory = BACKENDS.get(name)
     return factory(model, card, device, precision=precision, channels_last=channels_last, batch=batch)
