@@ -75,7 +75,7 @@ class FrameMeta:
         return self.pts * self.time_base[0] / self.time_base[1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class FramePacket:
     """A decoded frame: BGR uint8 (H, W, 3) plus its identity and timing; or, decoded into GPU memory
     (``source.device_frames``), a (3, H, W) uint8 BGR torch tensor on that device."""
@@ -94,7 +94,7 @@ class FramePacket:
         _check("FramePacket.image", img, (self.meta.height, self.meta.width, 3), "u")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Faces:
     """Detected faces in one frame, as parallel arrays.
 
@@ -108,14 +108,16 @@ class Faces:
     kps: np.ndarray
     track: np.ndarray | None = None
 
-    def __post_init__(self) -> None:
-        self.bbox = np.asarray(self.bbox, dtype=np.float32).reshape(-1, 4)
-        n = len(self.bbox)
-        self.score = np.asarray(self.score, dtype=np.float32)
-        self.kps = np.asarray(self.kps, dtype=np.float32)
-        if self.kps.size == 0:
-            self.kps = self.kps.reshape(0, 5, 2)
-        self.track = np.full(n, -1, np.int64) if self.track is None else np.asarray(self.track, np.int64)
+    def __post_init__(self) -> None:  # frozen: the normalised arrays are set once, here
+        bbox = np.asarray(self.bbox, dtype=np.float32).reshape(-1, 4)
+        n = len(bbox)
+        kps = np.asarray(self.kps, dtype=np.float32)
+        if kps.size == 0:
+            kps = kps.reshape(0, 5, 2)
+        object.__setattr__(self, "bbox", bbox)
+        object.__setattr__(self, "score", np.asarray(self.score, dtype=np.float32))
+        object.__setattr__(self, "kps", kps)
+        object.__setattr__(self, "track", np.full(n, -1, np.int64) if self.track is None else np.asarray(self.track, np.int64))
         _check("Faces.score", self.score, (n,))
         _check("Faces.kps", self.kps, (n, 5, 2))
         _check("Faces.track", self.track, (n,))
@@ -135,7 +137,7 @@ class Faces:
         return replace(self, track=np.asarray(track, np.int64))
 
 
-@dataclass
+@dataclass(frozen=True)
 class FaceCrops:
     """Aligned face crops of one frame: what leaves the face stage, in either placement.
 
@@ -170,7 +172,7 @@ class FaceCrops:
         return FaceCrops(self.meta, self.faces, self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy(), self.latency_ms)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FaceResults:
     """Per-face model outputs for one frame.
 

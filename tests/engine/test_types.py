@@ -64,3 +64,21 @@ def test_crops_and_results_validate():
 def test_timestamp():
     assert FrameMeta("c", "s", 3, 50, (1, 25), 0, 1, 1).timestamp == 2.0
     assert FrameMeta("c", "s", 3, None, (1, 25), 0, 1, 1).timestamp is None
+
+
+def test_shared_types_are_frozen_and_validated_on_replacement():
+    import dataclasses
+
+    meta = FrameMeta("cam", "sid", 0, 0, (1, 25), 0, 64, 64)
+    faces = Faces(np.zeros((1, 4)), np.ones(1), np.zeros((1, 5, 2)))
+    crops = FaceCrops(meta, faces, np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        crops.crops = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        faces.track = np.array([3])
+    with pytest.raises(ValueError, match="FaceCrops.crops"):
+        dataclasses.replace(crops, crops=np.zeros((2, 8, 8, 3), np.uint8))  # two crops for one face
+    res = FaceResults(meta, faces, {"expr": np.zeros((1, 2), np.float32)}, {"expr": ("a", "b")}, {"expr": ModelInfo("m", "trained")})
+    with pytest.raises(ValueError, match="FaceResults.features"):
+        dataclasses.replace(res, features=np.zeros((3, 4), np.float32))
+    assert faces.with_track(np.array([5])).track.tolist() == [5] and faces.track.tolist() == [-1]
