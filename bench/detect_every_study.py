@@ -38,7 +38,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from auflow.engine.analyzer.core import Analyzer
-from auflow.engine.assets import asset_path
 from auflow.engine.config import default_config_path, load_config
 from auflow.engine.pipeline.face_stage import FaceStage
 from auflow.engine.types import FrameMeta, FramePacket

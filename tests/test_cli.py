@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 
 AUFLOW = [sys.executable, "-m", "auflow.engine.cli.main"]
 
