@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..config import SourceSection
 from ..errors import SourceError
+from ..registry import Registry
 from .core import SessionCounters, Source, cam_id_from, new_sid, redact
 from .file import FileSource
 from .images import ImageFolderSource
@@ -13,6 +14,24 @@ from .live import HttpSource, RtspSource, check_url
 from .webcam import WebcamSource, is_webcam
 
 SUPPORTED = "video files, image folders, rtsp:// rtsps:// http:// https:// URLs, and webcams (/dev/videoN)"
+
+#: network sources by URL scheme: ``factory(uri, cam, cfg, common) -> Source`` (``common``: the options every
+#: PyAV source takes). Files, image folders and webcams are told apart by their paths, not a scheme.
+SOURCE_KINDS: Registry = Registry("source kind", "Network sources by URL scheme; entry: factory(uri, cam, cfg, common).")
+
+
+@SOURCE_KINDS.register("rtsp")
+@SOURCE_KINDS.register("rtsps")
+def _rtsp(uri: str, cam: str | None, cfg: SourceSection, common: dict) -> Source:
+    check_url(uri)
+    return RtspSource(uri, cam, transport=cfg.rtsp_transport, **common)
+
+
+@SOURCE_KINDS.register("http")
+@SOURCE_KINDS.register("https")
+def _http(uri: str, cam: str | None, cfg: SourceSection, common: dict) -> Source:
+    check_url(uri)
+    return HttpSource(uri, cam, **common)
 
 
 def make_source(uri: str, cfg: SourceSection | None = None, cam: str | None = None,
@@ -27,12 +46,8 @@ def make_source(uri: str, cfg: SourceSection | None = None, cam: str | None = No
                   read_timeout_s=cfg.read_timeout_s, watchdog_s=cfg.watchdog_s, hwaccel_mode=cfg.hwaccel,
                   frames_device=frames_device)
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
-    if scheme in ("rtsp", "rtsps"):
-        check_url(uri)
-        return RtspSource(uri, cam, transport=cfg.rtsp_transport, **common)
-    if scheme in ("http", "https"):
-        check_url(uri)
-        return HttpSource(uri, cam, **common)
+    if scheme and scheme.isalnum() and scheme in SOURCE_KINDS:
+        return SOURCE_KINDS.get(scheme)(uri, cam, cfg, common)
     if is_webcam(uri):
         return WebcamSource(uri, cam, size=cfg.webcam_size, fps=cfg.webcam_fps, **common)
     if scheme:
@@ -42,5 +57,5 @@ def make_source(uri: str, cfg: SourceSection | None = None, cam: str | None = No
     return FileSource(uri, cam, **common)
 
 
-__all__ = ["FileSource", "HttpSource", "ImageFolderSource", "Inputs", "RtspSource", "SessionCounters", "Source",
+__all__ = ["SOURCE_KINDS", "FileSource", "HttpSource", "ImageFolderSource", "Inputs", "RtspSource", "SessionCounters", "Source",
            "WebcamSource", "cam_id_from", "expand_inputs", "is_live_uri", "make_source", "new_sid", "redact"]

@@ -125,3 +125,21 @@ def test_hwaccel_auto_decodes_here(tmp_path):
     assert len(list(src.frames())) == 3
     assert src.decoder == ("cuda" if hwaccel.resolve("auto") == "cuda" else "cpu")
     src.close()
+
+
+def test_network_kinds_are_a_registry_a_new_scheme_plugs_in():
+    from auflow.engine.sources import SOURCE_KINDS, FileSource, make_source
+
+    assert sorted(SOURCE_KINDS) == ["http", "https", "rtsp", "rtsps"]
+    with pytest.raises(SourceError, match="unsupported kind of source srtx://"):
+        make_source("srtx://host:9000/cam")
+
+    @SOURCE_KINDS.register("srtx")
+    def srtx(uri, cam, cfg, common):  # e.g. a user's SRT source: here a file source standing in
+        return FileSource("clip.mp4", cam or "srtx")
+
+    try:
+        src = make_source("srtx://host:9000/cam")
+        assert isinstance(src, FileSource) and src.cam == "srtx"
+    finally:
+        SOURCE_KINDS._entries.pop("srtx")  # the registry is global: leave it as the other tests expect
