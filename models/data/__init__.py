@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from .core import AU_SETS, DatasetError
+from .loaders import AU_DATASET_LOADERS
 
-__all__ = ["AU_SETS", "DATASETS", "DatasetError", "build_dataset", "dataset_au_names"]
+__all__ = ["AU_DATASET_LOADERS", "AU_SETS", "DATASETS", "DatasetError", "build_dataset", "dataset_au_names"]
 
 DATASETS: tuple[str, ...] = ("bp4d", "disfa", "emotionet", "synthetic")
 
@@ -64,10 +65,5 @@ def build_dataset(
         raise DatasetError(f"dataset {name!r} needs root: the directory of your copy (see auflow.models.data.{name})")
     if not Path(root).is_dir():
         raise DatasetError(f"{name} root {root} is not a directory (see auflow.models.data.{name} for the layout)")
-    if name == "bp4d":
-        from .bp4d import bp4d as factory
-    elif name == "disfa":
-        from .disfa import disfa as factory
-    else:
-        from .emotionet import emotionet as factory
+    factory = AU_DATASET_LOADERS.get(name)
     return factory(root, fold=fold, split=split, input_size=input_size, augment=augment)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import AU_SETS, DatasetError, ImageListDataset, SampleIndex, au_number, image_map, select_fold
+from .loaders import AU_DATASET_LOADERS
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def index_disfa(root: str | Path, aus: tuple[str, ...] = DISFA_AUS) -> SampleInd
     return SampleIndex(paths, np.array(labels, np.float32), np.array(subjects, dtype=object))
 
 
+@AU_DATASET_LOADERS.register("disfa")
 def disfa(root: str | Path, fold: int | None = None, split: str = "train", input_size: int = 224,
           augment: bool | None = None) -> ImageListDataset:
     """One split (``train`` | ``test`` | ``all``) of one fold (1-3) of DISFA under ``root``."""

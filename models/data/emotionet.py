@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import AU_SETS, DatasetError, ImageListDataset, SampleIndex, au_number
+from .loaders import AU_DATASET_LOADERS
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def index_emotionet(root: str | Path, aus: tuple[str, ...] = EMOTIONET_AUS) -> t
     return SampleIndex(paths, np.array(labels, np.float32), np.array(names, dtype=object)), np.array(folds)
 
 
+@AU_DATASET_LOADERS.register("emotionet")
 def emotionet(root: str | Path, fold: int | None = None, split: str = "train", input_size: int = 224,
               augment: bool | None = None) -> ImageListDataset:
     """One split (``train`` | ``test`` | ``all``) of one fold (1-3) of EmotioNet under ``root``."""

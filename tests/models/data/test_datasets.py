@@ -232,3 +232,11 @@ def test_unknown_dataset_and_missing_root():
     with pytest.raises(DatasetError, match="needs root"):
         build_dataset("disfa", "train", fold=1)
     assert dataset_au_names("disfa") == DISFA_AUS
+
+
+def test_every_benchmark_au_set_has_a_registered_loader():
+    from auflow.engine.registry import Registry
+    from auflow.models.data import AU_DATASET_LOADERS, AU_SETS, DATASETS
+
+    assert isinstance(AU_DATASET_LOADERS, Registry)
+    assert sorted(AU_DATASET_LOADERS) == sorted(AU_SETS) and set(DATASETS) == {*AU_SETS, "synthetic"}
