@@ -97,10 +97,21 @@ class SourceSection(Section):
     reconnect: ReconnectSection = ReconnectSection()
 
 
+class ContextCrop(Section):
+    """A second, looser aligned crop of every face, for analyzers that look beyond the aligned crop."""
+
+    size: int = Field(256, ge=64, le=1024, description="context crop side in pixels")
+    scale: float = Field(1.5, ge=1.0, le=4.0, description="how much looser than norm_crop (1.5: the face at 2/3 of the side)")
+
+
 class FaceSection(Section):
     detector: PluginSpec = PluginSpec(name="yunet")
     align: PluginSpec = PluginSpec(name="norm_crop")
     tracker: PluginSpec = PluginSpec(name="bytetrack")
+    context: ContextCrop | None = Field(None, description=(
+        "null: none. {size, scale}: the face stage also cuts this looser crop of each face (FaceCrops.context), "
+        "from which mediapipe_au places its landmark ROI from each person's previous landmarks, as MediaPipe's "
+        "video mode does, so its AUs do not move with the detector's landmarks (docs/teachers.md)"))
     max_faces: int = Field(16, ge=1, description="keep at most this many faces per frame (highest score first)")
     device: str | None = Field(None, description=(
         "null (default): each stream's worker runs the face stage on the CPU, any detector. cpu | cuda | cuda:N | "

@@ -82,8 +82,10 @@ OPTIONAL_HOOKS: Mapping[str, tuple[str, ...]] = {
     # the batched (GPU) face stage: retinaface's tensor entry points
     "detector": ("detect_batch", "downscale_tensors", "detect_tensors", "network", "device"),
     "tracker": (),
-    "aligner": ("crop_tensors",),  # the batched face stage's warp on the device
-    "analyzer": ("takes_tensors", "unsupported_aus"),  # crops as device tensors; outputs it cannot measure
+    "aligner": ("crop_tensors", "context_crop"),  # the batched face stage's warp on the device; face.context's crops
+    # crops as device tensors; outputs it cannot measure; whole FaceCrops items (tracks, context crops) instead
+    # of the crops alone; a stream ended (per-person state dropped)
+    "analyzer": ("takes_tensors", "unsupported_aus", "analyze_items", "forget"),
     "sink": ("flush", "set_sources"),  # at each session's end; the sources' paths (sinks that re-read pixels)
 }
 

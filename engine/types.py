@@ -149,9 +149,20 @@ class FaceCrops:
     faces: Faces
     crops: Any  # np.ndarray, or a torch.Tensor on a device
     latency_ms: dict[str, float] = field(default_factory=dict)
+    #: ``face.context``: a second, looser crop per face (N, C, C, 3) BGR uint8 for analyzers that look
+    #: beyond the aligned crop (mediapipe_au's landmark ROI), and ``context_transforms`` (N, 2, 3) float64,
+    #: the frame → context-crop affine of each; None when not configured
+    context: np.ndarray | None = None
+    context_transforms: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.faces)
+        if (self.context is None) != (self.context_transforms is None):
+            raise ValueError("FaceCrops.context and context_transforms come together")
+        if self.context is not None:
+            size = self.context.shape[1] if self.context.ndim == 4 else None
+            _check("FaceCrops.context", self.context, (n, size, size, 3), "u")
+            _check("FaceCrops.context_transforms", self.context_transforms, (n, 2, 3), "f")
         if isinstance(self.crops, np.ndarray):
             size = self.crops.shape[1] if self.crops.ndim == 4 else None
             _check("FaceCrops.crops", self.crops, (n, size, size, 3), "u")
@@ -169,7 +180,7 @@ class FaceCrops:
         """These crops as a (N, S, S, 3) host array (a copy from the device; ``self`` when already there)."""
         if not self.on_device:
             return self
-        return FaceCrops(self.meta, self.faces, self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy(), self.latency_ms)
+        return replace(self, crops=self.crops.permute(0, 2, 3, 1).contiguous().cpu().numpy())
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,17 @@ class Aligner(Plugin):
             crops = [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
         return np.stack(crops)
 
+    def context_crop(self, image_bgr: np.ndarray, faces: Faces, size: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """``face.context``: a looser crop of each face, (N, size, size, 3) uint8, warped straight at ``size``
+        with the template at ``scale``, and each crop's frame → crop affine (N, 2, 3) float64. Beyond the
+        frame its border pixels are repeated (as MediaPipe's ImageToTensor does), not black."""
+        if len(faces) == 0:
+            return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3))
+        mats = similarity_transform(faces.kps, arcface_template(size, scale))
+        crops = [cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                 for m in mats]
+        return np.stack(crops), mats
+
     def crop_tensors(self, frames, kps, frame_index=None):
         """The batched entry of the shared face stage: the same crops from frames on a torch device,
         (N, C, H, W) uint8 → (M, C, size, size), one per landmark set ``kps`` (M, 5, 2) in frame ``frame_index``

@@ -78,9 +78,16 @@ class Analyzer:
             self._pool = ThreadPoolExecutor(len(self._callables()) - 1, thread_name_prefix="auflow-model",
                                             initializer=self._set_threads)
 
-    def _callables(self) -> list:
-        """One call per model on a batch of crops, the encoder's last: each returns a dict of named outputs."""
-        calls = [p.analyze for p in self.plugins]
+    def _callables(self, items: list | None = None) -> list:
+        """One call per model on a batch of crops, the encoder's last: each returns a dict of named outputs.
+        With host ``items``, a model with the ``analyze_items`` hook gets the FaceCrops themselves (tracks,
+        context crops) instead of their crops."""
+        calls = []
+        for p in self.plugins:
+            if items is not None and hasattr(p, "analyze_items"):
+                calls.append(lambda crops, p=p: p.analyze_items(items))
+            else:
+                calls.append(p.analyze)
         if self.encoder is not None:
             calls.append(lambda crops: {_FEATURES: self.encoder.features(crops)})
         return calls
@@ -110,7 +117,7 @@ class Analyzer:
             crops = torch.cat([it.crops for it in items if len(it.faces)])
         elif total:
             crops = np.concatenate([it.crops for it in items if len(it.faces)])
-        calls = self._callables()
+        calls = self._callables(None if all(on_device) else [it for it in items if len(it.faces)])
         if total:
             if self._pool is not None:  # the first model in this thread, the others beside it
                 futures = [self._pool.submit(call, crops) for call in calls[1:]]
@@ -148,6 +155,9 @@ class Analyzer:
         """A stream ended: its people's baselines go (a new session of the camera starts afresh)."""
         if self._baseline is not None:
             self._baseline.forget((cam,))
+        for p in self.plugins:
+            if hasattr(p, "forget"):
+                p.forget(cam)
 
     def stop(self) -> None:
         if self._pool is not None:

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from ..config import FaceSection
+from ..errors import ConfigError
 from ..plugin import build
 from ..registry import ALIGNERS, DETECTORS, TRACKERS
 from ..types import FaceCrops, FramePacket
@@ -24,6 +25,8 @@ class FaceStage:
         self.tracker = build(TRACKERS, cfg.tracker.name, cfg.tracker.options, "face.tracker")
 
     def start(self) -> None:
+        if self.cfg.context is not None and not hasattr(self.aligner, "context_crop"):
+            raise ConfigError(f"face.context: the aligner {self.cfg.align.name!r} cannot cut context crops (no context_crop)")
         for p in (self.detector, self.aligner, self.tracker):
             p.start()
 
@@ -37,9 +40,12 @@ class FaceStage:
         faces = self.tracker.update(faces, pkt.meta.frame)
         t2 = time.perf_counter()
         crops = self.aligner.crop(pkt.image, faces)
+        context, mats = (None, None)
+        if self.cfg.context is not None:
+            context, mats = self.aligner.context_crop(pkt.image, faces, self.cfg.context.size, self.cfg.context.scale)
         t3 = time.perf_counter()
         lat.update(detect=(t1 - t0) * 1e3, track=(t2 - t1) * 1e3, align=(t3 - t2) * 1e3)
-        return FaceCrops(pkt.meta, faces, crops, lat)
+        return FaceCrops(pkt.meta, faces, crops, lat, context, mats)
 
     def on_stream_end(self) -> None:
         self.tracker.reset()

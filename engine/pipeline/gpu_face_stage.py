@@ -32,6 +32,7 @@ options, the same faces, tracks and (within 1 gray level) crops as FaceStage on 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,8 @@ from ..plugin import build
 from ..registry import ALIGNERS, DETECTORS, TRACKERS
 from ..sources.device_frames import nv12_to_bgr  # noqa: F401 - the GPU path's colour conversion, exported here too
 from ..types import FaceCrops, Faces, FrameMeta
+
+log = logging.getLogger(__name__)
 
 
 class GpuFaceStage:
@@ -74,6 +77,9 @@ class GpuFaceStage:
         """Load the detector and pay, here, what the first frame would otherwise wait for (a live stream's
         first second piling up behind it): the tracker library's import (~0.5 s) and the device's first
         detector kernels."""
+        if self.cfg.context is not None:
+            log.info("face.context: the batched face stage cuts no context crops; mediapipe_au places its landmark "
+                     "ROI from each frame's 5 landmarks (no tracked ROI)")
         self.detector.start()
         spare = build(TRACKERS, self.cfg.tracker.name, self.cfg.tracker.options, "face.tracker")
         spare.start()

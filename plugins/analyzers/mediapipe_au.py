@@ -56,6 +56,7 @@ from auflow.engine.types import ModelInfo
 from auflow.plugins.align import arcface_template, similarity_transform
 
 from .blendshape_au import AU_LABELS, BLENDSHAPES, blendshapes_to_au
+from .mediapipe_track import RoiTracker, compose
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,14 @@ class MediaPipeAUAnalyzer(Plugin):
         # 2026-11-24), and every change of batch size re-plans the interpreter: 1 by default
         batch: int = Field(1, ge=1, le=256, description="faces per landmark-model call")
         threads: int = Field(1, ge=0, le=64, description="TFLite CPU threads; 0 = the interpreter's default")
+        track: bool = Field(True, description=(
+            "with the face stage's context crops (face.context): each person's landmark ROI placed from their own "
+            "previous landmarks, as MediaPipe's video mode does (mediapipe_track.py); false, or no context crops: "
+            "from the detector's 5 landmarks on every frame"))
+        track_tol: float = Field(0.03, gt=0.0, le=0.5, description=(
+            "tracking: the landmark model runs again on the ROI its landmarks give when that ROI's centre moved more "
+            "than this share of its side (or its side as much, or its angle 2x this in radians)"))
+        track_max_gap: int = Field(5, ge=1, description="tracking: frames a person may be unseen and keep their ROI")
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
@@ -169,6 +178,7 @@ class MediaPipeAUAnalyzer(Plugin):
         self.provenance: dict[str, ModelInfo] = {
             n: ModelInfo("mediapipe_au", "teacher", self.unsupported if n == names["au"] else ()) for n in self.outputs}
         self._names = names
+        self._tracker = RoiTracker(self.config.track_max_gap, self.config.track_tol)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, device: str = "cpu") -> None:
@@ -272,10 +282,63 @@ class MediaPipeAUAnalyzer(Plugin):
         """The 478 MediaPipe landmarks (N, 478, 3) in crop pixels, for models that need dense landmarks (au_gcn)."""
         return self.run(crops_bgr).landmarks
 
+    def run_tracked(self, items: list) -> LandmarkerOutput:
+        """:meth:`run` for the faces of FaceCrops ``items`` that carry context crops (``face.context``), each
+        person's ROI placed from their previous landmarks (mediapipe_track.py). Landmarks in each face's
+        aligned-crop pixels, as :meth:`run` gives them."""
+        if self._landmark is None:
+            self.start()
+        inp, out_lms, out_presence = self._lm_io
+        it = self._landmark
+        logit = [0.0]  # the presence logit of the last landmark-model run
+
+        def landmark_model(x_bgr: np.ndarray) -> np.ndarray:
+            if self._batch_in != 1:
+                it.resize_tensor_input(inp, [1, ROI_SIZE, ROI_SIZE, 3])
+                it.allocate_tensors()
+                self._batch_in = 1
+            it.set_tensor(inp, np.ascontiguousarray(x_bgr[None, ..., ::-1], dtype=np.float32) * np.float32(1.0 / 255.0))
+            it.invoke()
+            logit[0] = float(it.get_tensor(out_presence).reshape(-1)[0])
+            return it.get_tensor(out_lms).reshape(478, 3)
+
+        lms, presence = [], []
+        for item in items:
+            size = item.crops.shape[1]
+            to_112 = similarity_transform(item.faces.kps, arcface_template(112, 1.0))
+            to_crop = similarity_transform(item.faces.kps, arcface_template(size, self.config.crop_scale))
+            for j in range(len(item.faces)):
+                track = int(item.faces.track[j])
+                key = (item.meta.cam, item.meta.sid, track) if track >= 0 else None
+                xy = self._tracker.landmarks(key, item.meta.frame, item.context[j], item.context_transforms[j],
+                                             compose(roi_transform(112, 1.0), to_112[j]), landmark_model)
+                xy[:, :2] = xy[:, :2] @ to_crop[j][:, :2].T + to_crop[j][:, 2]  # frame → aligned-crop pixels
+                xy[:, 2] *= float(np.hypot(to_crop[j][0, 0], to_crop[j][1, 0]))
+                lms.append(xy.astype(np.float32))
+                presence.append(1.0 / (1.0 + np.exp(-logit[0])))
+        for cam, sid, frame in {(it.meta.cam, it.meta.sid): (it.meta.cam, it.meta.sid, it.meta.frame) for it in items}.values():
+            self._tracker.prune(cam, sid, frame)  # the newest frame of each stream in the batch
+        lms = np.stack(lms) if lms else np.zeros((0, 478, 3), np.float32)
+        bs = self._run_blendshapes(lms[:, LANDMARKS_SUBSET, :2]) if len(lms) else np.zeros((0, len(BLENDSHAPES)), np.float32)
+        return LandmarkerOutput(lms, np.asarray(presence, np.float32), bs, blendshapes_to_au(bs))
+
+    def analyze_items(self, items: list) -> dict[str, np.ndarray]:
+        """:meth:`analyze` for whole FaceCrops: tracked ROIs (:meth:`run_tracked`) when every item carries
+        context crops and ``track`` is on, else the aligned crops as :meth:`analyze` takes them."""
+        if self.config.track and items and all(it.context is not None for it in items):
+            return self._published(self.run_tracked(items))
+        return self.analyze(np.concatenate([it.crops for it in items]))
+
+    def forget(self, cam: str) -> None:
+        """A stream ended: its people's ROIs go."""
+        self._tracker.forget(cam)
+
     def analyze(self, crops_bgr: np.ndarray) -> dict[str, np.ndarray]:
         """The outputs a run publishes: AUs this teacher cannot see are NaN (null on the wire), unlike
         :meth:`run`'s raw values, which distillation keeps."""
-        out = self.run(crops_bgr)
+        return self._published(self.run(crops_bgr))
+
+    def _published(self, out: LandmarkerOutput) -> dict[str, np.ndarray]:
         au = out.au.copy()
         au[:, [AU_LABELS.index(c) for c in self.unsupported]] = np.nan
         got = {"au": au, "blendshapes": out.blendshapes}

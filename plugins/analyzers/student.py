@@ -226,7 +226,20 @@ class StudentOrTeacherAnalyzer(Plugin):
         return bool(getattr(self.inner, "takes_tensors", False))
 
     def analyze(self, crops):
-        out = self.inner.analyze(crops)
+        return self._columns(self.inner.analyze(crops))
+
+    def analyze_items(self, items: list) -> dict:
+        """Whole FaceCrops to an inner model that takes them (the teacher's tracked ROIs), else their crops."""
+        if hasattr(self.inner, "analyze_items"):
+            return self._columns(self.inner.analyze_items(items))
+        return self.analyze(np.concatenate([it.crops for it in items]))
+
+    def forget(self, cam: str) -> None:
+        if hasattr(self.inner, "forget"):
+            self.inner.forget(cam)
+
+    def _columns(self, out: dict) -> dict:
+        """The student's columns of the teacher's output, and null for AUs the teacher cannot see."""
         for name, cols in self._cols.items():
             out[name] = out[name][:, cols]
         for name, cols in self._nan.items():
