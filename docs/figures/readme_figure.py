@@ -4,7 +4,7 @@
     python docs/figures/readme_figure.py RUN.jsonl OUT.png   # any results JSONL (or .jsonl.gz), its longest track
 
 ``demo_run.jsonl.gz`` is the whole ``<cam>.jsonl`` of one ``auflow demo`` run (default config,
-2026-12-04), gzipped; tests/test_readme.py redraws the PNG from it and checks the file it writes.
+2026-12-05: the former fast profile, the tracked teacher ROI), gzipped; tests/test_readme.py redraws the PNG from it and checks the file it writes.
 The plot itself is ``auflow.engine.cli.report_cmd.plot_track``: the AU time series above, the
 stacked expression probabilities and the dominant expression below.
 """

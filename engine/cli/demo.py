@@ -27,7 +27,8 @@ def profile_path(profile: str | None) -> Path | None:
     path = default_config_path().with_name(f"{profile}.yaml")
     if not path.is_file():
         valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"unknown profile {profile!r}; packaged profiles: {', '.join(valid)}")
+        hint = " (the `fast` profile is the default config since 2026-12-05: leave --profile out)" if profile == "fast" else ""
+        raise ConfigError(f"unknown profile {profile!r}; packaged profiles: {', '.join(valid)}{hint}")
     return path
 
 

@@ -36,7 +36,7 @@ def backends() -> list[tuple[str, bool, str]]:
 
         rows.append(("onnxruntime", True, f"{ort.__version__}: {', '.join(ort.get_available_providers())}"))
     except ImportError:
-        rows.append(("onnxruntime", False, "not installed (pip install 'auflow[onnx]')"))
+        rows.append(("onnxruntime", False, "not installed (pip install onnxruntime onnx onnxscript)"))
     try:
         importlib.import_module("torch_tensorrt")
         rows.append(("tensorrt (torch-tensorrt)", True, "importable; untested on hardware by the auflow project"))

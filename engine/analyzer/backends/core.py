@@ -115,7 +115,11 @@ def graphs(model, card, device: str, precision: str = "fp32", channels_last: boo
 
 
 def export_onnx(model, card, path: str | Path, batch: int = 16, opset: int = 17) -> Path:
-    """Write an ONNX file with a dynamic batch axis and the card beside it (``<file>.card.json``)."""
+    """Write an ONNX file with a dynamic batch axis and the card beside it (``<file>.card.json``). The file
+    appears whole (written under a temporary name, then renamed): processes exporting the same model to the
+    same cache at once (several runs, the test suite's workers) never read a half-written one."""
+    import tempfile
+
     import torch
 
     path = Path(path)
@@ -129,9 +133,16 @@ def export_onnx(model, card, path: str | Path, batch: int = 16, opset: int = 17)
         # folding skipped for strided slices); the parity tests check the exported graph itself
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["probs"], opset_version=opset,
-                          dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, dynamo=False)
-    path.with_suffix(path.suffix + ".card.json").write_text(json.dumps(card.to_dict(), indent=2))
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.onnx.export(model, (x,), tmp, input_names=["input"], output_names=["probs"], opset_version=opset,
+                              dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, dynamo=False)
+            path.with_suffix(path.suffix + ".card.json").write_text(json.dumps(card.to_dict(), indent=2))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return path
 
 
@@ -153,7 +164,7 @@ def onnx(model, card, device: str, precision: str = "fp32", channels_last: bool 
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ModelError("backend 'onnx' needs onnxruntime: pip install 'auflow[onnx]'") from None
+        raise ModelError("backend 'onnx' needs onnxruntime: pip install onnxruntime onnx onnxscript") from None
     if precision != "fp32":
         raise ConfigError("backend 'onnx' runs fp32 here; use backend 'eager' or 'compile' for fp16/bf16")
     path = Path(path) if path else _cache_dir() / "onnx" / f"{card.name}-{_state_hash(model)}.onnx"
