@@ -167,15 +167,17 @@ def main() -> None:
                                                             "resolution")
     ap.add_argument("--candidate", default="default", help="the config (configs/NAME.yaml) whose detect_every is varied")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override on the candidate")
+    ap.add_argument("--set-both", dest="both", action="append", default=[],
+                    help="override on the reference and the candidate (e.g. a model option both should run)")
     args = ap.parse_args()
     named = study_videos()
     videos = [str(named.get(v, v)) for v in (args.video or list(named))]
     profiles = default_config_path().parent
-    ref_cfg = load_config(profiles / f"{args.reference}.yaml", [])
+    ref_cfg = load_config(profiles / f"{args.reference}.yaml", args.both)
     every = [int(v) for v in args.every.split(",")]
     runs, rows = [], []
     for video in videos:
-        run = study(video, ref_cfg, profiles / f"{args.candidate}.yaml", every, args.overrides)
+        run = study(video, ref_cfg, profiles / f"{args.candidate}.yaml", every, args.both + args.overrides)
         runs.append(run)
         for res in run["variants"]:
             lm = res["landmark_error_box_widths"]
@@ -188,7 +190,7 @@ def main() -> None:
                                                              res["detector_stats"].get("full"), res["detector_stats"].get("roi"))})
     payload = {"bench": "detect_every", "videos": [r["video"] for r in runs], "machine": machine(),
                "date": time.strftime("%Y-%m-%d %H:%M"), "reference": args.reference, "candidate": args.candidate,
-               "overrides": args.overrides, "runs": runs, "load_average_1min": round(os.getloadavg()[0], 2)}
+               "overrides": args.overrides, "overrides_both": args.both, "runs": runs, "load_average_1min": round(os.getloadavg()[0], 2)}
     path = save("detect-every", payload)
     print(markdown_table(rows, list(rows[0])))
     print(f"saved {path}")
