@@ -126,7 +126,7 @@ def models(students: list[str]) -> dict:
     dead = {u.split("_")[0] for u in teacher_unsupported("mediapipe_au")}
     for ref in students:
         a = build(ANALYZERS, "model", {"model": "me_graphau", "checkpoint": str(starter_path(ref)), "kind": "distilled"})
-        a.start("cpu")
+        a.start()
         a.dead = [i for i, x in enumerate(a.outputs["au"]) if x.split("_")[0] in dead]
         out[f"{ref} (student)"] = a
     return out

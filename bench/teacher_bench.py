@@ -129,7 +129,7 @@ def main() -> None:
         print(f"no {starter_path(STARTER)} (make starter): the shipped student is not measured", file=sys.stderr)
     results, rows = [], []
     for name, (a, faces_in) in analyzers.items():
-        a.start(device="cpu")
+        a.start()
         r = measure(a, faces_in[::step], args.batch, args.iters)
         r.update(analyzer=name, kind=next(iter(a.provenance.values())).kind, input=f"{faces_in.shape[1]}²")
         results.append(r)

@@ -1,20 +1,21 @@
 """What each kind of plugin must provide, as Protocols code can check (``tests/engine/test_contracts.py``
 checks every registered entry against its kind's).
 
-Every plugin derives from :class:`~auflow.engine.plugin.Plugin` (``Config``, ``start``, ``stop``). The
-kinds differ in what ``start`` receives — nothing (face stage plugins), the device (analyzers), the run
-directory (sinks) — and in the calls the engine makes on them; optional hooks are listed per kind in
+Every plugin derives from :class:`~auflow.engine.plugin.Plugin` (``Config``, ``start(ctx)``, ``stop``).
+``start`` takes the same :class:`~auflow.engine.plugin.StartContext` in every kind (the device the
+analyzers use, the run directory the sinks write into; :data:`~auflow.engine.plugin.CPU` by default).
+The kinds differ in the calls the engine makes on them; optional hooks are listed per kind in
 :data:`OPTIONAL_HOOKS`, the only attributes the engine looks up with ``hasattr``/``getattr``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .plugin import CPU, StartContext
 from .registry import ALIGNERS, ANALYZERS, DETECTORS, SINKS, TRACKERS, Registry
 from .types import Faces
 
@@ -25,7 +26,7 @@ __all__ = ["OPTIONAL_HOOKS", "PROTOCOLS", "Aligner", "AnalyzerPlugin", "Detector
 class Detector(Protocol):
     """Faces with 5 landmarks in one BGR frame (engine/pipeline/face_stage.py)."""
 
-    def start(self) -> None: ...
+    def start(self, ctx: StartContext = CPU) -> None: ...
     def stop(self) -> None: ...
     def detect(self, image_bgr: np.ndarray) -> Faces: ...
 
@@ -34,7 +35,7 @@ class Detector(Protocol):
 class Tracker(Protocol):
     """Track ids for one stream's faces, frame after frame; ``reset`` when its session ends."""
 
-    def start(self) -> None: ...
+    def start(self, ctx: StartContext = CPU) -> None: ...
     def stop(self) -> None: ...
     def update(self, faces: Faces, frame_index: int) -> Faces: ...
     def reset(self) -> None: ...
@@ -44,7 +45,7 @@ class Tracker(Protocol):
 class Aligner(Protocol):
     """Aligned crops (N, S, S, 3) uint8 of a frame's faces."""
 
-    def start(self) -> None: ...
+    def start(self, ctx: StartContext = CPU) -> None: ...
     def stop(self) -> None: ...
     def crop(self, image_bgr: np.ndarray, faces: Faces) -> np.ndarray: ...
 
@@ -54,7 +55,7 @@ class AnalyzerPlugin(Protocol):
     """Named outputs (N, C) per batch of crops; ``outputs`` (name → labels) and ``provenance`` (name →
     ModelInfo) are set by ``start``."""
 
-    def start(self, device: str = "cpu") -> None: ...
+    def start(self, ctx: StartContext = CPU) -> None: ...
     def stop(self) -> None: ...
     def analyze(self, crops: Any) -> dict[str, np.ndarray]: ...
 
@@ -63,7 +64,7 @@ class AnalyzerPlugin(Protocol):
 class Sink(Protocol):
     """Every wire message of a run (results, windows, status, eos), written under the run directory."""
 
-    def start(self, run_dir: str | Path) -> None: ...
+    def start(self, ctx: StartContext = CPU) -> None: ...
     def stop(self) -> None: ...
     def write(self, message: dict) -> None: ...
 

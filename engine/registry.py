@@ -101,7 +101,7 @@ class Registry(Generic[T]):
 DETECTORS: Registry = Registry(
     "detector",
     "Face detectors with 5 landmarks. Entry: a class with a pydantic ``Config``, built as "
-    "``cls(config)``; ``start()`` loads weights; ``detect(image_bgr) -> Faces`` (track = -1).",
+    "``cls(config)``; ``start(ctx)`` loads weights; ``detect(image_bgr) -> Faces`` (track = -1).",
     modules=["auflow.plugins.detectors"],
 )
 ALIGNERS: Registry = Registry(
@@ -117,14 +117,14 @@ TRACKERS: Registry = Registry(
 )
 ANALYZERS: Registry = Registry(
     "analyzer",
-    "Per-face analyzers. Entry: class with ``Config``; ``start(device)``; "
+    "Per-face analyzers. Entry: class with ``Config``; ``start(ctx)`` (reads ``ctx.device``); "
     "``analyze(crops_bgr uint8 (N,S,S,3)) -> dict[output, np.ndarray (N, C)]``; attributes "
     "``outputs: dict[output, tuple[label, ...]]`` and ``provenance: dict[output, ModelInfo]``.",
     modules=["auflow.plugins.analyzers"],
 )
 SINKS: Registry = Registry(
     "sink",
-    "Result sinks. Entry: class with ``Config``; ``start(run_dir)``; ``write(message: dict)`` for "
+    "Result sinks. Entry: class with ``Config``; ``start(ctx)`` (writes under ``ctx.run_dir``); ``write(message: dict)`` for "
     "every wire message; ``stop()`` flushes and closes.",
     modules=["auflow.plugins.sinks"],
 )

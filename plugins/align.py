@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import ALIGNERS
 from auflow.engine.types import Faces
 
@@ -117,7 +117,7 @@ class Aligner(Plugin):
         super().__init__(config)
         self._norm_crop = None
 
-    def start(self) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
         if self._norm_crop is None:
             from insightface.utils.face_align import norm_crop  # 0.4 s import: not at module import
 

@@ -13,6 +13,7 @@ from auflow.engine.cli.main import app
 from auflow.engine.cli.report_cmd import ReportError, build_report
 from auflow.plugins.sinks.jsonl import JsonlSink
 from fake_messages import fake_run
+from auflow.engine.plugin import StartContext
 
 pytest.importorskip("pandas", reason="pandas is not installed (pip install 'auflow[parquet]')")
 pytest.importorskip("matplotlib", reason="matplotlib is not installed")
@@ -20,7 +21,7 @@ pytest.importorskip("matplotlib", reason="matplotlib is not installed")
 
 def _run_dir(tmp_path, cams=("cam1",)):
     sink = JsonlSink()
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     for cam in cams:
         for m in fake_run(cam, sid=f"sid-{cam}", frames=40):
             sink.write(m)
@@ -63,7 +64,7 @@ def test_a_run_with_only_csv_still_gets_the_track_plots(tmp_path):
     from auflow.plugins.sinks.csv import CsvSink
 
     sink = CsvSink()
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     for m in fake_run("cam1", frames=20):
         sink.write(m)
     sink.stop()
@@ -77,7 +78,7 @@ def test_fused_windows_get_their_own_strip_and_unsupported_aus_are_named(tmp_pat
     plain = _run_dir(tmp_path / "a")
     with_windows = tmp_path / "b"
     sink = JsonlSink()
-    sink.start(with_windows)
+    sink.start(StartContext(run_dir=with_windows))
     msgs = fake_run("cam1", sid="sid-cam1", frames=40)
     results = [m for m in msgs if m["type"] == "result"]
     for m in results:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import AnalyzerSection, ModelSpec
 from ..errors import ConfigError
-from ..plugin import Plugin, build
+from ..plugin import Plugin, StartContext, build
 from ..registry import ANALYZERS
 from ..au_baseline import CausalBaseline
 from ..types import FaceResults, ModelInfo
@@ -66,14 +66,14 @@ class Analyzer:
     def start(self) -> None:
         self._set_threads()
         for p in self.plugins:
-            p.start(device=self.cfg.device)
+            p.start(StartContext(device=self.cfg.device))
             for name, labels in p.outputs.items():
                 if name in self.labels:
                     raise ValueError(f"two analyzers both produce the output {name!r}: give one `output:` another name")
                 self.labels[name] = labels
                 self.models[name] = p.provenance[name]
         if self.encoder is not None:
-            self.encoder.start(device=self.cfg.device)
+            self.encoder.start(StartContext(device=self.cfg.device))
         if self.cfg.parallel_models and len(self._callables()) > 1:
             self._pool = ThreadPoolExecutor(len(self._callables()) - 1, thread_name_prefix="auflow-model",
                                             initializer=self._set_threads)

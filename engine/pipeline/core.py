@@ -32,7 +32,7 @@ from pathlib import Path
 from ..analyzer.core import Analyzer
 from ..config import RunConfig
 from ..errors import AuflowError
-from ..plugin import Plugin, build
+from ..plugin import Plugin, StartContext, build
 from ..registry import SINKS
 from ..sources.core import Source
 from ..types import EndOfStream, FaceCrops, FramePacket
@@ -243,7 +243,7 @@ class Pipeline(StreamSupervision, ResultPublishing):
                 if self.on_publish_ready is not None:
                     self.on_publish_ready(self.publisher.bound_endpoint)
             for s in self.sinks:
-                s.start(self.run_dir)
+                s.start(StartContext(run_dir=Path(self.run_dir)))
                 started.append(s)
                 if hasattr(s, "set_sources"):  # sinks that re-read the pixels (annotated video)
                     s.set_sources({src.cam: src.uri for src in self.sources if not src.live})

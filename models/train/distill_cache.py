@@ -118,7 +118,7 @@ class _Teachers:
         self.aligner.start()
         self.au.start()
         if self.expr is not None:
-            self.expr.start("cpu")
+            self.expr.start()
 
     def describe(self) -> dict[str, Any]:
         from auflow.engine.assets import ASSETS

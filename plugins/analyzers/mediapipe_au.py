@@ -50,7 +50,7 @@ import numpy as np
 from pydantic import Field
 
 from auflow.engine.errors import ModelError
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import ANALYZERS
 from auflow.engine.types import ModelInfo
 from auflow.plugins.align import arcface_template, similarity_transform
@@ -181,7 +181,8 @@ class MediaPipeAUAnalyzer(Plugin):
         self._tracker = RoiTracker(self.config.track_max_gap, self.config.track_tol)
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def start(self, device: str = "cpu") -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
+        device = ctx.device
         """Load both TFLite models from the sha256-checked .task bundle (CPU only: ``device`` is not used)."""
         if self._landmark is not None:
             return

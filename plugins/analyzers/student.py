@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from auflow.engine.config import Backend, Precision
 from auflow.engine.errors import ConfigError, ModelError
-from auflow.engine.plugin import Plugin, PluginConfig, build
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, build, StartContext
 from auflow.engine.registry import ANALYZERS
 from auflow.models.card import held_out_people
 from pydantic import Field
@@ -172,7 +172,7 @@ class StudentOrTeacherAnalyzer(Plugin):
             raise ConfigError(f"checkpoint {self.config.checkpoint} holds {card.name!r}, not {self.config.model!r}")
         return card
 
-    def start(self, device: str = "cpu") -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
         cfg = self.config
         path = starter_path(cfg.checkpoint)
         card, teacher = None, cfg.teacher
@@ -196,7 +196,7 @@ class StudentOrTeacherAnalyzer(Plugin):
                 opts.setdefault("au_output", cfg.output)
             self.inner = build(ANALYZERS, teacher, opts, f"student.teacher ({teacher})")
             self.choice = "teacher"
-        self.inner.start(device=device)
+        self.inner.start(ctx)
         self.reason = why
         self.outputs = dict(self.inner.outputs)
         self.provenance = dict(self.inner.provenance)

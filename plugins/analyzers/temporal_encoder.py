@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 from auflow.engine.errors import ConfigError, ModelError
+from auflow.engine.plugin import CPU, StartContext
 from auflow.engine.registry import ANALYZERS
 from auflow.engine.temporal import ENCODER
 from auflow.engine.types import ModelInfo
@@ -44,7 +45,8 @@ class TemporalEncoder(TorchModelAnalyzer):
     class Config(TorchModelAnalyzer.Config):
         reuse_output: str | None = None  # fer_mean: the analyzer output holding fer's probabilities, if any
 
-    def start(self, device: str = "cpu") -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
+        device = ctx.device
         import torch
         from auflow.models import create_model, load_checkpoint
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from auflow.engine.config import Backend, Precision, Tta
 from auflow.engine.errors import ConfigError
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import ANALYZERS
 from auflow.engine.types import ModelInfo, ModelKind
 from pydantic import Field
@@ -94,7 +94,8 @@ class TorchModelAnalyzer(Plugin):
         self.outputs: dict[str, tuple[str, ...]] = {}
         self.provenance: dict[str, ModelInfo] = {}
 
-    def start(self, device: str = "cpu") -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
+        device = ctx.device
         import torch
         from auflow.engine.analyzer.backends import load_backend
         from auflow.models import create_model

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from auflow.engine.assets import asset_path
 from auflow.engine.errors import ModelError
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import DETECTORS
 from auflow.engine.types import Faces
 
@@ -253,7 +253,7 @@ class RetinaFaceDetector(Plugin):
         self._device = None
         self._priors: dict[tuple[int, int], Any] = {}
 
-    def start(self) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
         if self._model is not None:
             return
         torch = _net().torch

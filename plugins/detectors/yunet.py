@@ -53,7 +53,7 @@ import numpy as np
 from pydantic import Field
 
 from auflow.engine.errors import ModelError
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import DETECTORS
 from auflow.engine.types import Faces
 
@@ -176,7 +176,7 @@ class YuNetDetector(Plugin):
         self._detect = None
         self._threads: _OpenMPThreads | None = None
 
-    def start(self) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
         if self._detect is not None:
             return
         try:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from auflow.engine.plugin import Plugin
+from auflow.engine.plugin import CPU, Plugin, StartContext
 from auflow.engine.registry import DETECTORS
 from auflow.engine.types import Faces
 from pydantic import Field
@@ -88,7 +88,7 @@ class YuNetROIDetector(Plugin):
         self.stats = {"full": 0, "roi": 0, "roi_miss": 0, "tracked": 0, "track_lost": 0}
         self.reset()
 
-    def start(self) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
         self.full.start()
         self.roi.start()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 
 
 class PerCameraFileSink(Plugin):
@@ -21,7 +21,8 @@ class PerCameraFileSink(Plugin):
         self._files: dict[str, IO[str]] = {}
         self._pending = 0
 
-    def start(self, run_dir: str | Path) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
+        run_dir = ctx.need_run_dir(type(self).__name__)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 

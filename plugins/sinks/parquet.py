@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from auflow.engine.errors import ConfigError
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import SINKS
 from auflow.engine.results import (
     STRING_COLUMNS,
@@ -44,7 +44,8 @@ class ParquetSink(Plugin):
         self._parts: dict[str, int] = {}
         self._pa = self._pq = None
 
-    def start(self, run_dir: str | Path) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
+        run_dir = ctx.need_run_dir(type(self).__name__)
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq

@@ -7,10 +7,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from auflow.engine.metrics import EngineMetrics
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import SINKS
 
 
@@ -24,7 +23,7 @@ class PrometheusSink(Plugin):
         super().__init__(config)
         self.metrics: EngineMetrics | None = None
 
-    def start(self, run_dir: str | Path) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
         self.metrics = EngineMetrics()
         self.metrics.serve(self.config.port, self.config.addr)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from auflow.engine.errors import SourceError
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import SINKS
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,8 @@ class VideoSink(Plugin):
         self._results: dict[str, dict[int, list[dict]]] = {}
         self._sid: dict[str, str] = {}
 
-    def start(self, run_dir: str | Path) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
+        run_dir = ctx.need_run_dir(type(self).__name__)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 

@@ -27,7 +27,7 @@ import logging
 import numpy as np
 from pydantic import Field
 
-from auflow.engine.plugin import Plugin, PluginConfig
+from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import TRACKERS
 from auflow.engine.types import Faces
 
@@ -54,7 +54,7 @@ class ByteTrack(Plugin):
         self._tracker = None
         self._last_frame: int | None = None
 
-    def start(self) -> None:
+    def start(self, ctx: StartContext = CPU) -> None:
         if self._tracker is not None:
             return
         from trackers import ByteTrackTracker

@@ -12,6 +12,7 @@ import pytest
 from auflow.engine.compare import CompareError, compare_runs, plot_comparison
 from auflow.plugins.sinks.jsonl import JsonlSink
 from fake_messages import result_message
+from auflow.engine.plugin import StartContext
 
 pytest.importorskip("pandas", reason="pandas is not installed (pip install 'auflow[report]')")
 
@@ -26,7 +27,7 @@ def face(track: int, au: dict[str, float], x: float, w: float = 80.0) -> dict:
 
 def write_run(run_dir, faces_of_frame, model=("me_graphau", "distilled"), skip=()) -> None:
     sink = JsonlSink()
-    sink.start(run_dir)
+    sink.start(StartContext(run_dir=run_dir))
     seq = 0
     for f in range(FRAMES):
         if f in skip:

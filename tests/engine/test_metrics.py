@@ -15,6 +15,7 @@ pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from auflow.engine.metrics import EngineMetrics  # noqa: E402
+from auflow.engine.plugin import StartContext
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -61,7 +62,7 @@ def test_scrape_after_feeding_a_run():
 
 def test_prometheus_sink_serves_while_the_run_lasts(tmp_path):
     sink = build(SINKS, "prometheus", {"port": 0})
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     port = sink.metrics.port
     for msg in fake_run("lobby", frames=5):
         sink.write(msg)

@@ -13,6 +13,7 @@ from auflow.plugins.sinks.csv import CsvSink
 from auflow.plugins.sinks.jsonl import JsonlSink
 from auflow.plugins.sinks.parquet import ParquetSink
 from fake_messages import fake_run
+from auflow.engine.plugin import StartContext
 
 pd = pytest.importorskip("pandas", reason="pandas is not installed (pip install 'auflow[parquet]')")
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install 'auflow[parquet]')")
@@ -21,7 +22,7 @@ pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install 'au
 def _write_run(run_dir, messages, row_group_rows=7):
     sinks = [JsonlSink(), CsvSink(), ParquetSink(ParquetSink.Config(row_group_rows=row_group_rows))]
     for s in sinks:
-        s.start(run_dir)
+        s.start(StartContext(run_dir=run_dir))
     for m in messages:
         for s in sinks:
             s.write(m)
@@ -77,7 +78,7 @@ def test_parquet_parts_survive_a_crash(tmp_path):
     """Flushed parts are complete files: a sink that never reaches stop() still leaves them readable."""
     msgs = fake_run(frames=30)
     sink = ParquetSink(ParquetSink.Config(row_group_rows=20))
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     for m in msgs[:-1]:  # no eos, no stop: the process "died" here
         sink.write(m)
     df = read_results(tmp_path / "cam1.parquet")

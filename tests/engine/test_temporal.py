@@ -191,7 +191,7 @@ def test_stream_of_crops_equals_the_full_forward(mode):
     t = 4
     enc = TemporalEncoder(TemporalEncoder.Config(model="arpgnet", options={**SMALL, "num_frames": t}, batch=5))
     torch.manual_seed(0)
-    enc.start("cpu")
+    enc.start()
     assert enc.num_frames == t and enc.card.kind == "untrained" and enc.info == ModelInfo("arpgnet", "untrained")
     assert enc.outputs == {} and enc.feature_dim == 2 * enc.dim  # features are no named output
     rng = np.random.default_rng(1)
@@ -219,7 +219,7 @@ def test_stage_strips_features_and_marks_windows_untrained():
     cfg = load_config(None, ["temporal.enabled=true", f"temporal.options={json.dumps({**SMALL, 'num_frames': 2})}",
                              "temporal.stride=1", "temporal.checkpoint=null"]).temporal
     stage = TemporalStage(cfg, batch=4)
-    stage.encoder.start("cpu")
+    stage.encoder.start()
     labels = {"expr": EXPRESSIONS}
     models = {"expr": ModelInfo("fer", "trained")}
     msgs = []
@@ -290,7 +290,7 @@ def test_fer_mean_beside_a_fer_analyzer_averages_its_output_instead_of_running_f
     cfg = TemporalSection(enabled=True, checkpoint="starter:no_such_student", stride=1, mode="causal",
                           options={"num_frames": 3})
     stage = TemporalStage(cfg, batch=4, per_frame=[ModelSpec(name="fer", tta="flip")])
-    stage.encoder.start("cpu")
+    stage.encoder.start()
     assert stage.encoder.reused == "expr" and stage.encoder.card.name == "fer_mean"
     assert stage.encoder.features(np.zeros((2, 112, 112, 3), np.uint8)).shape == (2, 0)
     labels = tuple(reversed(EXPRESSIONS))  # another order than the card's: the stage reorders

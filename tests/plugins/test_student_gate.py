@@ -89,7 +89,7 @@ def test_a_card_that_passes_runs_the_student_as_distilled(tmp_path, monkeypatch,
     write_checkpoint(tmp_path / "good.pt", {"AU01": 0.92, "AU12": 0.90})
     a = build_analyzer(ModelSpec(name="baseline_au", checkpoint="starter:good"), "analyzer.models.1")
     with caplog.at_level(logging.INFO, logger=student.__name__):
-        a.start("cpu")
+        a.start()
     assert a.choice == "student" and a.provenance == {"au": ModelInfo("baseline_au", "distilled")}
     out = a.analyze(CROPS)["au"]
     assert out.shape == (2, len(a.outputs["au"])) and np.all((out >= 0) & (out <= 1))
@@ -103,7 +103,7 @@ def test_a_card_failing_the_gate_runs_the_teacher_and_says_why(tmp_path, monkeyp
     write_checkpoint(tmp_path / "weak.pt", {"AU01": 0.92, "AU02": 0.61})
     a = build_analyzer(ModelSpec(name="baseline_au", checkpoint="starter:weak"), "analyzer.models.1")
     with caplog.at_level(logging.INFO, logger=student.__name__):
-        a.start("cpu")
+        a.start()
     assert a.choice == "teacher" and a.provenance == {"au": ModelInfo("mediapipe_au", "teacher")}
     labels = create_model("baseline_au", **SMALL).card.labels
     assert a.outputs == {"au": labels} and "AU02" in a.reason and "below 0.8" in a.reason  # the student's columns
@@ -114,7 +114,7 @@ def test_a_card_failing_the_gate_runs_the_teacher_and_says_why(tmp_path, monkeyp
     assert len(lines) == 1 and "running the teacher instead" in lines[0] and "AU02 0.61" in lines[0]
     # a missing starter file is no crash either: the teacher, and how to build it
     b = build_analyzer(ModelSpec(name="baseline_au", checkpoint="starter:nosuch"), "analyzer.models.1")
-    b.start("cpu")
+    b.start()
     assert b.choice == "teacher" and "make starter" in b.reason
 
 
@@ -122,7 +122,7 @@ def test_a_user_checkpoint_is_used_as_given_and_reported_user(tmp_path):
     """No gate for a checkpoint named by path, even one whose own card would fail it."""
     path = write_checkpoint(tmp_path / "mine.pt", {"AU01": 0.1})
     a = build_analyzer(ModelSpec(name="baseline_au", checkpoint=str(path)), "analyzer.models.1")
-    a.start("cpu")
+    a.start()
     assert type(a).__name__ == "TorchModelAnalyzer" and a.provenance == {"au": ModelInfo("baseline_au", "user")}
     assert load_checkpoint(path)[0].kind == "distilled"  # the card keeps its own kind
 
@@ -157,7 +157,7 @@ def test_the_shipped_starter_checkpoint_and_the_configs_au_entry(profile):
         assert not ok and "not from people absent from its training data" in why
     needs_teacher()
     a = build_analyzer(spec, "analyzer.models.1")
-    a.start("cpu")
+    a.start()
     assert a.reason == why and a.outputs == {"au": card.labels}
     dead = tuple(x for x in card.labels if x in ("AU05", "AU06", "AU09", "AU14"))
     want = ModelInfo("me_graphau", "distilled", dead) if ok else ModelInfo("mediapipe_au", "teacher", dead)

@@ -10,7 +10,7 @@ from auflow.engine.registry import ANALYZERS
 
 def _outputs(crops: np.ndarray) -> np.ndarray:
     a = build(ANALYZERS, "model", {"model": "me_graphau", "options": {"backbone": "mobilenet_v2", "input_size": 64}}, "t")
-    a.start("cpu")
+    a.start()
     try:
         assert a.provenance["au"].kind == "untrained"
         return a.analyze(crops)["au"]
@@ -53,7 +53,7 @@ def test_tta_views_and_averaging():
 
     def run(tta, x):
         a = build(ANALYZERS, "model", {"model": "fer", "tta": tta}, "t")
-        a.start("cpu")
+        a.start()
         try:
             return a.analyze(x)["expr"]
         finally:
@@ -65,7 +65,7 @@ def test_tta_views_and_averaging():
     np.testing.assert_allclose(got, want, atol=1e-6)
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
     with pytest.raises(ConfigError, match="left/right"):  # mirroring would swap a lateral model's sides
-        build(ANALYZERS, "model", {"model": "baseline_au", "tta": "flip", "options": {"backbone": "mobilenet_v2", "input_size": 64, "au_names": ["AU12_L", "AU12_R"]}}, "t").start("cpu")
+        build(ANALYZERS, "model", {"model": "baseline_au", "tta": "flip", "options": {"backbone": "mobilenet_v2", "input_size": 64, "au_names": ["AU12_L", "AU12_R"]}}, "t").start()
 
 
 def test_crops_as_device_tensors_give_the_host_path_outputs():
@@ -84,12 +84,12 @@ def test_crops_as_device_tensors_give_the_host_path_outputs():
         for h, d in zip(tta_views(host, mode), tta_views(dev, mode), strict=True):
             np.testing.assert_array_equal(d.permute(0, 2, 3, 1).numpy(), h)
     same_size = build(ANALYZERS, "model", {"model": "me_graphau", "options": {"backbone": "mobilenet_v2", "input_size": 112}}, "t")
-    same_size.start("cpu")
+    same_size.start()
     assert same_size.takes_tensors
     np.testing.assert_allclose(same_size.analyze(dev)["au"], same_size.analyze(host)["au"], atol=1e-5)
     fer = build(ANALYZERS, "model", {"model": "fer", "tta": "flip_shift2"}, "t")  # gray, smaller input: resized
     try:
-        fer.start("cpu")
+        fer.start()
     except Exception as e:  # noqa: BLE001 - the shipped FER weights are an asset
         pytest.skip(f"fer unavailable: {e}")
     a, b = fer.analyze(dev)["expr"], fer.analyze(host)["expr"]

@@ -146,7 +146,7 @@ def test_tiny_arpgnet_distillation_end_to_end_and_resumed(tmp_path, train_seed):
     assert again["top1"] == pytest.approx(agree["top1"]) and again["kl"] == pytest.approx(agree["kl"], abs=1e-4)
     # in a run, a checkpoint named by path is the user's: its windows say so (the card keeps 'distilled')
     stage = TemporalStage(load_config(None, ["temporal.enabled=true", f"temporal.checkpoint={res.checkpoint}"]).temporal)
-    stage.encoder.start("cpu")
+    stage.encoder.start()
     assert stage.encoder.kind == "user" and stage.encoder.card.kind == "distilled"
 
 
@@ -178,7 +178,7 @@ def test_default_temporal_stage_runs_the_shipped_student_only_if_its_gate_passes
     cfg = load_config(None, ["temporal.enabled=true", "temporal.stride=2"]).temporal
     assert cfg.checkpoint == "starter:arpgnet_demo_student"
     stage = TemporalStage(cfg, batch=4)
-    stage.encoder.start("cpu")
+    stage.encoder.start()
     from auflow.models.card import load_checkpoint
     from auflow.plugins.analyzers.student import starter_path
 
@@ -202,7 +202,7 @@ def test_a_starter_that_fails_its_gate_falls_back_to_fer_averaged_and_says_why(c
                              f"temporal.options={json.dumps(TINY)}"]).temporal
     stage = TemporalStage(cfg, batch=4)
     with caplog.at_level(logging.WARNING, logger="auflow.engine.temporal"):
-        stage.encoder.start("cpu")
+        stage.encoder.start()
     assert stage.encoder.kind == "trained" and stage.encoder.card.name == "fer_mean" and "no_such_student" in caplog.text
     assert stage.encoder.num_frames == TINY["num_frames"] and "fer_mean" in caplog.text
     msgs = _push_frames(stage, 3)
@@ -214,7 +214,7 @@ def test_a_starter_that_fails_its_gate_falls_back_to_fer_averaged_and_says_why(c
     from auflow.engine.registry import ANALYZERS
 
     fer = build(ANALYZERS, "model", {"model": "fer"})
-    fer.start("cpu")
+    fer.start()
     np.testing.assert_allclose(fused[0], fer.analyze(crop)["expr"][0], atol=1e-5)
     from auflow.models.card import ModelCard
 

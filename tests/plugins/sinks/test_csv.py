@@ -9,6 +9,7 @@ import pytest
 from auflow.engine.plugin import build
 from auflow.engine.registry import SINKS
 from fake_messages import AUS, EXPRS, fake_run
+from auflow.engine.plugin import StartContext
 
 pd = pytest.importorskip("pandas", reason="pandas is not installed (pip install 'auflow[parquet]')")
 
@@ -19,7 +20,7 @@ def test_registered_with_the_other_sinks():
 
 def test_one_file_per_camera_with_openface_columns(tmp_path):
     sink = build(SINKS, "csv", {"flush_every": 3})
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     msgs = fake_run("cam1", frames=20) + fake_run("cam10", sid="s9", frames=8, tracks=(1,))
     for m in msgs:
         sink.write(m)
@@ -45,7 +46,7 @@ def test_one_file_per_camera_with_openface_columns(tmp_path):
 def test_appending_keeps_the_first_header(tmp_path):
     for _ in range(2):
         sink = build(SINKS, "csv")
-        sink.start(tmp_path)
+        sink.start(StartContext(run_dir=tmp_path))
         for m in fake_run(frames=4):
             sink.write(m)
         sink.stop()

@@ -8,13 +8,14 @@ from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import build
 from auflow.engine.registry import SINKS
 from fake_messages import fake_run
+from auflow.engine.plugin import StartContext
 
 pq = pytest.importorskip("pyarrow.parquet")
 
 
 def test_parts_and_schema(tmp_path):
     sink = build(SINKS, "parquet", {"row_group_rows": 16})
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     msgs = fake_run(frames=30)
     for m in msgs:
         sink.write(m)
@@ -31,7 +32,7 @@ def test_parts_and_schema(tmp_path):
 
 def test_eos_writes_what_is_buffered(tmp_path):
     sink = build(SINKS, "parquet", {"row_group_rows": 10_000})
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     msgs = fake_run(frames=5)
     for m in msgs:
         sink.write(m)

@@ -12,6 +12,7 @@ from auflow.engine.registry import SINKS
 from auflow.plugins.sinks.video import render_run
 from fake_messages import face, result_message
 from auflow.engine.wire import format as wire
+from auflow.engine.plugin import StartContext
 
 
 def _messages(n: int) -> list[dict]:
@@ -31,7 +32,7 @@ def _frames(path):
 
 def test_annotates_every_frame_of_the_source(tmp_path, face_video):
     sink = build(SINKS, "video", {"hold_frames": 2})
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     sink.set_sources({"astro": str(face_video)})
     for m in _messages(40):
         sink.write(m)
@@ -49,7 +50,7 @@ def test_annotates_every_frame_of_the_source(tmp_path, face_video):
 
 def test_without_a_source_it_warns_and_writes_nothing(tmp_path, caplog):
     sink = build(SINKS, "video")
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     for m in _messages(6):
         sink.write(m)
     sink.stop()

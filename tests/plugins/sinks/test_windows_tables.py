@@ -9,6 +9,7 @@ from auflow.engine.results import read_results
 from auflow.engine.wire import format as wire
 from auflow.plugins.sinks.csv import CsvSink
 from fake_messages import fake_run
+from auflow.engine.plugin import StartContext
 
 
 def _with_windows() -> list[dict]:
@@ -25,7 +26,7 @@ def _with_windows() -> list[dict]:
 
 def test_csv_writes_a_windows_table_and_the_results_reader_keeps_to_the_faces(tmp_path):
     sink = CsvSink()
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     msgs = _with_windows()
     for m in msgs:
         sink.write(m)
@@ -48,7 +49,7 @@ def test_parquet_writes_a_windows_dataset(tmp_path):
     from auflow.plugins.sinks.parquet import ParquetSink
 
     sink = ParquetSink()
-    sink.start(tmp_path)
+    sink.start(StartContext(run_dir=tmp_path))
     for m in _with_windows():
         sink.write(m)
     sink.stop()
