@@ -80,6 +80,27 @@ def test_export_onnx_with_card(tmp_path):
     assert p.returncode != 0 and "built at run time" in p.stderr
 
 
+def test_one_override_syntax_export_takes_set_options_and_option_is_a_deprecated_alias(tmp_path):
+    p = run_cli("export", "baseline_au", "--backend", "torch", "--out", str(tmp_path / "a.pt"), "--set", "options.input_size=64")
+    assert p.returncode == 0 and "input 3x64" in p.stdout and "deprecated" not in p.stderr, p.stderr
+    p = run_cli("export", "baseline_au", "--backend", "torch", "--out", str(tmp_path / "b.pt"), "--option", "input_size=64")
+    assert p.returncode == 0 and "--option is deprecated: write --set options.KEY=VALUE" in p.stderr, p.stderr
+    assert "input 3x64" in p.stdout
+    p = run_cli("export", "baseline_au", "--set", "input_size=64")
+    assert p.returncode == 2 and "as options.KEY=VALUE" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_distill_set_goes_to_the_distill_options_or_the_run_config_by_its_first_key():
+    import pytest
+    from auflow.engine.cli.distill_cmd import split_sets
+    from auflow.engine.errors import ConfigError
+
+    distill, run = split_sets(["epochs=5", "options.input_size=96", "face.detector.name=yunet", "source.queue=8"])
+    assert distill == ["epochs=5", "options.input_size=96"] and run == ["face.detector.name=yunet", "source.queue=8"]
+    with pytest.raises(ConfigError, match="'epoch' is neither a distill option .*epochs.* nor a run config section .*face"):
+        split_sets(["epoch=5"])
+
+
 def test_run_realtime_plays_the_file_at_its_rate(face_video, tmp_path):
     """`--realtime` (source.realtime): the 40-frame 25 fps clip is played as a camera would send it; each
     result's t_capture_ns is when its frame was due, 40 ms apart, and the summary reports the stream."""

@@ -107,10 +107,36 @@ class DistillProgress:
                                         f"{h['min_pearson_varying']:.3f}", highlight=False)
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs, values read as YAML (``input_size=64``, ``backbone_kw={width_mult: 0.5}``) by the
-    parser of ``--set`` (the same syntax, the same one-line errors)."""
-    return dict(parse_override(item) for item in items)
+def deprecated_options(items: list[str], console: Console) -> list[str]:
+    """``--option k=v`` (deprecated) as the ``--set options.k=v`` it stands for, with one line saying so."""
+    if not items:
+        return []
+    for item in items:
+        parse_override(item)  # the same one-line error for a malformed pair
+    console.print("[yellow]--option is deprecated: write --set options.KEY=VALUE[/] (read as "
+                  + " ".join(f"--set options.{i}" for i in items) + ")", highlight=False)
+    return [f"options.{i}" for i in items]
+
+
+def split_sets(items: list[str]) -> tuple[list[str], list[str]]:
+    """``auflow distill --set``: each ``key=value`` goes to the distill options (DistillConfig: ``epochs=5``,
+    ``options.input_size=96``) or to the run config whose face stage finds the faces (``face.detector.name=yunet``),
+    by its first key; a key of neither is one error naming both sets."""
+    from auflow.models.train.distill_config import DistillConfig
+
+    from ..config import RunConfig
+
+    distill, run = [], []
+    for item in items:
+        top = parse_override(item)[0].split(".")[0]
+        if top in DistillConfig.model_fields:
+            distill.append(item)
+        elif top in RunConfig.model_fields:
+            run.append(item)
+        else:
+            raise ConfigError(f"--set {item}: {top!r} is neither a distill option ({', '.join(DistillConfig.model_fields)}) "
+                              f"nor a run config section ({', '.join(RunConfig.model_fields)})")
+    return distill, run
 
 
 def distill_inputs(args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -135,12 +161,13 @@ def distill_inputs(args: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def run_distill(out: Console, videos: list[str], out_dir: Path, distill_config: Path | None, overrides: dict[str, Any],
-                run_config: Path | None, run_set: list[str], resume: bool, stop_after: int | None) -> None:
+                run_config: Path | None, run_set: list[str], resume: bool, stop_after: int | None,
+                distill_set: list[str] = ()) -> None:
     from auflow.models.train.distill import distill, load_distill_config
 
     from ..config import load_config
 
-    cfg = load_distill_config(distill_config, overrides)
+    cfg = load_distill_config(distill_config, overrides, distill_set)
     face = load_config(run_config, run_set).face
     files, people = distill_inputs(videos)
     if people:  # an image folder's images are one person unless the options' identities say otherwise

@@ -16,7 +16,12 @@ def run_export(out: Console, model_name: str, backend: str, path: Path | None, c
 
     from ..analyzer.backends.core import export_onnx
 
-    kwargs = dict(parse_override(o) for o in options)
+    kwargs = {}
+    for o in options:  # --set options.k=v (the model factory's options)
+        key, value = parse_override(o)
+        if not key.startswith("options.") or key.count(".") != 1:
+            raise ConfigError(f"auflow export --set {o}: export takes the model's options, as options.KEY=VALUE")
+        kwargs[key.split(".", 1)[1]] = value
     model = create_model(model_name, checkpoint=checkpoint, **kwargs)
     card = model.card
     if backend == "onnx":

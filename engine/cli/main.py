@@ -139,13 +139,15 @@ def export(
     backend: str = typer.Option("onnx", "--backend", "-b", help="onnx (file with dynamic batch) | torch (checkpoint)"),
     path: Optional[Path] = typer.Option(None, "--out", "-o", help="output file (default: MODEL.onnx / MODEL.pt)"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="weights + card to export (default: the model's own)"),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="model factory option, e.g. --option backbone=resnet18"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="model factory option, e.g. --set options.backbone=resnet18"),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="deprecated: --option k=v is --set options.k=v"),
     batch: int = typer.Option(16, "--batch", help="example batch used to trace the graph"),
 ) -> None:
     """Write a model's artefact (ONNX or checkpoint) with its card beside it."""
+    from .distill_cmd import deprecated_options
     from .export_cmd import run_export
 
-    run_export(out, model, backend, path, checkpoint, list(option or []), batch)
+    run_export(out, model, backend, path, checkpoint, [*(set_ or []), *deprecated_options(list(option or []), console)], batch)
 
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
@@ -246,7 +248,7 @@ def distill(
                                        "one person), quoted globs of videos (unlabeled)"),
     out_dir: Path = typer.Option(..., "--out", "-o", help="folder for the cache, the checkpoint and its metrics"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model to train: me_graphau (default), topo_au, au_gcn, baseline_au; arpgnet (expressions, from fer)"),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="model option, e.g. --option input_size=64 --option 'backbone_kw={width_mult: 0.5}'"),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="deprecated: --option k=v is --set options.k=v"),
     aus: Optional[str] = typer.Option(None, "--aus", help="comma-separated teacher AUs to learn (default: its 17 FACS AUs)"),
     teacher: Optional[list[str]] = typer.Option(None, "--teacher", help="mediapipe_au (default); add --teacher fer to cache expression labels too"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -256,21 +258,25 @@ def distill(
                                           "config's gate asks for) | video | time | auto (video from 5 videos)"),
     options_file: Optional[Path] = typer.Option(None, "--options", help="YAML file of distill options (auflow.models.train.distill.DistillConfig)"),
     config: Optional[Path] = ConfigOpt,
-    set_: Optional[list[str]] = SetOpt,
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=(
+        "a distill option (DistillConfig: epochs=5, options.input_size=96, 'options.backbone_kw={width_mult: 0.5}') or "
+        "a run config value for the face stage (face.detector.name=yunet), told apart by the first key")),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the cache and the last finished epoch"),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="train at most N epochs now (resume later)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train an AU model on unlabeled videos from the teacher's labels (cached, resumable); writes a distilled checkpoint."""
-    from .distill_cmd import parse_options, run_distill
+    from .distill_cmd import deprecated_options, run_distill, split_sets
 
     setup_logging(verbose)
-    overrides = {"model": model, "options": parse_options(list(option or [])) or None,
+    distill_set, run_set = split_sets(list(set_ or []))
+    distill_set += deprecated_options(list(option or []), console)
+    overrides = {"model": model,
                  "aus": [a.strip() for a in aus.split(",") if a.strip()] if aus else None,
                  "teachers": ["mediapipe_au", *(t for t in teacher if t != "mediapipe_au")] if teacher else None,
                  "epochs": epochs, "batch_size": batch, "lr": lr, "holdout": holdout}
     try:
-        run_distill(out, videos, out_dir, options_file, overrides, config, list(set_ or []), resume, stop_after)
+        run_distill(out, videos, out_dir, options_file, overrides, config, run_set, resume, stop_after, distill_set)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] the cache and the last finished epoch are kept; run the same command to resume")
         raise typer.Exit(130) from None

@@ -21,8 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NAME = "arpgnet_demo_student"
-OPTIONS = ["--model", "arpgnet", "--teacher", "fer", "--option", "num_frames=8", "--option", "input_size=64",
-           "--option", "backbone_kw={width_mult: 0.5}", "--option", "dim=128", "--option", "separate_relation_trunk=false",
+OPTIONS = ["--model", "arpgnet", "--teacher", "fer", "--set", "options.num_frames=8", "--set", "options.input_size=64",
+           "--set", "options.backbone_kw={width_mult: 0.5}", "--set", "options.dim=128", "--set", "options.separate_relation_trunk=false",
            "--epochs", "8"]
 
 

