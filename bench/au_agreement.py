@@ -47,6 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, markdown_table, save  # noqa: E402
 
+from auflow.engine.analyzer.core import run_model  # noqa: E402
 from auflow.engine.au_baseline import whole_track  # noqa: E402
 from auflow.engine.config import load_config  # noqa: E402
 from auflow.engine.pipeline.face_stage import FaceStage  # noqa: E402
@@ -136,13 +137,7 @@ def run(model, items: list[FaceCrops]) -> tuple[tuple[str, ...], np.ndarray]:
     """The model's ``au`` for one face per item, 16 at a time, as a run calls it: whole FaceCrops to a model with
     the ``analyze_items`` hook (the teacher, tracking each person's ROI), their crops to the others."""
     labels = model.outputs["au"]
-
-    def call(chunk):
-        if hasattr(model, "analyze_items"):
-            return model.analyze_items(chunk)["au"]
-        return model.analyze(np.concatenate([it.crops for it in chunk]))["au"]
-
-    vals = np.concatenate([call(items[i:i + 16]) for i in range(0, len(items), 16)])
+    vals = np.concatenate([run_model(model, items[i:i + 16])["au"] for i in range(0, len(items), 16)])
     vals = np.array(vals, dtype=np.float64)
     for i in getattr(model, "dead", []):
         vals[:, i] = np.nan

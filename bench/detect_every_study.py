@@ -55,7 +55,7 @@ def decode(video: str) -> list[np.ndarray]:
 
 
 def face_pass(cfg, frames: list[np.ndarray]) -> dict:
-    """The face stage over ``frames``: per frame every face's landmarks, box and crop (lists, maybe empty)."""
+    """The face stage over ``frames``: per frame every face's landmarks and box (lists, maybe empty) and the FaceCrops."""
     stage = FaceStage(cfg.face)
     stage.start()
     kps, items, boxes = [], [], []

@@ -41,13 +41,11 @@ from pathlib import Path
 # the cores the stream's worker process decodes and detects on. Before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, markdown_table, percentiles, save  # noqa: E402
 
 from auflow.engine import runner  # noqa: E402
-from auflow.engine.analyzer.core import Analyzer  # noqa: E402
+from auflow.engine.analyzer.core import Analyzer, run_model  # noqa: E402
 from auflow.engine.assets import asset_path  # noqa: E402
 from auflow.engine.config import default_config_path, load_config  # noqa: E402
 from auflow.engine.pipeline.face_stage import FaceStage  # noqa: E402
@@ -195,22 +193,17 @@ def model_only(cfg, items: list) -> dict:
         analyzer.stop()
         return {"faces": 0, "faces_per_s_all_models": None, "models": {}}
 
-    def call(plugin, chunk):
-        if hasattr(plugin, "analyze_items"):
-            return plugin.analyze_items(chunk)
-        return plugin.analyze(np.concatenate([it.crops for it in chunk]))
-
     per_model = {}
     for plugin in analyzer.plugins:
         name = next(iter(plugin.outputs))
-        call(plugin, chunks[0])  # warm-up
+        run_model(plugin, chunks[0])  # warm-up
         if hasattr(plugin, "forget"):
             plugin.forget(items[0].meta.cam)  # the warm-up's people: the timed pass starts afresh
         times = []
         t0 = time.perf_counter()
         for chunk in chunks:
             t = time.perf_counter()
-            call(plugin, chunk)
+            run_model(plugin, chunk)
             times.append((time.perf_counter() - t) * 1e3)
         dt = time.perf_counter() - t0
         per_model[f"{name}:{plugin.provenance[name].name}"] = {"faces_per_s": round(faces / dt, 1), "batch": batch,
@@ -221,7 +214,7 @@ def model_only(cfg, items: list) -> dict:
     t0 = time.perf_counter()
     for chunk in chunks:
         for plugin in analyzer.plugins:
-            call(plugin, chunk)
+            run_model(plugin, chunk)
     dt = time.perf_counter() - t0
     analyzer.stop()
     return {"faces": faces, "faces_per_s_all_models": round(faces / dt, 1), "models": per_model}

@@ -42,6 +42,14 @@ def build_analyzer(spec: ModelSpec, where: str, batch: int = 16) -> Plugin:
     return build(ANALYZERS, "model", opts, where)
 
 
+def run_model(plugin: Plugin, items: list) -> dict[str, np.ndarray]:
+    """One model on the faces of host FaceCrops ``items``, as :class:`Analyzer` calls it: the items themselves to
+    a model with the ``analyze_items`` hook (tracks, context crops), their concatenated crops to the others."""
+    if hasattr(plugin, "analyze_items"):
+        return plugin.analyze_items(items)
+    return plugin.analyze(np.concatenate([it.crops for it in items]))
+
+
 class Analyzer:
     """Every model of ``analyzer.models`` on each batch of faces; with an ``encoder`` (the temporal stage's,
     engine/temporal.py), also that encoder's per-face features, in :attr:`FaceResults.features`."""

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from ..configfile import parse_override
 from ..errors import AuflowError
 
 console = Console(stderr=True)
@@ -53,4 +54,16 @@ def guarded(fn):
     return wrapper
 
 
-__all__ = ["ConfigOpt", "SetOpt", "console", "fail", "guarded", "out", "setup_logging"]
+__all__ = ["ConfigOpt", "SetOpt", "console", "deprecated_options", "fail", "guarded", "out", "setup_logging"]
+
+
+def deprecated_options(items: list[str]) -> list[str]:
+    """``--option k=v`` (deprecated, on ``distill`` and ``export``) as the ``--set options.k=v`` it stands for,
+    with one line on stderr saying so."""
+    if not items:
+        return []
+    for item in items:
+        parse_override(item)  # the same one-line error for a malformed pair
+    console.print("[yellow]--option is deprecated: write --set options.KEY=VALUE[/] (read as "
+                  + " ".join(f"--set options.{i}" for i in items) + ")", highlight=False)
+    return [f"options.{i}" for i in items]

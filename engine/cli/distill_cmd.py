@@ -107,17 +107,6 @@ class DistillProgress:
                                         f"{h['min_pearson_varying']:.3f}", highlight=False)
 
 
-def deprecated_options(items: list[str], console: Console) -> list[str]:
-    """``--option k=v`` (deprecated) as the ``--set options.k=v`` it stands for, with one line saying so."""
-    if not items:
-        return []
-    for item in items:
-        parse_override(item)  # the same one-line error for a malformed pair
-    console.print("[yellow]--option is deprecated: write --set options.KEY=VALUE[/] (read as "
-                  + " ".join(f"--set options.{i}" for i in items) + ")", highlight=False)
-    return [f"options.{i}" for i in items]
-
-
 def split_sets(items: list[str]) -> tuple[list[str], list[str]]:
     """``auflow distill --set``: each ``key=value`` goes to the distill options (DistillConfig: ``epochs=5``,
     ``options.input_size=96``) or to the run config whose face stage finds the faces (``face.detector.name=yunet``),

@@ -18,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from .common import ConfigOpt, SetOpt, console, guarded, out, setup_logging
+from .common import ConfigOpt, SetOpt, console, deprecated_options, guarded, out, setup_logging
 from .signals import _exit_ignoring_signals, _terminate_as_interrupt, install_signal_handlers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -144,10 +144,9 @@ def export(
     batch: int = typer.Option(16, "--batch", help="example batch used to trace the graph"),
 ) -> None:
     """Write a model's artefact (ONNX or checkpoint) with its card beside it."""
-    from .distill_cmd import deprecated_options
     from .export_cmd import run_export
 
-    run_export(out, model, backend, path, checkpoint, [*(set_ or []), *deprecated_options(list(option or []), console)], batch)
+    run_export(out, model, backend, path, checkpoint, [*(set_ or []), *deprecated_options(list(option or []))], batch)
 
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
@@ -266,11 +265,11 @@ def distill(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train an AU model on unlabeled videos from the teacher's labels (cached, resumable); writes a distilled checkpoint."""
-    from .distill_cmd import deprecated_options, run_distill, split_sets
+    from .distill_cmd import run_distill, split_sets
 
     setup_logging(verbose)
     distill_set, run_set = split_sets(list(set_ or []))
-    distill_set += deprecated_options(list(option or []), console)
+    distill_set += deprecated_options(list(option or []))
     overrides = {"model": model,
                  "aus": [a.strip() for a in aus.split(",") if a.strip()] if aus else None,
                  "teachers": ["mediapipe_au", *(t for t in teacher if t != "mediapipe_au")] if teacher else None,

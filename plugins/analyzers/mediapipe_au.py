@@ -56,7 +56,7 @@ from auflow.engine.types import ModelInfo
 from auflow.plugins.align import arcface_template, similarity_transform
 
 from .blendshape_au import AU_LABELS, BLENDSHAPES, blendshapes_to_au
-from .mediapipe_track import RoiTracker, compose
+from .mediapipe_track import RoiTracker, compose, warp_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,7 @@ class MediaPipeAUAnalyzer(Plugin):
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, ctx: StartContext = CPU) -> None:
-        device = ctx.device
-        """Load both TFLite models from the sha256-checked .task bundle (CPU only: ``device`` is not used)."""
+        """Load both TFLite models from the sha256-checked .task bundle (CPU only: ``ctx.device`` is not used)."""
         if self._landmark is not None:
             return
         from auflow.engine.assets import asset_path
@@ -202,8 +201,8 @@ class MediaPipeAUAnalyzer(Plugin):
         outs = {d["name"]: d["index"] for d in self._landmark.get_output_details()}
         self._lm_io = (self._landmark.get_input_details()[0]["index"], outs["Identity"], outs["Identity_1"])
         self._bs_io = (self._blendshape.get_input_details()[0]["index"], self._blendshape.get_output_details()[0]["index"])
-        if device.startswith("cuda"):
-            log.warning("mediapipe_au runs on the CPU (TFLite through ai-edge-litert), not on %r", device)
+        if ctx.device.startswith("cuda"):
+            log.warning("mediapipe_au runs on the CPU (TFLite through ai-edge-litert), not on %r", ctx.device)
 
     def stop(self) -> None:
         self._landmark = None
@@ -263,9 +262,8 @@ class MediaPipeAUAnalyzer(Plugin):
             x = x[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)  # BGR → RGB, [0, 1]
             lms[i:i + len(part)], logits[i:i + len(part)] = self._run_landmarks(np.ascontiguousarray(x))
         # ROI pixels (0..256 spans the grid's edges) → crop pixels (centres): undo the warp
-        xy = lms[..., :2] - 0.5
-        lms[..., :2] = xy @ inv[:, :2].T.astype(np.float32) + inv[:, 2].astype(np.float32)
-        lms[..., 2] *= np.float32(np.hypot(inv[0, 0], inv[1, 0]))
+        lms[..., :2] -= 0.5
+        warp_landmarks(lms, inv)
         bs = self._run_blendshapes(lms[:, LANDMARKS_SUBSET, :2])
         presence = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         return LandmarkerOutput(lms, presence, bs, blendshapes_to_au(bs))
@@ -289,20 +287,15 @@ class MediaPipeAUAnalyzer(Plugin):
         aligned-crop pixels, as :meth:`run` gives them."""
         if self._landmark is None:
             self.start()
-        inp, out_lms, out_presence = self._lm_io
-        it = self._landmark
         logit = [0.0]  # the presence logit of the last landmark-model run
 
         def landmark_model(x_bgr: np.ndarray) -> np.ndarray:
-            if self._batch_in != 1:
-                it.resize_tensor_input(inp, [1, ROI_SIZE, ROI_SIZE, 3])
-                it.allocate_tensors()
-                self._batch_in = 1
-            it.set_tensor(inp, np.ascontiguousarray(x_bgr[None, ..., ::-1], dtype=np.float32) * np.float32(1.0 / 255.0))
-            it.invoke()
-            logit[0] = float(it.get_tensor(out_presence).reshape(-1)[0])
-            return it.get_tensor(out_lms).reshape(478, 3)
+            x = np.ascontiguousarray(x_bgr[None, ..., ::-1], dtype=np.float32) * np.float32(1.0 / 255.0)  # BGR → RGB, [0, 1]
+            lms, logits = self._run_landmarks(x)
+            logit[0] = float(logits[0])
+            return lms[0]
 
+        roi_112 = roi_transform(112, 1.0)  # the 112 ArcFace frame → the ROI the 5 landmarks give
         lms, presence = [], []
         for item in items:
             size = item.crops.shape[1]
@@ -312,10 +305,8 @@ class MediaPipeAUAnalyzer(Plugin):
                 track = int(item.faces.track[j])
                 key = (item.meta.cam, item.meta.sid, track) if track >= 0 else None
                 xy = self._tracker.landmarks(key, item.meta.frame, item.context[j], item.context_transforms[j],
-                                             compose(roi_transform(112, 1.0), to_112[j]), landmark_model)
-                xy[:, :2] = xy[:, :2] @ to_crop[j][:, :2].T + to_crop[j][:, 2]  # frame → aligned-crop pixels
-                xy[:, 2] *= float(np.hypot(to_crop[j][0, 0], to_crop[j][1, 0]))
-                lms.append(xy.astype(np.float32))
+                                             compose(roi_112, to_112[j]), landmark_model)
+                lms.append(warp_landmarks(xy, to_crop[j]).astype(np.float32))  # frame → aligned-crop pixels
                 presence.append(1.0 / (1.0 + np.exp(-logit[0])))
         for cam, sid, frame in {(it.meta.cam, it.meta.sid): (it.meta.cam, it.meta.sid, it.meta.frame) for it in items}.values():
             self._tracker.prune(cam, sid, frame)  # the newest frame of each stream in the batch

@@ -47,6 +47,16 @@ def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.hstack([a[:, :2] @ b[:, :2], (a[:, :2] @ b[:, 2] + a[:, 2])[:, None]])
 
 
+def warp_landmarks(lms: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Landmarks (..., 478, 3) through the affine ``m`` (2, 3), in place: x, y mapped, z scaled by ``m``'s scale
+    (computed in the landmarks' own float type). Returns ``lms``."""
+    scale = np.hypot(m[0, 0], m[1, 0])
+    m = m.astype(lms.dtype)
+    lms[..., :2] = lms[..., :2] @ m[:, :2].T + m[:, 2]
+    lms[..., 2] *= lms.dtype.type(scale)
+    return lms
+
+
 def roi_from_landmarks(xy: np.ndarray) -> np.ndarray:
     """Frame → ROI affine (2, 3) from 478 landmarks (478, 2) in frame pixels: MediaPipe's tracking ROI."""
     lo, hi = xy.min(0), xy.max(0)
@@ -111,11 +121,9 @@ class RoiTracker:
         x = cv2.warpAffine(context, crop_to_roi, (ROI_SIZE, ROI_SIZE), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
         lms = np.array(run(x), dtype=np.float64)
-        inv = cv2.invertAffineTransform(roi)
-        lms[:, :2] = (lms[:, :2] - 0.5) @ inv[:, :2].T + inv[:, 2]  # ROI pixel edges → centres, → frame
-        lms[:, 2] *= float(np.hypot(inv[0, 0], inv[1, 0]))
+        lms[:, :2] -= 0.5  # ROI pixel edges → centres
         self.calls += 1
-        return lms
+        return warp_landmarks(lms, cv2.invertAffineTransform(roi))  # → frame
 
     def forget(self, cam: str) -> None:
         """A stream ended: its people's ROIs go."""

@@ -22,8 +22,7 @@ class PerCameraFileSink(Plugin):
         self._pending = 0
 
     def start(self, ctx: StartContext = CPU) -> None:
-        run_dir = ctx.need_run_dir(type(self).__name__)
-        self.run_dir = Path(run_dir)
+        self.run_dir = ctx.need_run_dir(type(self).__name__)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _open(self, cam: str, **open_kw) -> tuple[IO[str], bool]:

@@ -52,7 +52,7 @@ class ParquetSink(Plugin):
         except ImportError:
             raise ConfigError("the parquet sink needs pyarrow: pip install 'auflow[parquet]'") from None
         self._pa, self._pq = pa, pq
-        self.run_dir = Path(run_dir)
+        self.run_dir = run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def write(self, message: dict) -> None:

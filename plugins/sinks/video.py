@@ -188,8 +188,7 @@ class VideoSink(Plugin):
         self._sid: dict[str, str] = {}
 
     def start(self, ctx: StartContext = CPU) -> None:
-        run_dir = ctx.need_run_dir(type(self).__name__)
-        self.run_dir = Path(run_dir)
+        self.run_dir = ctx.need_run_dir(type(self).__name__)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def set_sources(self, sources: Mapping[str, str]) -> None:
