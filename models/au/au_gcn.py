@@ -194,16 +194,8 @@ class AUGCN(nn.Module):
 
     cooccurrence_prior = staticmethod(cooccurrence_prior)
 
-    def __init__(
-        self,
-        layout: RoiLayout,
-        roi_size: int = PAPER_ROI_SIZE,
-        roi_ratio: float = PAPER_ROI_RATIO,
-        crop_scale: float = 1.0,
-        latent_dim: int = PAPER_LATENT_DIM,
-        gcn_dims: Sequence[int] = PAPER_GCN_DIMS,
-        dropout: float = 0.5,
-    ) -> None:
+    def __init__(self, layout: RoiLayout, roi_size: int, roi_ratio: float, crop_scale: float, latent_dim: int,
+                 gcn_dims: Sequence[int], dropout: float) -> None:  # defaults and checks: the au_gcn factory
         super().__init__()
         self.layout = layout
         self.num_aus, self.num_rois, self.roi_size = len(layout.au_names), layout.num_rois, roi_size
@@ -354,10 +346,8 @@ def au_gcn(
         "crop_scale": crop_scale, "latent_dim": latent_dim, "gcn_dims": list(gcn_dims), "dropout": dropout,
         "relation": relation,
     }
-    model.card = ModelCard(
-        name="au_gcn", task="au", labels=names, config=config, input_size=input_size, kind="untrained",
-        multilabel=True, paper="AU-GCN: relation modeling with GCNs for facial AU detection (Liu et al., MMM 2020)",
-    )
+    model.card = ModelCard("au_gcn", "au", names, config, input_size,
+                           paper="AU-GCN: relation modeling with GCNs for facial AU detection (Liu et al., MMM 2020)")
     if relation == "paper" and found in PAPER_RELATIONS and names == AU_SETS[found]:
         rel = paper_relation(found)
         # Table 1 is M_bool; as a prior it gives back the same M_bool for any h in (0, 2]

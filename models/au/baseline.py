@@ -64,15 +64,8 @@ def baseline_au(
     if not 0.0 <= dropout < 1.0:
         raise ModelError(f"dropout must be in [0, 1), got {dropout}")
     model = BaselineAU(build_backbone(backbone, **(backbone_kw or {})), len(names), dropout)
-    model.card = ModelCard(
-        name="baseline_au",
-        task="au",
-        labels=names,
-        config={"backbone": backbone, "au_names": list(names), "input_size": input_size, "dropout": dropout,
-                "backbone_kw": dict(backbone_kw or {})},
-        input_size=input_size,
-        kind="untrained",
-        multilabel=True,
-        paper="no-graph control: backbone + global average pool + linear (ME-GraphAU Table 3 baseline)",
-    )
+    config = {"backbone": backbone, "au_names": list(names), "input_size": input_size, "dropout": dropout,
+              "backbone_kw": dict(backbone_kw or {})}
+    model.card = ModelCard("baseline_au", "au", names, config, input_size,
+                           paper="no-graph control: backbone + global average pool + linear (ME-GraphAU Table 3 baseline)")
     return model

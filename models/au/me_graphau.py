@@ -290,6 +290,19 @@ def resolve_au_names(
     return labels.resolve_au_names(au_names, dataset, num_classes, AU_SETS, "bp4d", "me_graphau")
 
 
+def graph_setup(name: str, sets: Mapping[str, tuple[str, ...]], default_set: str, au_names, dataset: str | None,
+                num_classes: int | None, k: int | None, input_size: int, paper_k: Mapping[str, int], default_k: int, backbone: str,
+                backbone_kw: dict[str, Any] | None, dim: int | None) -> tuple[tuple[str, ...], int, nn.Module, int]:
+    """What the graph AU factories (ME-GraphAU, Topo-AU) resolve alike: the label set, K of the AU
+    graph, the input size check, the backbone and the node size C (backbone channels / 4 by default,
+    as the authors' code, / 8 for ``mobilenet_v2``)."""
+    names, found = labels.resolve_au_names(au_names, dataset, num_classes, sets, default_set, name)
+    k = resolve_k(k, found, len(names), paper_k, default_k)
+    check_input_size(input_size)
+    net = build_backbone(backbone, **(backbone_kw or {}))
+    return names, k, net, dim if dim is not None else net.out_channels // DIM_DIVISOR.get(backbone, 4)
+
+
 @register_model("me_graphau")
 def me_graphau(
     backbone: str = "resnet50",
@@ -317,16 +330,13 @@ def me_graphau(
       ARM, whose cost grows with the square of the positions (N·D)²; None (default) = every position,
       as the paper, whose ResNet-50 map is 7×7. For backbones cut early (large maps), e.g. 6.
     """
-    names, found = resolve_au_names(au_names, dataset, num_classes)
-    n = len(names)
-    k = resolve_k(k, found, n, PAPER_K, DEFAULT_K)
-    check_input_size(input_size)
     if gcn_layers < 1:
         raise ModelError(f"gcn_layers must be >= 1, got {gcn_layers}")
     if edge_grid is not None and edge_grid < 1:
         raise ModelError(f"edge_grid must be >= 1 (or null), got {edge_grid}")
-    net = build_backbone(backbone, **(backbone_kw or {}))
-    dim = dim if dim is not None else net.out_channels // DIM_DIVISOR.get(backbone, 4)
+    names, k, net, dim = graph_setup("me_graphau", AU_SETS, "bp4d", au_names, dataset, num_classes, k, input_size, PAPER_K,
+                                     DEFAULT_K, backbone, backbone_kw, dim)
+    n = len(names)
     if dim < 2:
         raise ModelError(f"dim={dim} is too small for the cross attention (needs >= 2)")
     model = MEGraphAU(net, n, dim, k, gcn_layers, edge_grid)
@@ -341,14 +351,5 @@ def me_graphau(
     }
     if edge_grid is not None:  # absent from older cards: they load as before
         config["edge_grid"] = edge_grid
-    model.card = ModelCard(
-        name="me_graphau",
-        task="au",
-        labels=names,
-        config=config,
-        input_size=input_size,
-        kind="untrained",
-        multilabel=True,
-        paper="ME-GraphAU (Luo et al.)",
-    )
+    model.card = ModelCard("me_graphau", "au", names, config, input_size, paper="ME-GraphAU (Luo et al.)")
     return model

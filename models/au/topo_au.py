@@ -35,8 +35,7 @@ from torch import nn
 from auflow.engine.errors import ModelError
 from auflow.models import register_model
 from auflow.models.au import labels
-from auflow.models.au.me_graphau import DIM_DIVISOR, TokenLinear, knn_adjacency, resolve_k, similarity_head
-from auflow.models.backbones import build_backbone, check_input_size
+from auflow.models.au.me_graphau import TokenLinear, graph_setup, knn_adjacency, similarity_head
 from auflow.models.card import ModelCard
 
 #: the AU sets of the paper's two benchmarks (Sec. 3.1.1: Num = 8 on DISFA, 12 on EmotioNet;
@@ -222,13 +221,6 @@ class TopoAU(nn.Module):
         return {"probs": probs, "logits": torch.logit(probs, eps=1e-6), **out}
 
 
-def resolve_au_names(
-    au_names: tuple[str, ...] | list[str] | None, dataset: str | None, num_classes: int | None
-) -> tuple[tuple[str, ...], str | None]:
-    """The label set and the benchmark it comes from (None for a custom set); DISFA by default."""
-    return labels.resolve_au_names(au_names, dataset, num_classes, AU_SETS, "disfa", "topo_au")
-
-
 @register_model("topo_au")
 def topo_au(
     backbone: str = "resnet50",
@@ -254,16 +246,13 @@ def topo_au(
     - ``gnn_layers``: GNN depth (1 in the released code); ``ccfg_reduction`` (C / 8 relation
       channels) and ``ccfg_lambda`` (λ of Eq. 11) shape the CCFG.
     """
-    names, found = resolve_au_names(au_names, dataset, num_classes)
-    n = len(names)
-    k = resolve_k(k, found, n, PAPER_K, DEFAULT_K)
-    check_input_size(input_size)
     if gnn_layers < 1:
         raise ModelError(f"gnn_layers must be >= 1, got {gnn_layers}")
     if ccfg_reduction < 1:
         raise ModelError(f"ccfg_reduction must be >= 1, got {ccfg_reduction}")
-    net = build_backbone(backbone, **(backbone_kw or {}))
-    dim = dim if dim is not None else net.out_channels // DIM_DIVISOR.get(backbone, 4)
+    names, k, net, dim = graph_setup("topo_au", AU_SETS, "disfa", au_names, dataset, num_classes, k, input_size, PAPER_K,
+                                     DEFAULT_K, backbone, backbone_kw, dim)
+    n = len(names)
     if dim < 1:
         raise ModelError(f"dim={dim} must be >= 1")
     model = TopoAU(net, n, dim, k, gnn_layers, ccfg_reduction, ccfg_lambda)
@@ -278,14 +267,6 @@ def topo_au(
         "ccfg_lambda": ccfg_lambda,
         "backbone_kw": dict(backbone_kw or {}),
     }
-    model.card = ModelCard(
-        name="topo_au",
-        task="au",
-        labels=names,
-        config=config,
-        input_size=input_size,
-        kind="untrained",
-        multilabel=True,
-        paper="Topo-AU: topological feature integration and relational learning (Li et al., Vis. Comput. 2025)",
-    )
+    model.card = ModelCard("topo_au", "au", names, config, input_size,
+                           paper="Topo-AU: topological feature integration and relational learning (Li et al., Vis. Comput. 2025)")
     return model

@@ -378,18 +378,8 @@ def arpgnet(
         "separate_relation_trunk": separate_relation_trunk, "trs": trs, "use_trs": use_trs,
         "fusion_layers": fusion_layers, "dropout": dropout, "backbone_kw": dict(backbone_kw or {}),
     }
-    model.card = ModelCard(
-        name="arpgnet",
-        task="expr",
-        labels=names,
-        config=config,
-        input_size=input_size,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        kind="untrained",
-        multilabel=False,
-        paper="ARPGNet (Li et al.)",
-    )
+    model.card = ModelCard("arpgnet", "expr", names, config, input_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                           multilabel=False, paper="ARPGNet (Li et al.)")
     return model
 
 

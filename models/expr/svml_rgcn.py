@@ -293,17 +293,8 @@ def svml_rgcn(
         "use_negative": use_negative, "mfb_normalize": mfb_normalize, "word_vectors": word_vectors,
         "cooccurrence": None, "backbone_kw": dict(backbone_kw or {}),
     }
-    model.card = ModelCard(
-        name="svml_rgcn",
-        task="expr",
-        labels=names,
-        config=config,
-        input_size=input_size,
-        kind="untrained",
-        multilabel=True,
-        training={"word_vectors": word_vectors or "auflow.models.expr/label_embeddings.json (all-MiniLM-L6-v2)"},
-        paper="SVML-RGCN (Zhang et al.)",
-    )
+    model.card = ModelCard("svml_rgcn", "expr", names, config, input_size, paper="SVML-RGCN (Zhang et al.)", training={
+        "word_vectors": word_vectors or "auflow.models.expr/label_embeddings.json (all-MiniLM-L6-v2)"})
     if cooccurrence is not None:
         p = np.array([[np.nan if v is None else v for v in row] for row in cooccurrence], dtype=np.float64)
         model.set_label_graph(cooccurrence=p)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +127,7 @@ def build_card(model: torch.nn.Module, cfg: TrainConfig, recipe, train_set, test
         where = "auflow.models.data.synthetic_au" if cfg.data.dataset == "synthetic" else "auflow.models.expr.synthetic"
         training["note"] = (f"trained on synthetic data: cartoon faces drawn by {where}, not real "
                             "faces; its outputs on real faces mean nothing")
-    return ModelCard(name=base.name, task=base.task, labels=base.labels, config=dict(base.config),
-                     input_size=base.input_size, input_channels=base.input_channels, mean=base.mean, std=base.std,
-                     kind="trained", multilabel=base.multilabel, training=training, paper=base.paper)
+    return replace(base, config=dict(base.config), kind="trained", training=training)
 
 
 #: the card's protocol line per real dataset
