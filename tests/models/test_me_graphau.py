@@ -72,7 +72,9 @@ def test_batch_of_one_equals_the_same_sample_in_a_batch(model, images):
     with torch.no_grad():
         batch = model(images)
         for i in range(len(images)):
-            torch.testing.assert_close(model(images[i : i + 1]), batch[i : i + 1], atol=1e-5, rtol=0)
+            # 1e-4: float32 convolutions take other kernels for a batch of 1 (1.3e-5 apart on an AMX Xeon);
+            # a sample that saw its batch-mates would be off by far more
+            torch.testing.assert_close(model(images[i : i + 1]), batch[i : i + 1], atol=1e-4, rtol=0)
 
 
 def test_every_parameter_gets_a_finite_grad():
