@@ -2,7 +2,8 @@
 baseline ARPGNet is compared with.
 
 This is deliberately small — Adam, fixed epochs, shuffled mini-batches, no checkpoints or logging
-sinks — for trunk pre-training and the per-frame baseline; ``auflow train`` (``auflow.models.train``)
+sinks — for trunk pre-training and the per-frame baseline; its steps are the shared step loop of
+:mod:`auflow.models.train.loop`. ``auflow train`` (``auflow.models.train``)
 trains the expression models themselves, on the papers' datasets or on the generated sets of
 ``synthetic.py`` wrapped as datasets here (:class:`MotionClipDataset`, :class:`MultiLabelFaceDataset`).
 """
@@ -21,6 +22,7 @@ from torch import nn
 
 from auflow.models.card import ModelCard
 from auflow.models.expr.small_trunk import build_trunk
+from auflow.models.train.loop import StepHooks, run_epoch
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def normalise(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence
 
 @dataclass
 class FitResult:
-    losses: list[float] = field(default_factory=list)  # mean training loss per epoch
+    losses: list[float] = field(default_factory=list)  # mean training loss per epoch, over the samples trained on
     seconds: float = 0.0
 
 
@@ -68,19 +70,14 @@ def fit(
     start = time.perf_counter()
     n = len(inputs)
     model.train()
+    steps = -(-(n - (n % batch_size == 1)) // batch_size)  # drop a last batch of one: BatchNorm cannot train on a single sample
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen)
-        total = 0.0
-        # drop a last batch of one: BatchNorm cannot train on a single sample
-        for i in range(0, n - (n % batch_size == 1), batch_size):
-            idx = order[i : i + batch_size]
-            loss = loss_fn(model, inputs[idx], targets[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+        batches = ((inputs[idx], targets[idx]) for idx in order.split(batch_size))
+        mean = run_epoch(batches, steps, lambda x, y: {"loss": loss_fn(model, x, y)}, opt, None, 0, StepHooks(),
+                         f"fit epoch {epoch + 1}", "lower lr", per_sample=True)
         sched.step()
-        result.losses.append(total / n)
+        result.losses.append(mean["loss"])
         log.debug("epoch %d loss %.4f", epoch, result.losses[-1])
         if on_epoch is not None:
             on_epoch(epoch, result.losses[-1])

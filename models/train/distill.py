@@ -56,7 +56,9 @@
 
 The parts, each in its module: :mod:`.distill_config` (the options), :mod:`.distill_cache` (the teacher
 pass), :mod:`.distill_split` (step 2), :mod:`.distill_augment` (augmentation), :mod:`.distill_student` (the
-student, its windows, losses and predictions), :mod:`.distill_agreement` (step 4); this module runs them.
+student, its windows, losses and predictions), :mod:`.distill_recipe` (step 3 as a recipe of the trainer:
+its loss, the augmentation and EMA hooks on the step loop of :mod:`.loop` that ``auflow train`` runs too, and
+the card), :mod:`.distill_agreement` (step 4); this module runs them.
 
 Outputs in ``OUT``: ``model.pt`` (weights + card, kind ``distilled``), ``distill_state.pt`` (resume),
 ``metrics.json``, ``distill.yaml`` (the resolved options) and ``cache/``.
@@ -64,7 +66,7 @@ Outputs in ``OUT``: ``model.pt`` (weights + card, kind ``distilled``), ``distill
 
 from __future__ import annotations
 
-import copy
+import functools
 import json
 import logging
 import os
@@ -77,7 +79,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from auflow.engine.errors import ConfigError, ModelError
+from auflow.engine.errors import ConfigError
 from auflow.engine.types import EXPRESSIONS
 from auflow.models import save_checkpoint
 from auflow.models.card import ModelCard
@@ -87,11 +89,10 @@ from .distill_agreement import AU_SUMMARY, EXPR_SUMMARY, agreement, expr_agreeme
 from .distill_augment import _resize_rgb, augment, degrade, lower_face_mask, mix_halves
 from .distill_cache import CachedVideo, TeacherPass, cache_videos, load_cache
 from .distill_config import FACS_AUS, RESUME_FREE, DistillConfig, load_distill_config
+from .distill_recipe import DistillRecipe, distilled_card
 from .distill_split import person_of, split_rows
 from .distill_student import (
     _build_student,
-    _expr_loss,
-    _loss,
     _predict,
     _predict_windows,
     _teachers,
@@ -99,6 +100,7 @@ from .distill_student import (
     expr_windows,
     is_temporal_expr,
 )
+from .loop import run_epoch
 from .state import atomic_save, read_state
 from .trainer import (
     _determinism,
@@ -112,7 +114,7 @@ from .trainer import (
 log = logging.getLogger(__name__)
 
 __all__ = ["AU_SUMMARY", "EXPR_SUMMARY", "FACS_AUS", "DistillCallbacks", "DistillConfig", "DistillResult", "agreement",
-           "augment", "degrade", "distill", "expr_agreement", "expr_windows", "load_distill_config", "mix_halves",
+           "augment", "degrade", "distill", "expr_agreement", "expr_windows", "load_distill_config", "lower_face_mask", "mix_halves",
            "person_of", "split_rows"]  # the parts' names too: `from auflow.models.train.distill import ...` keeps working
 
 STATE_FILE, MODEL_FILE, METRICS_FILE, CONFIG_FILE = "distill_state.pt", "model.pt", "metrics.json", "distill.yaml"
@@ -266,14 +268,17 @@ def distill(
                 return {**got, "faces": len(np.unique(test_w))}
             return agreement(_predict(net, x_test, norm, 64), y_test.numpy(), labels, teacher_std, cfg.vary_std, cfg.threshold)
 
-        lower = lower_face_mask(labels) if cfg.mix_halves and not expr else None
+        from auflow.engine.sources.images import IMAGE_EXTENSIONS
+
+        stills = cfg.degrade if cfg.degrade is not None else any(Path(v).suffix.lower() in IMAGE_EXTENSIONS for v in videos)
+        # the weights that are evaluated and written: the recipe's EMA of the trained ones (or the model itself)
+        recipe = DistillRecipe(cfg, model, labels, expr, bool(stills))
+        ema = recipe.ema
         bs = cfg.batch_size
         steps = n_train // bs
         stage = StageSection(name="distill", epochs=cfg.epochs,
                              optimizer=OptimizerSection(name="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay),
                              schedule=ScheduleSection(name="cosine", warmup_epochs=cfg.warmup_epochs))
-        # the weights that are evaluated and written: an EMA of the trained ones (or the model itself)
-        ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema else model
         opt = _optimizer([p for p in model.parameters() if p.requires_grad], stage)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _LRFactor(stage, steps))
         state = _load_state(out, key) if resume else None
@@ -293,9 +298,6 @@ def distill(
             cb.on_train_start(first + 1, cfg.epochs, steps, first * steps)
         last = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first + stop_after_epochs)
         info = {"split": split, "n_train": n_train, "n_test": n_test, "labels": labels, "num_frames": T}
-        from auflow.engine.sources.images import IMAGE_EXTENSIONS
-
-        stills = cfg.degrade if cfg.degrade is not None else any(Path(v).suffix.lower() in IMAGE_EXTENSIONS for v in videos)
         info["degrade"] = bool(stills and cfg.augment and not expr)
         agree = None
         for epoch in range(first, last):
@@ -305,35 +307,11 @@ def distill(
             gen = torch.Generator().manual_seed(es)
             order = torch.randperm(n_train, generator=gen)
             model.train()
-            sums: dict[str, float] = {}
-            for b in range(steps):
-                idx = order[b * bs:(b + 1) * bs]
-                x, y = batch_x(idx), y_train[idx]
-                if cfg.augment and lower is not None:
-                    x, y = mix_halves(x, y, lower, gen)
-                if cfg.augment:
-                    x = augment(x.flatten(0, 1), gen, repeat=T).view_as(x) if expr else augment(x, gen)
-                    if stills and not expr:
-                        x = degrade(x, gen)
-                if expr:
-                    terms = _expr_loss(model.forward_aux(norm(x.flatten(0, 1)).view_as(x)), y.to(device), cfg.loss)
-                else:
-                    terms = _loss(model.forward_aux(norm(x)), y.to(device), cfg.loss)
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    raise ModelError(f"distill epoch {epoch + 1} step {b + 1}: loss is {loss.item()}; lower --lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if cfg.ema:
-                    _ema_update(ema, model, cfg.ema, epoch * steps + b)
-                for k2, v2 in terms.items():
-                    sums[k2] = sums.get(k2, 0.0) + float(v2.detach())
-                if cb.on_step:
-                    cb.on_step(epoch + 1, b + 1, steps, float(loss.detach()))
-            record: dict[str, Any] = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": (epoch + 1) * steps,
-                                      "loss": {k2: v2 / max(steps, 1) for k2, v2 in sums.items()},
+            on_step = None if cb.on_step is None else functools.partial(cb.on_step, epoch + 1)
+            batches = ((batch_x(idx), y_train[idx]) for idx in order[:steps * bs].split(bs))
+            mean_loss = run_epoch(batches, steps, functools.partial(_student_loss, recipe, model, norm, device), opt, sched,
+                                  epoch * steps, recipe.hooks(gen, on_step), f"distill epoch {epoch + 1}", "lower --lr")
+            record: dict[str, Any] = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": (epoch + 1) * steps, "loss": mean_loss,
                                       "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - te}
             final = epoch + 1 == cfg.epochs
             if final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
@@ -343,78 +321,24 @@ def distill(
             atomic_save({"version": STATE_VERSION, "config": key, "epoch": epoch + 1, "model": model.state_dict(), "ema": ema.state_dict(),
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "history": json.dumps(history)}, out / STATE_FILE)
-            card = _card(ema, cfg, cached, tp, info, history, agree if final else None, final)
+            card = distilled_card(ema, cfg, cached, tp, info, history, agree if final else None, final)
             ckpt = _write(out, ema, card, history)
             if cb.on_epoch_end:
                 cb.on_epoch_end(record)
         done = int(history[-1]["epoch"]) if history else 0
         if done >= cfg.epochs and agree is None:  # finished in an earlier call: measure again for the result
             agree = evaluate(ema)
-        card = _card(ema, cfg, cached, tp, info, history, agree if done >= cfg.epochs else None, done >= cfg.epochs)
+        card = distilled_card(ema, cfg, cached, tp, info, history, agree if done >= cfg.epochs else None, done >= cfg.epochs)
         ckpt = _write(out, ema, card, history)
     return DistillResult(out, ckpt, card, tp, history, agree or {}, first, done * steps, time.perf_counter() - t0,
                          stopped=done < cfg.epochs, split=split)
 
 
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
-    """EMA of every float tensor of the state (weights and BatchNorm statistics); the decay ramps up
-    over the first steps, (1 + t) / (10 + t), so the average does not start from the random init."""
-    d = min(decay, (1.0 + step) / (10.0 + step))
-    with torch.no_grad():
-        for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point:
-                e.mul_(d).add_(m, alpha=1.0 - d)
-            else:
-                e.copy_(m)
-
-
-def _card(model, cfg: DistillConfig, videos: list[CachedVideo], tp: TeacherPass, info: dict, history: list[dict],
-          agree: dict | None, complete: bool) -> ModelCard:
-    base = model.card
-    teacher = videos[0].meta["teacher"]
-    expr = base.task == "expr"
-    name = teacher["expr"]["name"] if expr else teacher["au"]["name"]
-    T = info["num_frames"]
-    training = {
-        "kind": "distilled",
-        "teacher": {"expr": teacher["expr"]} if expr else teacher,
-        "data": (f"pseudo-labels of {name} on {len(videos)} unlabeled video(s); "
-                 + ("no human expression labels" if expr else "no human FACS coding")),
-        "videos": [{"name": v.meta["name"], "path": v.meta["video"], "bytes": v.meta["bytes"], "fps": v.meta["fps"],
-                    "frames": v.meta.get("frames"), "faces": len(v.rows)} for v in videos],
-        "frames": int(sum(v.meta.get("frames") or 0 for v in videos)),
-        "faces": int(sum(len(v.rows) for v in videos)),
-        f"train_{'windows' if expr else 'faces'}": info["n_train"],
-        f"heldout_{'windows' if expr else 'faces'}": info["n_test"],
-        "split": info["split"],
-        "objective": (f"{'soft cross-entropy' if cfg.loss == 'bce' else 'mse'} with the mean of {name}'s expression "
-                      f"probabilities over the window's {T} frames" if expr else
-                      f"{cfg.loss} on the teacher's AU values as soft targets (+0.5 × auxiliary probability heads)"),
-        "weights": f"exponential moving average, decay {cfg.ema} per step" if cfg.ema else "the last step's",
-        "augmentation": (("upper/lower face halves mixed between faces, " if cfg.mix_halves and not expr else "")
-                         + "colour jitter, ±4 % shift, ±8 % scale, ±5° rotation, random erasing; no flip"
-                         + ("; one draw per window" if expr else "")
-                         + ("; blur and JPEG compression on 30 % of the faces each" if info.get("degrade") else ""))
-                        if cfg.augment else "none",
-        "epochs": cfg.epochs,
-        "epochs_done": int(history[-1]["epoch"]) if history else 0,
-        "complete": complete,
-        "config": cfg.model_dump(mode="json"),
-        "agreement": None if agree is None else {"split": "heldout", **agree},
-        "note": ((f"distilled: trained to imitate {name}'s per-frame expressions (FER2013-trained; errors included), "
-                  f"averaged over windows of {T} frames of a track, on the videos above; not trained on any labelled "
-                  "video expression dataset (RML, AFEW, Aff-Wild2); its held-out agreement is with the teacher, "
-                  "not with human annotators") if expr else
-                 ("distilled: trained to imitate the teacher (errors included, see docs/teachers.md) on the videos above; "
-                  "not trained on any FACS-coded dataset (DISFA, BP4D); its held-out agreement is with the teacher, "
-                  "not with human coders")),
-    }
-    if expr:
-        training["windows"] = {"num_frames": T, "stride": 1, "target": f"mean of the teacher's probabilities over the {T} frames",
-                               "frames": "a track's own cached frames in frame order (track >= 0); all T on one side of the split"}
-    return ModelCard(name=base.name, task=base.task, labels=base.labels, config=dict(base.config), input_size=base.input_size,
-                     input_channels=base.input_channels, mean=base.mean, std=base.std, kind="distilled",
-                     multilabel=base.multilabel, training=training, paper=base.paper)
+def _student_loss(recipe: DistillRecipe, model: torch.nn.Module, norm, device: torch.device, x: torch.Tensor,
+                  y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The recipe's loss on a batch in [0, 1]; windows (B, T, 3, S, S) are normalised frame by frame."""
+    xn = norm(x.flatten(0, 1)).view_as(x) if x.dim() == 5 else norm(x)
+    return recipe.loss(model, xn, y.to(device), "distill")
 
 
 def _write(out: Path, model, card: ModelCard, history: list[dict]) -> Path:

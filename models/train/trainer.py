@@ -37,6 +37,7 @@ epoch by test F1 (as some released code does) reports an optimistic number.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from auflow.engine.errors import ConfigError, ModelError
+from auflow.engine.errors import ConfigError
 from auflow.models.card import ModelCard
 from auflow.models.metrics import AUMetrics
 from torch.utils.data import DataLoader
@@ -70,6 +71,7 @@ from .determinism import (
     _seed_worker,
     epoch_seed,
 )
+from .loop import StepHooks, run_epoch
 from .recipes import TrainingRecipe, build_recipe
 from .state import (
     CONFIG_FILE,
@@ -203,6 +205,11 @@ class _LRFactor:
         return warm
 
 
+def _recipe_loss(recipe: TrainingRecipe, model: torch.nn.Module, norm, device: torch.device, stage: str,
+                 images: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    return recipe.loss(model, norm(images), y.to(device), stage)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = True,
           callbacks: TrainCallbacks | None = None) -> TrainResult:
     """Run the config's training; see the module docstring for outputs, determinism and resume."""
@@ -270,33 +277,19 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Tr
                                     generator=torch.Generator().manual_seed(es))
                 model.train()
                 _hold_frozen_in_eval(model, cfg.model.freeze)
-                sums: dict[str, float] = {}
-                n = 0
-                for b, batch in enumerate(loader):
-                    if b >= batches:
-                        break
-                    images, y = batch_inputs(batch)
-                    terms = recipe.loss(model, norm(images), y.to(device), stage.name)
-                    loss = terms["loss"]
-                    if not torch.isfinite(loss):
-                        raise ModelError(f"{cfg.model.name} stage {stage.name} epoch {epoch + 1} batch {b + 1}: loss is "
-                                         f"{loss.item()}; lower the learning rate (train.stages[{si}].optimizer.lr)")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach())
-                    n += 1
-                    if cb.on_batch:
-                        cb.on_batch(stage.name, epoch + 1, b + 1, batches, float(loss.detach()))
+                on_step = None if cb.on_batch is None else functools.partial(cb.on_batch, stage.name, epoch + 1)
+                mean_loss = run_epoch((batch_inputs(batch) for batch in loader), batches,
+                                      functools.partial(_recipe_loss, recipe, model, norm, device, stage.name), opt, sched,
+                                      epoch * batches, StepHooks(on_step=on_step),
+                                      f"{cfg.model.name} stage {stage.name} epoch {epoch + 1}",
+                                      f"lower the learning rate (train.stages[{si}].optimizer.lr)")
                 metrics = None
                 last_epoch = si == last_stage and epoch == stage.epochs - 1
                 every = cfg.train.eval_every
                 if last_epoch or (every and (epoch + 1) % every == 0):
                     y, p = predict(model, test_set, recipe, device, cfg.train.eval_batch_size or bs, cfg.data.workers)
                     metrics = recipe.score(y, p, model.card.labels, cfg.train.threshold, cfg.data.dataset)
-                record = EpochRecord(stage.name, epoch + 1, stage.epochs, {k: v / max(n, 1) for k, v in sums.items()},
+                record = EpochRecord(stage.name, epoch + 1, stage.epochs, mean_loss,
                                      float(opt.param_groups[-1]["lr"]), time.perf_counter() - te, metrics)
                 history.append(record)
                 done[stage.name] = epoch + 1
