@@ -17,9 +17,9 @@ import numpy as np
 
 from .plugin import CPU, StartContext
 from .registry import ALIGNERS, ANALYZERS, DETECTORS, SINKS, TRACKERS, Registry
-from .types import Faces
+from .types import EndOfStream, FaceCrops, FaceResults, Faces
 
-__all__ = ["OPTIONAL_HOOKS", "PROTOCOLS", "Aligner", "AnalyzerPlugin", "Detector", "Sink", "Tracker", "missing"]
+__all__ = ["OPTIONAL_HOOKS", "PROTOCOLS", "Aligner", "AnalyzerPlugin", "Detector", "FaceTap", "Sink", "Tracker", "missing"]
 
 
 @runtime_checkable
@@ -67,6 +67,18 @@ class Sink(Protocol):
     def start(self, ctx: StartContext = CPU) -> None: ...
     def stop(self) -> None: ...
     def write(self, message: dict) -> None: ...
+
+
+@runtime_checkable
+class FaceTap(Protocol):
+    """What a caller of the pipeline (not a registered plugin) may see beside the wire: every analysed frame
+    with its crops, in each stream's frame order, and each session's end, called from the analyzer's thread
+    (``Pipeline(taps=...)``; the distillation teacher pass writes its cache so). A tap that raises in
+    ``on_analyzed`` fails the run as a model would (every stream ends with its error); in ``on_stream_end``,
+    that stream ends with its error."""
+
+    def on_analyzed(self, item: FaceCrops, result: FaceResults) -> None: ...
+    def on_stream_end(self, end: EndOfStream) -> None: ...
 
 
 #: kind → (registry, protocol)

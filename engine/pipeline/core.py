@@ -26,11 +26,12 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..analyzer.core import Analyzer
 from ..config import RunConfig
+from ..contracts import FaceTap
 from ..errors import AuflowError
 from ..plugin import Plugin, StartContext, build
 from ..registry import SINKS
@@ -53,7 +54,8 @@ class Pipeline(StreamSupervision, ResultPublishing):
                  on_result: Callable[[StreamStats], None] | None = None,
                  on_publish_ready: Callable[[str], None] | None = None,
                  on_stream_end: Callable[[StreamStats], None] | None = None,
-                 on_stream_start: Callable[[StreamStats], None] | None = None) -> None:
+                 on_stream_start: Callable[[StreamStats], None] | None = None,
+                 taps: Sequence[FaceTap] = ()) -> None:
         if not sources:
             raise AuflowError("no sources to run")
         cams = [s.cam for s in sources]
@@ -66,6 +68,7 @@ class Pipeline(StreamSupervision, ResultPublishing):
         self.on_publish_ready = on_publish_ready
         self.on_stream_end = on_stream_end
         self.on_stream_start = on_stream_start
+        self.taps = tuple(taps)  # see contracts.FaceTap: each analysed frame with its crops, and each session's end
         self.stats = {s.cam: StreamStats(s.cam, s.uri, live=s.live, total_frames=s.total_frames) for s in sources}
         self._stop = threading.Event()
         n_live = sum(s.live for s in sources)
@@ -135,11 +138,13 @@ class Pipeline(StreamSupervision, ResultPublishing):
         try:
             for items, control in batches:
                 if items:
-                    for res in self.analyzer.run(items):
+                    for item, res in zip(items, self.analyzer.run(items)):
+                        for tap in self.taps:
+                            tap.on_analyzed(item, res)
                         self._put(self._results, res)
                 if isinstance(control, EndOfStream):
                     self.analyzer.forget(control.cam)  # its people's AU baselines (a new session starts afresh)
-                    self._put(self._results, control)
+                    self._put(self._results, self._tap_end(control))
                 elif control is FINISH:
                     return
         except Exception as e:  # a model that raises (a CUDA error, a bug in a user's model): no stream can go on
@@ -152,6 +157,16 @@ class Pipeline(StreamSupervision, ResultPublishing):
             self._fatal = e
             log.exception("analyzer failed")
             self._results.put(e)
+
+    def _tap_end(self, end: EndOfStream) -> EndOfStream:
+        """The taps see a session's end; one that fails there ends that stream with its error."""
+        for tap in self.taps:
+            try:
+                tap.on_stream_end(end)
+            except Exception as e:  # noqa: BLE001 - this stream's end says why; the others go on
+                log.exception("%s failed at the end of %s", type(tap).__name__, end.cam)
+                end = dataclasses.replace(end, reason="error", error=f"{end.cam}: {type(tap).__name__} failed: {type(e).__name__}: {e}")
+        return end
 
     def _drain_after_run_error(self, batches: Iterator[tuple[list, object]]) -> None:
         """After the analyzer failed: the streams' ends still reach the publisher, each with the error (a
@@ -166,7 +181,7 @@ class Pipeline(StreamSupervision, ResultPublishing):
                 self.analyzer.forget(control.cam)
                 if control.reason != "error":
                     control = dataclasses.replace(control, reason="error", error=self._run_error)
-                self._put(self._results, control)
+                self._put(self._results, self._tap_end(control))
 
     def _shared_faces(self) -> None:
         """face.device set: frames of every stream → one batched face stage → the analyzer's queue.

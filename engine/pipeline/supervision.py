@@ -25,7 +25,7 @@ log = logging.getLogger("auflow.engine.pipeline.core")  # the run's log lines ke
 class StreamSupervision:
     def _start_stream(self, src: Source) -> None:
         spec = WorkerSpec(src.uri, src.cam, self.cfg.source.model_dump(mode="json"), self.cfg.face.model_dump(mode="json"),
-                          logging.getLogger().getEffectiveLevel())
+                          logging.getLogger().getEffectiveLevel(), src.start_frame)
         handle = WorkerHandle(spec, self.cfg.source.workers, self._depth)
         self.handles[src.cam] = handle
         self._active.add(src.cam)

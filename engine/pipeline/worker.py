@@ -49,6 +49,7 @@ class WorkerSpec:
     source: dict  # SourceSection, dumped
     face: dict  # FaceSection, dumped
     log_level: int = logging.WARNING
+    start_frame: int = 0  # frames before it are decoded, not analysed (Source.start_frame)
 
 
 class FrameBuffer:
@@ -213,6 +214,8 @@ class StreamWorker:
                 if isinstance(item, FramePacket):
                     self.counters.frames = item.meta.frame + 1
                     self.counters.decode_errors = src.decode_errors
+                    if item.meta.frame < self.spec.start_frame:
+                        continue
                     if not decimator.keep(item.meta):
                         self.counters.decimated += 1
                         continue

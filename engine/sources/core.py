@@ -93,6 +93,8 @@ class Source(ABC):
         #: after open: True when the stream has an end (files, HLS playlists with an end), so that
         #: reaching it is the normal end of the run, not a dropped connection
         self.finite: bool = not self.live
+        #: files: frames before this index are decoded but not analysed (a pass resumed where it stopped)
+        self.start_frame: int = 0
 
     @property
     def name(self) -> str:
