@@ -150,16 +150,20 @@ class MediaPipeAUAnalyzer(Plugin):
     class Config(PluginConfig):
         crop_scale: float = Field(1.0, gt=0.0, le=4.0,
                                   description="the Aligner scale the crops were made with (their size is read from the crops)")
-        outputs: list[Literal["au", "blendshapes"]] = Field(["au"], min_length=1, description="any of: au, blendshapes")
+        outputs: list[Literal["au", "blendshapes", "presence"]] = Field(["au"], min_length=1, description=(
+            "any of: au, blendshapes, presence (the landmark model's belief that a face is there, one column)"))
         au_output: str = Field("au", description="name of the AU output")
+        raw: bool = Field(False, description=(
+            "give the AUs it cannot measure as computed instead of null (the distillation teacher pass: its student "
+            "learns them and inherits their unsupported flag); the provenance still lists them as unsupported"))
         # TFLite's CPU kernels gain nothing per face from batches (14.5 ms/face at 1, 15.8 at 16, 1 thread,
         # 2026-11-24), and every change of batch size re-plans the interpreter: 1 by default
         batch: int = Field(1, ge=1, le=256, description="faces per landmark-model call")
         threads: int = Field(1, ge=0, le=64, description="TFLite CPU threads; 0 = the interpreter's default")
         track: bool = Field(True, description=(
             "with the face stage's context crops (face.context): each person's landmark ROI placed from their own "
-            "previous landmarks, as MediaPipe's video mode does (mediapipe_track.py); false, or no context crops: "
-            "from the detector's 5 landmarks on every frame"))
+            "previous landmarks, as MediaPipe's video mode does (mediapipe_track.py); false: from the detector's 5 "
+            "landmarks on every frame, cut from the context crops when there are some, else from the aligned crops"))
         track_tol: float = Field(0.03, gt=0.0, le=0.5, description=(
             "tracking: the landmark model runs again on the ROI its landmarks give when that ROI's centre moved more "
             "than this share of its side (or its side as much, or its angle 2x this in radians)"))
@@ -171,8 +175,8 @@ class MediaPipeAUAnalyzer(Plugin):
         self._blendshape = None
         self._batch_in = 0
         self._warps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        names = {"au": self.config.au_output, "blendshapes": "blendshapes"}
-        labels = {"au": AU_LABELS, "blendshapes": BLENDSHAPES}
+        names = {"au": self.config.au_output, "blendshapes": "blendshapes", "presence": "presence"}
+        labels = {"au": AU_LABELS, "blendshapes": BLENDSHAPES, "presence": ("presence",)}
         self.outputs: dict[str, tuple[str, ...]] = {names[o]: labels[o] for o in self.config.outputs}
         self.unsupported = unsupported_columns(AU_LABELS)
         self.provenance: dict[str, ModelInfo] = {
@@ -241,8 +245,9 @@ class MediaPipeAUAnalyzer(Plugin):
             res[i] = it.get_tensor(out).reshape(-1)
         return res
 
-    def run(self, crops_bgr: np.ndarray) -> LandmarkerOutput:
-        """Landmarks, presence, blendshapes and AUs for aligned crops (N, S, S, 3) BGR uint8."""
+    def run(self, crops_bgr: np.ndarray, to_roi: np.ndarray | None = None) -> LandmarkerOutput:
+        """Landmarks, presence, blendshapes and AUs for aligned crops (N, S, S, 3) BGR uint8. ``to_roi``
+        (N, 2, 3): each crop's own crop → ROI affine (context crops); default: the one ``crop_scale`` gives."""
         if self._landmark is None:
             self.start()
         crops_bgr = np.asarray(crops_bgr)
@@ -252,18 +257,26 @@ class MediaPipeAUAnalyzer(Plugin):
         if n == 0:
             return LandmarkerOutput(np.zeros((0, 478, 3), np.float32), np.zeros(0, np.float32),
                                     np.zeros((0, len(BLENDSHAPES)), np.float32), np.zeros((0, len(AU_LABELS)), np.float32))
-        m, inv = self._warp(size)
+        if to_roi is None:
+            m, inv = self._warp(size)
+            to_roi, back = np.broadcast_to(m, (n, 2, 3)), None
+        else:
+            back = np.stack([cv2.invertAffineTransform(m) for m in to_roi])
         lms = np.empty((n, 478, 3), np.float32)
         logits = np.empty(n, np.float32)
         for i in range(0, n, self.config.batch):
             part = crops_bgr[i:i + self.config.batch]
             x = np.stack([cv2.warpAffine(c, m, (ROI_SIZE, ROI_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                          for c in part])
+                          for c, m in zip(part, to_roi[i:i + self.config.batch])])
             x = x[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)  # BGR → RGB, [0, 1]
             lms[i:i + len(part)], logits[i:i + len(part)] = self._run_landmarks(np.ascontiguousarray(x))
         # ROI pixels (0..256 spans the grid's edges) → crop pixels (centres): undo the warp
         lms[..., :2] -= 0.5
-        warp_landmarks(lms, inv)
+        if back is None:
+            warp_landmarks(lms, inv)
+        else:
+            for j in range(n):
+                warp_landmarks(lms[j], back[j])
         bs = self._run_blendshapes(lms[:, LANDMARKS_SUBSET, :2])
         presence = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         return LandmarkerOutput(lms, presence, bs, blendshapes_to_au(bs))
@@ -317,21 +330,36 @@ class MediaPipeAUAnalyzer(Plugin):
     def analyze_items(self, items: list) -> dict[str, np.ndarray]:
         """:meth:`analyze` for whole FaceCrops: tracked ROIs (:meth:`run_tracked`) when every item carries
         context crops and ``track`` is on, else the aligned crops as :meth:`analyze` takes them."""
-        if self.config.track and items and all(it.context is not None for it in items):
-            return self._published(self.run_tracked(items))
+        if items and all(it.context is not None for it in items):
+            if self.config.track:
+                return self._published(self.run_tracked(items))
+            return self._published(self.run(np.concatenate([it.context for it in items]), self._context_rois(items)))
         return self.analyze(np.concatenate([it.crops for it in items]))
+
+    @staticmethod
+    def _context_rois(items: list) -> np.ndarray:
+        """Each face's context crop → its landmark ROI (N, 2, 3), placed from its 5 landmarks as on the aligned
+        crops: the ROI of the 112 ArcFace frame, taken through frame → 112 frame after context crop → frame."""
+        roi_112 = roi_transform(112, 1.0)
+        rois = []
+        for item in items:
+            to_112 = similarity_transform(item.faces.kps, arcface_template(112, 1.0))
+            for j in range(len(item.faces)):
+                rois.append(compose(roi_112, compose(to_112[j], cv2.invertAffineTransform(item.context_transforms[j]))))
+        return np.asarray(rois, np.float64).reshape(-1, 2, 3)
 
     def forget(self, cam: str) -> None:
         """A stream ended: its people's ROIs go."""
         self._tracker.forget(cam)
 
     def analyze(self, crops_bgr: np.ndarray) -> dict[str, np.ndarray]:
-        """The outputs a run publishes: AUs this teacher cannot see are NaN (null on the wire), unlike
-        :meth:`run`'s raw values, which distillation keeps."""
+        """The outputs a run publishes: AUs this teacher cannot see are NaN (null on the wire) unless ``raw``
+        (the distillation teacher pass keeps :meth:`run`'s values)."""
         return self._published(self.run(crops_bgr))
 
     def _published(self, out: LandmarkerOutput) -> dict[str, np.ndarray]:
         au = out.au.copy()
-        au[:, [AU_LABELS.index(c) for c in self.unsupported]] = np.nan
-        got = {"au": au, "blendshapes": out.blendshapes}
+        if not self.config.raw:
+            au[:, [AU_LABELS.index(c) for c in self.unsupported]] = np.nan
+        got = {"au": au, "blendshapes": out.blendshapes, "presence": out.presence[:, None]}
         return {self._names[o]: got[o] for o in self.config.outputs}

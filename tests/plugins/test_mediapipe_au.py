@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from auflow.engine.errors import ConfigError
 from auflow.engine.plugin import build
 from auflow.engine.registry import ANALYZERS
-from auflow.engine.types import Faces, ModelInfo
+from auflow.engine.types import FaceCrops, Faces, FrameMeta, ModelInfo
 from auflow.plugins.align import Aligner, estimate_transform
 from auflow.plugins.analyzers.blendshape_au import AU_LABELS, AU_TABLE, BLENDSHAPES, blendshapes_to_au
 from auflow.plugins.analyzers.mediapipe_au import LANDMARKS_SUBSET, PREFERRED_CROP, MediaPipeAUAnalyzer, roi_transform
@@ -119,6 +120,9 @@ def test_registered_with_teacher_provenance_and_checked_config():
         build(ANALYZERS, "mediapipe_au", {"outputs": ["landmarks"]})
     with pytest.raises(ConfigError, match="outputs"):
         build(ANALYZERS, "mediapipe_au", {"outputs": []})
+    p = build(ANALYZERS, "mediapipe_au", {"outputs": ["au", "presence"], "raw": True})
+    assert p.outputs == {"au": AU_LABELS, "presence": ("presence",)}
+    assert p.provenance["au"] == ModelInfo("mediapipe_au", "teacher", dead)  # raw values, still flagged
 
 
 def test_empty_batch_and_bad_input():
@@ -192,3 +196,33 @@ def test_acceptance_smile_and_brow_windows_on_the_demo_clip(demo_video, frames_o
     # measured 2026-11-24: 0.856 vs 0.003, and 0.560 vs 0.060 (MediaPipe's own Tasks API: 0.825 vs 0.006, 0.570 vs 0.132)
     assert mean("AU12", 12.5, 19.7) - mean("AU12", 6.3, 9.4) >= 0.5
     assert mean("AU01", 6.3, 8.3) - mean("AU01", 12.5, 19.7) >= 0.15
+
+
+# -- per frame on the face stage's context crop (the distillation teacher pass) ------------------------
+def test_per_frame_on_context_crops_is_the_aligned_crop_of_that_geometry_with_raw_aus_and_presence(ref_frames):
+    """``track: false`` with context crops: the ROI from each frame's 5 landmarks, cut from the context crop; on a
+    face whose context crop lies inside the frame that is exactly the teacher on an aligned crop of the same
+    geometry. ``raw`` keeps the AUs it cannot measure as computed; ``presence`` is one column in [0, 1]."""
+    frames, kps = ref_frames
+    frames, kps = frames[:4], kps[:4]
+    pad = 200  # the 256 px / 1.25 crop of the demo face reaches past the frame's edge: padded, it does not
+    frames = [cv2.copyMakeBorder(f, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(90, 90, 90)) for f in frames]
+    kps = kps + pad
+    al = Aligner(Aligner.Config(size=112))
+    items = []
+    for i, (img, k) in enumerate(zip(frames, kps)):
+        faces = Faces(np.array([[0, 0, 10, 10]], np.float32), np.ones(1, np.float32), k[None].astype(np.float32),
+                      np.zeros(1, np.int64))
+        ctx, mats = al.context_crop(img, faces, 256, 1.25)
+        items.append(FaceCrops(FrameMeta("cam", "s", i, i, (1, 24), 0, img.shape[1], img.shape[0]), faces,
+                               al.crop(img, faces), {}, ctx, mats))
+    a = analyzer(track=False, raw=True, outputs=["au", "presence"])
+    got = a.analyze_items(items)
+    want = analyzer(crop_scale=1.25, raw=True).analyze(crops_of(frames, kps, 256, 1.25))["au"]
+    # the same ROI up to float rounding in composing it (1e-9 off the diagonal): 4.2e-4 at most on these 4 frames
+    assert got["au"].shape == want.shape and np.abs(got["au"] - want).max() < 2e-3
+    assert np.isfinite(got["au"]).all() and got["presence"].shape == (4, 1)
+    assert ((got["presence"] > 0.5) & (got["presence"] <= 1)).all()
+    published = analyzer(track=False).analyze_items(items)["au"]
+    dead = [AU_LABELS.index(x) for x in AU_LABELS if x.split("_")[0] in ("AU05", "AU06", "AU09", "AU14")]
+    assert np.isnan(published[:, dead]).all() and np.allclose(np.delete(published, dead, 1), np.delete(got["au"], dead, 1))
