@@ -102,6 +102,9 @@ class ContextCrop(Section):
 
     size: int = Field(256, ge=64, le=1024, description="context crop side in pixels")
     scale: float = Field(1.5, ge=1.0, le=4.0, description="how much looser than norm_crop (1.5: the face at 2/3 of the side)")
+    border: Literal["replicate", "black"] = Field("replicate", description=(
+        "beyond the frame's edge: its border pixels repeated (as MediaPipe's ImageToTensor does), or black (as "
+        "norm_crop's crops; the distillation teacher pass's v1 crop, which the shipped starter student learnt from)"))
 
 
 class FaceSection(Section):

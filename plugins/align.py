@@ -147,14 +147,17 @@ class Aligner(Plugin):
             crops = [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
         return np.stack(crops)
 
-    def context_crop(self, image_bgr: np.ndarray, faces: Faces, size: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    def context_crop(self, image_bgr: np.ndarray, faces: Faces, size: int, scale: float,
+                     border: str = "replicate") -> tuple[np.ndarray, np.ndarray]:
         """``face.context``: a looser crop of each face, (N, size, size, 3) uint8, warped straight at ``size``
         with the template at ``scale``, and each crop's frame → crop affine (N, 2, 3) float64. Beyond the
-        frame its border pixels are repeated (as MediaPipe's ImageToTensor does), not black."""
+        frame its border pixels are repeated (``border="replicate"``, as MediaPipe's ImageToTensor does) or
+        black (``"black"``, as :meth:`crop`)."""
         if len(faces) == 0:
             return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3))
         mats = similarity_transform(faces.kps, arcface_template(size, scale))
-        crops = [cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mode = {"replicate": cv2.BORDER_REPLICATE, "black": cv2.BORDER_CONSTANT}[border]
+        crops = [cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0.0)
                  for m in mats]
         return np.stack(crops), mats
 

@@ -42,7 +42,8 @@ class FaceStage:
         crops = self.aligner.crop(pkt.image, faces)
         context, mats = (None, None)
         if self.cfg.context is not None:
-            context, mats = self.aligner.context_crop(pkt.image, faces, self.cfg.context.size, self.cfg.context.scale)
+            c = self.cfg.context
+            context, mats = self.aligner.context_crop(pkt.image, faces, c.size, c.scale, c.border)
         t3 = time.perf_counter()
         lat.update(detect=(t1 - t0) * 1e3, track=(t2 - t1) * 1e3, align=(t3 - t2) * 1e3)
         return FaceCrops(pkt.meta, faces, crops, lat, context, mats)

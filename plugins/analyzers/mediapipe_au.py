@@ -137,6 +137,17 @@ def unsupported_columns(labels: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for c in labels if c.split("_")[0] in UNSUPPORTED_AUS)
 
 
+def _context_scale(items: list, size: int) -> float:
+    """The ``scale`` the face stage cut the context crops of ``items`` at (``face.context.scale``), read back from
+    a face's frame → crop affine: a crop at ``scale`` is 1/``scale`` the size of one at 1.0. Rounded to 1e-6 (a
+    config value), so that the ROI warp is the very one an aligned crop of that geometry gets."""
+    item = next(it for it in items if len(it.faces))
+    k = np.hypot(*item.context_transforms[0][:, 0])  # frame → context crop
+    k112 = np.hypot(*similarity_transform(item.faces.kps[:1], arcface_template(112, 1.0))[0][:, 0])  # frame → 112 frame
+    k1 = np.hypot(*similarity_transform(arcface_template(112, 1.0), arcface_template(size, 1.0))[:, 0])  # 112 → size at 1.0
+    return round(float(k1 * k112 / k), 6)
+
+
 @ANALYZERS.register("mediapipe_au")
 class MediaPipeAUAnalyzer(Plugin):
     """FACS AUs (and blendshapes, landmarks) from MediaPipe's landmarker: a teacher, not a trained AU model."""
@@ -174,7 +185,7 @@ class MediaPipeAUAnalyzer(Plugin):
         self._landmark = None
         self._blendshape = None
         self._batch_in = 0
-        self._warps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._warps: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
         names = {"au": self.config.au_output, "blendshapes": "blendshapes", "presence": "presence"}
         labels = {"au": AU_LABELS, "blendshapes": BLENDSHAPES, "presence": ("presence",)}
         self.outputs: dict[str, tuple[str, ...]] = {names[o]: labels[o] for o in self.config.outputs}
@@ -213,11 +224,11 @@ class MediaPipeAUAnalyzer(Plugin):
         self._blendshape = None
 
     # -- the models -------------------------------------------------------------------------------
-    def _warp(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if size not in self._warps:
-            m = roi_transform(size, self.config.crop_scale)
-            self._warps[size] = (m, cv2.invertAffineTransform(m))
-        return self._warps[size]
+    def _warp(self, size: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        if (size, scale) not in self._warps:
+            m = roi_transform(size, scale)
+            self._warps[size, scale] = (m, cv2.invertAffineTransform(m))
+        return self._warps[size, scale]
 
     def _run_landmarks(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, 256, 256, 3) float32 RGB [0, 1] → (n, 478, 3) ROI pixels, (n,) presence logits."""
@@ -245,9 +256,9 @@ class MediaPipeAUAnalyzer(Plugin):
             res[i] = it.get_tensor(out).reshape(-1)
         return res
 
-    def run(self, crops_bgr: np.ndarray, to_roi: np.ndarray | None = None) -> LandmarkerOutput:
-        """Landmarks, presence, blendshapes and AUs for aligned crops (N, S, S, 3) BGR uint8. ``to_roi``
-        (N, 2, 3): each crop's own crop → ROI affine (context crops); default: the one ``crop_scale`` gives."""
+    def run(self, crops_bgr: np.ndarray, scale: float | None = None) -> LandmarkerOutput:
+        """Landmarks, presence, blendshapes and AUs for aligned crops (N, S, S, 3) BGR uint8 cut at ``scale``
+        (default: ``crop_scale``)."""
         if self._landmark is None:
             self.start()
         crops_bgr = np.asarray(crops_bgr)
@@ -257,26 +268,18 @@ class MediaPipeAUAnalyzer(Plugin):
         if n == 0:
             return LandmarkerOutput(np.zeros((0, 478, 3), np.float32), np.zeros(0, np.float32),
                                     np.zeros((0, len(BLENDSHAPES)), np.float32), np.zeros((0, len(AU_LABELS)), np.float32))
-        if to_roi is None:
-            m, inv = self._warp(size)
-            to_roi, back = np.broadcast_to(m, (n, 2, 3)), None
-        else:
-            back = np.stack([cv2.invertAffineTransform(m) for m in to_roi])
+        m, inv = self._warp(size, self.config.crop_scale if scale is None else scale)
         lms = np.empty((n, 478, 3), np.float32)
         logits = np.empty(n, np.float32)
         for i in range(0, n, self.config.batch):
             part = crops_bgr[i:i + self.config.batch]
             x = np.stack([cv2.warpAffine(c, m, (ROI_SIZE, ROI_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                          for c, m in zip(part, to_roi[i:i + self.config.batch])])
+                          for c in part])
             x = x[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)  # BGR → RGB, [0, 1]
             lms[i:i + len(part)], logits[i:i + len(part)] = self._run_landmarks(np.ascontiguousarray(x))
         # ROI pixels (0..256 spans the grid's edges) → crop pixels (centres): undo the warp
         lms[..., :2] -= 0.5
-        if back is None:
-            warp_landmarks(lms, inv)
-        else:
-            for j in range(n):
-                warp_landmarks(lms[j], back[j])
+        warp_landmarks(lms, inv)
         bs = self._run_blendshapes(lms[:, LANDMARKS_SUBSET, :2])
         presence = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         return LandmarkerOutput(lms, presence, bs, blendshapes_to_au(bs))
@@ -333,20 +336,9 @@ class MediaPipeAUAnalyzer(Plugin):
         if items and all(it.context is not None for it in items):
             if self.config.track:
                 return self._published(self.run_tracked(items))
-            return self._published(self.run(np.concatenate([it.context for it in items]), self._context_rois(items)))
+            context = np.concatenate([it.context for it in items])
+            return self._published(self.run(context, _context_scale(items, context.shape[1])))
         return self.analyze(np.concatenate([it.crops for it in items]))
-
-    @staticmethod
-    def _context_rois(items: list) -> np.ndarray:
-        """Each face's context crop → its landmark ROI (N, 2, 3), placed from its 5 landmarks as on the aligned
-        crops: the ROI of the 112 ArcFace frame, taken through frame → 112 frame after context crop → frame."""
-        roi_112 = roi_transform(112, 1.0)
-        rois = []
-        for item in items:
-            to_112 = similarity_transform(item.faces.kps, arcface_template(112, 1.0))
-            for j in range(len(item.faces)):
-                rois.append(compose(roi_112, compose(to_112[j], cv2.invertAffineTransform(item.context_transforms[j]))))
-        return np.asarray(rois, np.float64).reshape(-1, 2, 3)
 
     def forget(self, cam: str) -> None:
         """A stream ended: its people's ROIs go."""
