@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from auflow.engine.errors import ConfigError
+from auflow.engine.errors import ConfigError, ModelError
 from auflow.models.train.distill import (
     STATE_FILE,
     DistillCallbacks,
@@ -135,6 +135,35 @@ def test_cache_resumes_after_an_interrupt(face_video, tmp_path):
     (v,) = load_cache(cache, [video_key(face_video)])
     assert list(v.rows.frame) == sorted(set(v.rows.frame)) and len(v.rows) == len(v.crops) >= 35
     assert v.crops.shape[1:] == (112, 112, 3) and v.rows["AU12"].between(0, 1).all()
+
+
+def test_a_video_that_breaks_is_one_error_naming_it_and_the_others_are_cached(face_video, tmp_path, monkeypatch):
+    """The teacher pass is a pipeline run: a video whose stream fails mid-way ends alone; the pass then says
+    which, with the rest cached, and the next call resumes it."""
+    pytest.importorskip("ai_edge_litert", reason="the mediapipe_au teacher runs on ai-edge-litert")
+    pytest.importorskip("yuface", reason="the default detector (yunet) needs yuface")
+    from auflow.engine.pipeline.face_stage import FaceStage
+
+    other = tmp_path / "other.mp4"
+    shutil.copy(face_video, other)
+    bad = video_key(other)
+    process = FaceStage.process
+
+    def breaks(self, pkt):
+        if pkt.meta.cam == bad and pkt.meta.frame == 30:
+            raise RuntimeError("a bad frame")
+        return process(self, pkt)
+
+    monkeypatch.setattr(FaceStage, "process", breaks)
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelError, match=f"teacher pass failed on {bad}: .*a bad frame"):
+        cache_videos([str(face_video), str(other)], cache)
+    meta = json.loads((cache / bad / "meta.json").read_text())
+    assert meta["frames_done"] == 30 and not meta["complete"]
+    assert json.loads((cache / video_key(face_video) / "meta.json").read_text())["complete"]
+    monkeypatch.setattr(FaceStage, "process", process)
+    again = cache_videos([str(face_video), str(other)], cache)
+    assert again.skipped == [video_key(face_video)] and again.resumed == [bad] and again.frames_run == 10
 
 
 # -- the demo clip: teacher once per session ---------------------------------------------------------
