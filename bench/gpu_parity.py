@@ -9,7 +9,7 @@ On the demo clip's first ``--frames`` frames:
 - ``warp``: ``align_torch.warp_crops`` on ``--device`` against the Aligner's crops (norm_crop where
   insightface is installed, else the numpy transform + cv2.warpAffine): max and mean |Δ| gray levels
   at 112 and 224;
-- ``stage``: :class:`GpuFaceStage` on ``--device`` for 1080p frames (the demo frames upscaled), one
+- ``stage``: :class:`BatchedFaceStage` on ``--device`` for 1080p frames (the demo frames upscaled), one
   frame from each of N streams per batch: median batch time, frames/s, faces/s and the detect /
   track / align split, for each N; on CUDA with the detector eager and from CUDA graphs;
 - ``nvdec_dlpack``: NVDEC decoding into device memory (``is_hw_owned``), planes to torch by DLPack,
@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from auflow.engine.assets import asset_path
 from auflow.engine.config import FaceSection
-from auflow.engine.pipeline.gpu_face_stage import GpuFaceStage
+from auflow.engine.pipeline.batched_face_stage import BatchedFaceStage
 from auflow.engine.types import Faces, FrameMeta
 from auflow.plugins.align import Aligner
 from auflow.plugins.align_torch import warp_crops
@@ -102,7 +102,7 @@ def stage_throughput(frames: list[np.ndarray], device: str, streams: list[int], 
     on_dev = [torch.from_numpy(f).permute(2, 0, 1).to(device) for f in big]
     rows = []
     for n, graphs in [(n, g) for g in ((False, True) if device.startswith("cuda") else (False,)) for n in streams]:
-        stage = GpuFaceStage(cfg.model_copy(update={"cuda_graphs": graphs, "batch": max(streams)}), device=device)
+        stage = BatchedFaceStage(cfg.model_copy(update={"cuda_graphs": graphs, "batch": max(streams)}), device=device)
         stage.start()
         times, faces, parts = [], 0, {"detect": [], "track": [], "align": []}
         for it in range(iters + 2):  # 2 warm-up batches

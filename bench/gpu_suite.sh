@@ -119,13 +119,13 @@ step() {
   pack
 }
 
-"$PY" -c "import torch, auflow.engine.pipeline.gpu_face_stage as g; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
+"$PY" -c "import torch, auflow.engine.pipeline.batched_face_stage as g; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
   2>&1 | tee -a "$SUMMARY"
 
-# (1) the gpu-marked tests (skipped on a CPU machine): warp vs norm_crop, RetinaFace CPU vs GPU, GpuFaceStage
+# (1) the gpu-marked tests (skipped on a CPU machine): warp vs norm_crop, RetinaFace CPU vs GPU, BatchedFaceStage
 # (the device's numpy/torch/scipy are other versions than CI's: their deprecation notices stay warnings there)
 step tests_gpu $((TINY ? 120 : 60)) "$PY" -m pytest -q -m gpu -p no:cacheprovider -W ignore::DeprecationWarning -W ignore::FutureWarning \
-  tests/plugins/test_align_torch.py tests/plugins/test_retinaface.py tests/engine/pipeline/test_gpu_face_stage.py \
+  tests/plugins/test_align_torch.py tests/plugins/test_retinaface.py tests/engine/pipeline/test_batched_face_stage.py \
   tests/engine/test_cuda_graphs.py tests/engine/sources/test_device_frames.py
 
 # (1b) parity JSON + the batched face stage on 1080p frames, 1..64 streams per batch, eager and from CUDA graphs,

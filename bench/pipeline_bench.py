@@ -97,7 +97,7 @@ def decode_only_streams(video: str, n: int, hwaccel: str, workers: str, frames_d
 
 def decode_detect(video: str, cfg) -> tuple[dict, list]:
     """Decode + the face stage: the per-frame FaceStage, or with ``face.device`` set the shared batched
-    stage (GpuFaceStage) on batches of ``face.batch`` frames, as the pipeline runs it."""
+    stage (BatchedFaceStage) on batches of ``face.batch`` frames, as the pipeline runs it."""
     shared = cfg.face.device is not None
     # decoded as the pipeline decodes for this config: its decoder, frames kept on the GPU where it keeps them
     src = FileSource(video, hwaccel_mode=cfg.source.hwaccel, frames_device=frames_device(cfg.source, cfg.face))
@@ -105,9 +105,9 @@ def decode_detect(video: str, cfg) -> tuple[dict, list]:
     if shared:
         import torch
 
-        from auflow.engine.pipeline.gpu_face_stage import GpuFaceStage
+        from auflow.engine.pipeline.batched_face_stage import BatchedFaceStage
 
-        stage = GpuFaceStage(cfg.face, device=cfg.face.device)
+        stage = BatchedFaceStage(cfg.face, device=cfg.face.device)
 
         def run(pkts):
             frames = [(p.meta, p.image if isinstance(p.image, torch.Tensor)

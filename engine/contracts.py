@@ -10,16 +10,16 @@ The kinds differ in the calls the engine makes on them; optional hooks are liste
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .plugin import CPU, StartContext
 from .registry import ALIGNERS, ANALYZERS, DETECTORS, SINKS, TRACKERS, Registry
-from .types import EndOfStream, FaceCrops, FaceResults, Faces
+from .types import EndOfStream, FaceCrops, FaceResults, Faces, FramePacket
 
-__all__ = ["OPTIONAL_HOOKS", "PROTOCOLS", "Aligner", "AnalyzerPlugin", "Detector", "FaceTap", "Sink", "Tracker", "missing"]
+__all__ = ["OPTIONAL_HOOKS", "PROTOCOLS", "Aligner", "AnalyzerPlugin", "Detector", "FacePlacement", "FaceTap", "Sink", "Tracker", "missing"]
 
 
 @runtime_checkable
@@ -67,6 +67,21 @@ class Sink(Protocol):
     def start(self, ctx: StartContext = CPU) -> None: ...
     def stop(self) -> None: ...
     def write(self, message: dict) -> None: ...
+
+
+@runtime_checkable
+class FacePlacement(Protocol):
+    """The face stage, in either placement, built from the run config's ``face`` section (detector, aligner,
+    tracker by name): per stream in its worker (engine/pipeline/face_stage.py, ``placement = "worker"``), or
+    one for every stream in the pipeline's process (engine/pipeline/batched_face_stage.py, ``"batched"``,
+    ``face.device``). Frames in (each stream's in frame order), one FaceCrops per frame out."""
+
+    placement: str
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def process_batch(self, packets: Sequence[FramePacket]) -> list[FaceCrops]: ...
+    def on_stream_end(self, cam: str) -> None: ...
 
 
 @runtime_checkable

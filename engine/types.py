@@ -142,7 +142,7 @@ class FaceCrops:
     """Aligned face crops of one frame: what leaves the face stage, in either placement.
 
     ``crops``: (N, S, S, 3) BGR uint8 numpy array (the per-worker stage), or a (N, 3, S, S) uint8 torch
-    tensor left on the device of the batched stage (engine/pipeline/gpu_face_stage.py); :meth:`to_host`
+    tensor left on the device of the batched stage (engine/pipeline/batched_face_stage.py); :meth:`to_host`
     gives the array form."""
 
     meta: FrameMeta

@@ -82,9 +82,9 @@ class Pipeline(StreamSupervision, ResultPublishing):
         self._crops: queue.Queue = queue.Queue(maxsize=self._depth * width)
         self.face_stage = None  # face.device set: one face stage for every stream, fed by self._frames
         if cfg.face.device is not None:
-            from .gpu_face_stage import GpuFaceStage
+            from .batched_face_stage import BatchedFaceStage
 
-            self.face_stage = GpuFaceStage(cfg.face, device=cfg.face.device)
+            self.face_stage = BatchedFaceStage(cfg.face, device=cfg.face.device)
             self._frames: queue.Queue = queue.Queue(maxsize=self._depth * width)
         self._inbox = self._crops if self.face_stage is None else self._frames  # what the collectors fill
         self._results: queue.Queue = queue.Queue(maxsize=cfg.source.queue * width)
@@ -212,24 +212,16 @@ class Pipeline(StreamSupervision, ResultPublishing):
             self._results.put(e)
 
     def _shared_batch(self, frames: list[FramePacket], failed: dict[str, str]) -> list:
-        import torch
-
         stage = self.face_stage
-        dev = stage.device
-
-        def tensor(pkt: FramePacket) -> torch.Tensor:  # (H, W, 3) host BGR → (3, H, W) on the stage's device
-            img = pkt.image
-            return img if isinstance(img, torch.Tensor) else torch.from_numpy(img).to(dev, non_blocking=True).permute(2, 0, 1)
-
         try:
-            out = stage.process([(f.meta, tensor(f)) for f in frames], [f.latency_ms for f in frames])
+            out = stage.process_batch(frames)
         except Exception:  # noqa: BLE001 - find the frame(s) at fault: each alone
             out = []
             for f in frames:
                 if f.meta.cam in failed:
                     continue
                 try:
-                    out += stage.process([(f.meta, tensor(f))], [f.latency_ms])
+                    out += stage.process_batch([f])
                 except Exception as e:  # noqa: BLE001 - ends this stream only, with its reason
                     log.exception("face stage failed on %s frame %d", f.meta.cam, f.meta.frame)
                     failed[f.meta.cam] = f"{f.meta.cam}: face stage failed: {type(e).__name__}: {e}"

@@ -1,12 +1,15 @@
 """Detect → keep the best faces → track → align: a frame in, its aligned crops out.
 
 Runs in the stream's own worker so full frames never cross to the analyzer; only the small
-aligned crops do.
+aligned crops do. The per-worker placement of the face-stage contract
+(:class:`~auflow.engine.contracts.FacePlacement`); the batched one, for every stream in the pipeline's
+process, is :mod:`.batched_face_stage`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,6 +21,8 @@ from ..types import FaceCrops, FramePacket
 
 
 class FaceStage:
+    placement = "worker"  # one stage per stream, in its worker
+
     def __init__(self, cfg: FaceSection) -> None:
         self.cfg = cfg
         self.detector = build(DETECTORS, cfg.detector.name, cfg.detector.options, "face.detector")
@@ -48,7 +53,12 @@ class FaceStage:
         lat.update(detect=(t1 - t0) * 1e3, track=(t2 - t1) * 1e3, align=(t3 - t2) * 1e3)
         return FaceCrops(pkt.meta, faces, crops, lat, context, mats)
 
-    def on_stream_end(self) -> None:
+    def process_batch(self, packets: Sequence[FramePacket]) -> list[FaceCrops]:
+        """The placement contract's entry (frames of this worker's one stream, in order)."""
+        return [self.process(p) for p in packets]
+
+    def on_stream_end(self, cam: str | None = None) -> None:
+        """The stream's session ended: its tracks end (``cam``: the contract's; a worker has one stream)."""
         self.tracker.reset()
 
     def stop(self) -> None:

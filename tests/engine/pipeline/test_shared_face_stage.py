@@ -2,7 +2,7 @@
 placement), run here on the CPU: the plumbing — frames from the workers, dynamic batches across
 streams, per-stream tracking, session ends in order, a failing stream ending alone — against the
 per-worker placement with the same detector and aligner. (On a GPU the same code runs with
-``face.device: cuda``; tests/engine/pipeline/test_gpu_face_stage.py holds the stage's own parity.)
+``face.device: cuda``; tests/engine/pipeline/test_batched_face_stage.py holds the stage's own parity.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from watched_run import WatchedRun, config
 
 from auflow.engine.errors import ConfigError
 from auflow.engine.pipeline.core import Pipeline
-from auflow.engine.pipeline.gpu_face_stage import GpuFaceStage
+from auflow.engine.pipeline.batched_face_stage import BatchedFaceStage
 from auflow.engine.sources import make_source
 
 FRAMES = 12
@@ -47,13 +47,13 @@ def _results(msgs: list[dict]) -> list[dict]:
 
 @pytest.mark.timeout(300)
 def test_one_face_stage_for_every_stream_gives_the_per_worker_results(clips, tmp_path, monkeypatch):
-    process, batches = GpuFaceStage.process, []
+    process, batches = BatchedFaceStage.process, []
 
     def recorded(self, frames, latency_ms=None):
         batches.append([(meta.cam, meta.frame) for meta, _ in frames])
         return process(self, frames, latency_ms)
 
-    monkeypatch.setattr(GpuFaceStage, "process", recorded)
+    monkeypatch.setattr(BatchedFaceStage, "process", recorded)
     from auflow.engine.analyzer.core import Analyzer
 
     run, crop_types = Analyzer.run, set()
@@ -92,14 +92,14 @@ def test_one_face_stage_for_every_stream_gives_the_per_worker_results(clips, tmp
 
 @pytest.mark.timeout(300)
 def test_a_stream_whose_frame_breaks_the_face_stage_ends_alone(clips, tmp_path, monkeypatch):
-    process = GpuFaceStage.process
+    process = BatchedFaceStage.process
 
     def breaks_on_b(self, frames, latency_ms=None):
         if any(meta.cam == "b" and meta.frame == 3 for meta, _ in frames):
             raise RuntimeError("a frame it cannot take")
         return process(self, frames, latency_ms)
 
-    monkeypatch.setattr(GpuFaceStage, "process", breaks_on_b)
+    monkeypatch.setattr(BatchedFaceStage, "process", breaks_on_b)
     got = _run(config(*RETINAFACE, "source.parallel=2", "face.device=cpu", "face.batch=4", "face.max_wait_ms=50"),
                clips, tmp_path / "s")
     a, b = got["a"], got["b"]
@@ -143,13 +143,13 @@ def test_a_live_stream_behind_a_slow_shared_stage_drops_old_frames_instead_of_qu
     would have waited its turn and none would have been dropped: the last ones seconds late.)"""
     import time
 
-    process = GpuFaceStage.process
+    process = BatchedFaceStage.process
 
     def slow(self, frames, latency_ms=None):
         time.sleep(0.2)
         return process(self, frames, latency_ms)
 
-    monkeypatch.setattr(GpuFaceStage, "process", slow)
+    monkeypatch.setattr(BatchedFaceStage, "process", slow)
     clip = str(write_clip(tmp_path / "live.mp4", frames=50, face=True))
     got = _run(config(*RETINAFACE, "face.device=cpu", "face.batch=1", "source.realtime=true"), [clip], tmp_path / "r")
     msgs = got["live"]

@@ -1,9 +1,11 @@
-"""The face stage of the all-GPU path: frames of many streams, already on one torch device, in one batch.
+"""The batched face stage: frames of many streams on one torch device (a GPU, or the CPU), in one batch.
 
 DESIGN.md ("GPU path"): NVDEC decodes into GPU memory, one GPU process batches detection across all
 streams, estimates norm_crop's similarity and warps on the GPU, and the crops go to the models
-without visiting host memory. This module is that process's face stage; it is the CPU
-:class:`~auflow.engine.pipeline.face_stage.FaceStage` with the same contract, batched:
+without visiting host memory. This module is that process's face stage: the per-worker
+:class:`~auflow.engine.pipeline.face_stage.FaceStage` batched, with the same contract
+(:class:`~auflow.engine.contracts.FacePlacement`: ``process_batch``, ``on_stream_end``) and the same
+``face`` config; it also runs on the CPU (``face.device: cpu``), where the tests check it:
 
     frames (3, H, W) uint8 BGR tensors of several streams, one device
       → RetinaFace-MobileNet0.25 on the whole batch (frames grouped by size; a frame larger than
@@ -17,7 +19,7 @@ without visiting host memory. This module is that process's face stage; it is th
 Placement (``face.device``, wired in ``engine/pipeline/core.py``): set, the stream workers only
 decode and send their frames; a thread of the pipeline's process gathers the frames of every
 stream into dynamic batches (``face.batch`` frames, ``face.max_wait_ms``), uploads them, calls
-:meth:`GpuFaceStage.process` once per batch and hands those FaceCrops to the analyzer: the crops
+:meth:`BatchedFaceStage.process` once per batch and hands those FaceCrops to the analyzer: the crops
 stay on the device when every model takes tensors (the registry models do: ``torch_model``'s
 device preprocessing; a teacher such as mediapipe_au does not, and then they go to the host). Frames of one stream arrive in
 order (one collector per stream), as the tracker needs. With thread workers and NVDEC the frames
@@ -26,7 +28,7 @@ host copy); the pipeline passes a frame that is already a tensor through as it i
 others. The detector's network is replayed from CUDA graphs (``face.cuda_graphs``,
 engine/cuda_graphs.py).
 
-Parity, tested on the CPU (tests/engine/pipeline/test_gpu_face_stage.py): with the same retinaface
+Parity, tested on the CPU (tests/engine/pipeline/test_batched_face_stage.py): with the same retinaface
 options, the same faces, tracks and (within 1 gray level) crops as FaceStage on the demo clip.
 """
 
@@ -46,19 +48,21 @@ from ..errors import ConfigError
 from ..plugin import build
 from ..registry import ALIGNERS, DETECTORS, TRACKERS
 from ..sources.device_frames import nv12_to_bgr  # noqa: F401 - the GPU path's colour conversion, exported here too
-from ..types import FaceCrops, Faces, FrameMeta
+from ..types import FaceCrops, Faces, FrameMeta, FramePacket
 
 log = logging.getLogger(__name__)
 
 
-class GpuFaceStage:
+class BatchedFaceStage:
     """Batched detect → track → align for frames of many streams on one torch device (see the module doc)."""
+
+    placement = "batched"  # one stage in the pipeline's process for every stream
 
     def __init__(self, cfg: FaceSection, device: str = "cuda") -> None:
         if cfg.detector.name != "retinaface":
-            raise ConfigError(f"the GPU face stage detects with retinaface (torch), not {cfg.detector.name!r}")
+            raise ConfigError(f"the batched face stage (face.device) detects with retinaface (torch), not {cfg.detector.name!r}")
         if cfg.align.name != "norm_crop":
-            raise ConfigError(f"the GPU face stage aligns like norm_crop, not {cfg.align.name!r}")
+            raise ConfigError(f"the batched face stage (face.device) aligns like norm_crop, not {cfg.align.name!r}")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cfg = cfg
@@ -111,6 +115,14 @@ class GpuFaceStage:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def process_batch(self, packets: Sequence[FramePacket]) -> list[FaceCrops]:
+        """The placement contract's entry: FramePackets of any streams (each stream's in frame order) whose image
+        is a host (H, W, 3) BGR array, uploaded here, or already a (3, H, W) tensor on this stage's device."""
+        def tensor(img) -> torch.Tensor:
+            return img if isinstance(img, torch.Tensor) else torch.from_numpy(img).to(self.device, non_blocking=True).permute(2, 0, 1)
+
+        return self.process([(p.meta, tensor(p.image)) for p in packets], [p.latency_ms for p in packets])
 
     def process(self, frames: Sequence[tuple[FrameMeta, torch.Tensor]],
                 latency_ms: Sequence[dict[str, float]] | None = None) -> list[FaceCrops]:

@@ -1,4 +1,4 @@
-"""GpuFaceStage (the all-GPU path's face stage) on the CPU against the CPU FaceStage with retinaface.
+"""BatchedFaceStage (the all-GPU path's face stage) on the CPU against the CPU FaceStage with retinaface.
 
 Crops are compared with the warp bound of tests/plugins/test_align_torch.py: max |diff| ≤ 1 gray
 level, mean < 0.01 (max ≤ 2 in the cuda variant, marker ``gpu``, which runs the stage on the GPU against
@@ -15,7 +15,7 @@ from auflow.engine.assets import asset_path, expected_path
 from auflow.engine.config import FaceSection
 from auflow.engine.errors import ConfigError
 from auflow.engine.pipeline.face_stage import FaceStage
-from auflow.engine.pipeline.gpu_face_stage import GpuFaceStage
+from auflow.engine.pipeline.batched_face_stage import BatchedFaceStage
 from auflow.engine.types import FrameMeta, FramePacket
 from auflow.plugins.detectors.yunet import fit_max_side
 
@@ -78,7 +78,7 @@ def _two_streams_match(demo_frames, device: str):
     cfg = _cfg()
     mirrored = [np.ascontiguousarray(f[:, ::-1]) for f in demo_frames[:FRAMES_B]]
     ref = {"a": _cpu_run(cfg, "a", demo_frames), "b": _cpu_run(cfg, "b", mirrored)}
-    stage = GpuFaceStage(cfg, device=device)
+    stage = BatchedFaceStage(cfg, device=device)
     stage.start()
     items = [(cam, i, f) for i in range(FRAMES) for cam, f in (("a", demo_frames[i]), ("b", mirrored[i] if i < FRAMES_B else None))
              if f is not None]
@@ -117,7 +117,7 @@ def test_a_bare_cuda_device_takes_frames_on_the_current_cuda_device(demo_frames)
 
     The first GPU run (2026-12-04, H200) refused every frame: torch.device("cuda") != device("cuda:0").
     """
-    stage = GpuFaceStage(_cfg(), device="cuda")
+    stage = BatchedFaceStage(_cfg(), device="cuda")
     img = torch.from_numpy(demo_frames[0]).permute(2, 0, 1).contiguous().to(torch.device("cuda", 0))
     out = stage.process([(_meta("a", 0, demo_frames[0]), img)])
     assert len(out) == 1 and len(out[0].faces) == 1
@@ -129,7 +129,7 @@ def test_the_detector_through_graphed_buckets_gives_the_same_faces(demo_frames):
     the buckets run eagerly: the same faces as the plain call, for batches of 3 (bucket 4) and 1."""
     from auflow.engine.cuda_graphs import GraphedForward
 
-    plain, graphed = GpuFaceStage(_cfg(), device="cpu"), GpuFaceStage(_cfg(), device="cpu")
+    plain, graphed = BatchedFaceStage(_cfg(), device="cpu"), BatchedFaceStage(_cfg(), device="cpu")
     graphed.start()
     graphed._net = GraphedForward(graphed.detector.network, "cpu", 4)
     for first, frames in ((0, demo_frames[:3]), (3, demo_frames[3:4])):
@@ -144,14 +144,14 @@ def test_the_detector_through_graphed_buckets_gives_the_same_faces(demo_frames):
 def test_large_frames_are_downscaled_like_the_cpu_detector(demo_frames):
     """1280×720 frames (over max_side): the device area downscale gives cv2's pixels and the same faces and crops."""
     big = [cv2.resize(f, (1280, 720), interpolation=cv2.INTER_LINEAR) for f in demo_frames[:3]]
-    det = GpuFaceStage(_cfg(), device="cpu").detector  # its downscale_tensors: the batched entry's first step
+    det = BatchedFaceStage(_cfg(), device="cpu").detector  # its downscale_tensors: the batched entry's first step
     small, sx, sy = det.downscale_tensors(torch.from_numpy(np.stack(big)).permute(0, 3, 1, 2))
     ref, rx, ry = fit_max_side(big[0], 640)
     assert (sx, sy) == (rx, ry)
     assert np.abs(small[0].permute(1, 2, 0).numpy().astype(np.int16) - ref).max() <= 1
     cfg = _cfg(size=224, scale=1.3)
     cpu = _cpu_run(cfg, "a", big)
-    stage = GpuFaceStage(cfg, device="cpu")
+    stage = BatchedFaceStage(cfg, device="cpu")
     outs = stage.process([(_meta("a", i, f), torch.from_numpy(f).permute(2, 0, 1)) for i, f in enumerate(big)])
     for g, c in zip(outs, cpu):
         assert len(g.faces) == len(c.faces) >= 1
@@ -162,8 +162,8 @@ def test_large_frames_are_downscaled_like_the_cpu_detector(demo_frames):
 
 def test_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="retinaface"):
-        GpuFaceStage(FaceSection.model_validate({"detector": {"name": "yunet"}}), device="cpu")
-    stage = GpuFaceStage(_cfg(), device="cpu")
+        BatchedFaceStage(FaceSection.model_validate({"detector": {"name": "yunet"}}), device="cpu")
+    stage = BatchedFaceStage(_cfg(), device="cpu")
     with pytest.raises(ValueError, match="uint8"):
         stage.process([(_meta("a", 0, np.zeros((8, 8, 3))), torch.zeros(3, 8, 8))])
 
@@ -171,7 +171,7 @@ def test_refuses_what_it_cannot_do():
 def test_nv12_planes_by_dlpack_give_the_bgr_frame():
     """The NVDEC hand-over's colour step, on CPU planes: PyAV's NV12 planes → torch.from_dlpack → BGR ≈ swscale's bgr24."""
     import av
-    from auflow.engine.pipeline.gpu_face_stage import nv12_to_bgr
+    from auflow.engine.pipeline.batched_face_stage import nv12_to_bgr
 
     if expected_path("demo_video") is None:
         pytest.skip("asset demo_video is not installed (run `make assets`)")
@@ -185,3 +185,29 @@ def test_nv12_planes_by_dlpack_give_the_bgr_frame():
     assert diff.mean() < 1.5 and diff.max() <= 4  # measured: mean 1.23, max 3 (swscale's fixed point)
     wrong = np.abs(nv12_to_bgr(y, uv, "bt709").permute(1, 2, 0).numpy().astype(np.int16) - ref)
     assert wrong.mean() > diff.mean()  # the clip is BT.601: the other matrix is further off
+
+
+def test_both_placements_keep_one_contract_and_give_the_same_faces_on_the_cpu(demo_frames):
+    """FacePlacement (engine/contracts.py): the per-worker and the batched stage take the same ``face`` config and
+    the same calls; on the CPU, the same frames give the same faces and tracks, crops within 1 gray level."""
+    from auflow.engine.contracts import FacePlacement
+
+    cfg = _cfg()
+    worker, batched = FaceStage(cfg), BatchedFaceStage(cfg, device="cpu")
+    assert isinstance(worker, FacePlacement) and isinstance(batched, FacePlacement)
+    assert (worker.placement, batched.placement) == ("worker", "batched")
+    frames = demo_frames[:4]
+    pkts = [FramePacket(_meta("a", i, f), f) for i, f in enumerate(frames)]
+    worker.start()
+    batched.start()
+    a, b = worker.process_batch(pkts), batched.process_batch(pkts)
+    assert len(a) == len(b) == 4 and sum(len(x.faces) for x in a) > 0
+    for x, y in zip(a, b):
+        y = y.to_host()
+        assert x.faces.track.tolist() == y.faces.track.tolist()
+        np.testing.assert_allclose(x.faces.bbox, y.faces.bbox, atol=0.5)
+        assert np.abs(x.crops.astype(int) - y.crops.astype(int)).max() <= 1
+    worker.on_stream_end("a")
+    batched.on_stream_end("a")
+    worker.stop()
+    batched.stop()
