@@ -113,18 +113,25 @@ def resolve_k(k: int | None, benchmark: str | None, num_aus: int, paper_k: Mappi
     return k
 
 
+def he_linears(dim: int, n: int, bias: bool = True) -> list[nn.Linear]:
+    """``n`` Linear(dim, dim) layers as the released graph convolutions initialise them: weights
+    N(0, 2 / dim) (He), biases 0; made one after another, then initialised (the seeded order)."""
+    lins = [nn.Linear(dim, dim, bias=bias) for _ in range(n)]
+    for lin in lins:
+        nn.init.normal_(lin.weight, 0.0, math.sqrt(2.0 / dim))
+        if bias:
+            nn.init.zeros_(lin.bias)
+    return lins
+
+
 class FGGConv(nn.Module):
     """Eq. (1): v_i^FGG = σ[g(v_i, Σ_j r(v_j, a_ij))] with
     g(v_i, m_i) = v_i + BN(U v_i + m_i), r(v_j, a_ij) = â_ij V v_j, â = D^-1/2 A D^-1/2, σ = ReLU."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.U = nn.Linear(dim, dim)
-        self.V = nn.Linear(dim, dim)
+        self.U, self.V = he_linears(dim, 2)
         self.bn = nn.BatchNorm1d(dim)
-        for lin in (self.U, self.V):
-            nn.init.normal_(lin.weight, 0.0, math.sqrt(2.0 / dim))
-            nn.init.zeros_(lin.bias)
 
     def forward(self, v: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         d = adj.sum(dim=-1).clamp(min=1.0).rsqrt()  # every row has k ones; clamp only guards k = 0
@@ -149,9 +156,7 @@ class GatedGCNLayer(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.A, self.B, self.E, self.U, self.V = (nn.Linear(dim, dim, bias=False) for _ in range(5))
-        for lin in (self.A, self.B, self.E, self.U, self.V):
-            nn.init.normal_(lin.weight, 0.0, math.sqrt(2.0 / dim))
+        self.A, self.B, self.E, self.U, self.V = he_linears(dim, 5, bias=False)
         self.bn_h = nn.BatchNorm1d(dim)
         self.bn_e = nn.BatchNorm1d(dim)
 
@@ -184,15 +189,8 @@ def similarity_head(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 class MEGraphAU(nn.Module):
     """ME-GraphAU network. ``forward(x)`` → AU probabilities (B, N); ``forward_aux(x)`` → training dict."""
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_aus: int,
-        dim: int,
-        k: int,
-        gcn_layers: int = 2,
-        edge_grid: int | None = None,
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_aus: int, dim: int, k: int, gcn_layers: int = 2,
+                 edge_grid: int | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.num_aus, self.dim, self.k = num_aus, dim, k
@@ -303,6 +301,13 @@ def graph_setup(name: str, sets: Mapping[str, tuple[str, ...]], default_set: str
     return names, k, net, dim if dim is not None else net.out_channels // DIM_DIVISOR.get(backbone, 4)
 
 
+def graph_config(backbone: str, names: tuple[str, ...], input_size: int, k: int, dim: int,
+                 backbone_kw: dict[str, Any] | None, **layers: Any) -> dict[str, Any]:
+    """The card config of a graph AU model: what :func:`graph_setup` resolved, then its own ``layers`` options."""
+    return {"backbone": backbone, "au_names": list(names), "input_size": input_size, "k": k, "dim": dim, **layers,
+            "backbone_kw": dict(backbone_kw or {})}
+
+
 @register_model("me_graphau")
 def me_graphau(
     backbone: str = "resnet50",
@@ -340,15 +345,7 @@ def me_graphau(
     if dim < 2:
         raise ModelError(f"dim={dim} is too small for the cross attention (needs >= 2)")
     model = MEGraphAU(net, n, dim, k, gcn_layers, edge_grid)
-    config = {
-        "backbone": backbone,
-        "au_names": list(names),
-        "input_size": input_size,
-        "k": k,
-        "dim": dim,
-        "gcn_layers": gcn_layers,
-        "backbone_kw": dict(backbone_kw or {}),
-    }
+    config = graph_config(backbone, names, input_size, k, dim, backbone_kw, gcn_layers=gcn_layers)
     if edge_grid is not None:  # absent from older cards: they load as before
         config["edge_grid"] = edge_grid
     model.card = ModelCard("me_graphau", "au", names, config, input_size, paper="ME-GraphAU (Luo et al.)")

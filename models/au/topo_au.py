@@ -35,7 +35,7 @@ from torch import nn
 from auflow.engine.errors import ModelError
 from auflow.models import register_model
 from auflow.models.au import labels
-from auflow.models.au.me_graphau import TokenLinear, graph_setup, knn_adjacency, similarity_head
+from auflow.models.au.me_graphau import TokenLinear, graph_config, graph_setup, he_linears, knn_adjacency, similarity_head
 from auflow.models.card import ModelCard
 
 #: the AU sets of the paper's two benchmarks (Sec. 3.1.1: Num = 8 on DISFA, 12 on EmotioNet;
@@ -99,12 +99,8 @@ class AUGraphLayer(nn.Module):
     def __init__(self, dim: int, num_aus: int, k: int) -> None:
         super().__init__()
         self.k = k
-        self.U = nn.Linear(dim, dim)
-        self.V = nn.Linear(dim, dim)
+        self.U, self.V = he_linears(dim, 2)
         self.bn = nn.BatchNorm1d(num_aus)
-        for lin in (self.U, self.V):
-            nn.init.normal_(lin.weight, 0.0, math.sqrt(2.0 / dim))
-            nn.init.zeros_(lin.bias)
 
     def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """v (B, N, C) → (v^GNN (B, N, C), A (B, N, N))."""
@@ -164,16 +160,8 @@ class CCFG(nn.Module):
 class TopoAU(nn.Module):
     """Topo-AU network. ``forward(x)`` → AU probabilities (B, N); ``forward_aux(x)`` → training dict."""
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_aus: int,
-        dim: int,
-        k: int,
-        gnn_layers: int = 1,
-        ccfg_reduction: int = CCFG_REDUCTION,
-        ccfg_lambda: float = 1.0,
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_aus: int, dim: int, k: int, gnn_layers: int = 1,
+                 ccfg_reduction: int = CCFG_REDUCTION, ccfg_lambda: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.num_aus, self.dim, self.k = num_aus, dim, k
@@ -256,17 +244,8 @@ def topo_au(
     if dim < 1:
         raise ModelError(f"dim={dim} must be >= 1")
     model = TopoAU(net, n, dim, k, gnn_layers, ccfg_reduction, ccfg_lambda)
-    config = {
-        "backbone": backbone,
-        "au_names": list(names),
-        "input_size": input_size,
-        "k": k,
-        "dim": dim,
-        "gnn_layers": gnn_layers,
-        "ccfg_reduction": ccfg_reduction,
-        "ccfg_lambda": ccfg_lambda,
-        "backbone_kw": dict(backbone_kw or {}),
-    }
+    config = graph_config(backbone, names, input_size, k, dim, backbone_kw, gnn_layers=gnn_layers,
+                          ccfg_reduction=ccfg_reduction, ccfg_lambda=ccfg_lambda)
     model.card = ModelCard("topo_au", "au", names, config, input_size,
                            paper="Topo-AU: topological feature integration and relational learning (Li et al., Vis. Comput. 2025)")
     return model
