@@ -140,3 +140,32 @@ def test_sigint_or_sigterm_at_20_random_points(tmp_path):
             assert proc.returncode == 130 and not (jsonl.exists() and jsonl.read_text().strip()), where
             outcomes.append("before")
     assert "interrupted" in outcomes, f"no signal landed while frames flowed: {outcomes}"
+
+
+def test_a_signal_inside_richs_own_lazy_import_still_stops_the_run_and_says_so(monkeypatch, capsys):
+    """CI, 2026-12-06: SIGINT landed while the progress bar imported rich._emoji_codes; the handler's own
+    console.print needed that half-initialised module (ImportError) and the run exited 1 instead of ending
+    cleanly. The handler stops the pipeline first and falls back to plain stderr."""
+    import signal as sig
+
+    from auflow.engine.cli import signals
+
+    stopped = []
+
+    class Pipe:
+        def stop(self):
+            stopped.append(True)
+
+    def broken(*a, **k):
+        raise ImportError("cannot import name 'EMOJI' from partially initialized module 'rich._emoji_codes'")
+
+    prev = sig.getsignal(sig.SIGINT), sig.getsignal(sig.SIGTERM)
+    try:
+        signals.install_signal_handlers(Pipe())
+        monkeypatch.setattr(signals.console, "print", broken)
+        sig.getsignal(sig.SIGINT)(sig.SIGINT, None)
+    finally:
+        sig.signal(sig.SIGINT, prev[0])
+        sig.signal(sig.SIGTERM, prev[1])
+    assert stopped == [True]
+    assert "SIGINT: finishing what is in flight" in capsys.readouterr().err

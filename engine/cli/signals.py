@@ -17,8 +17,12 @@ def install_signal_handlers(pipe) -> None:
         hits["n"] += 1
         if hits["n"] > 1:
             raise KeyboardInterrupt
-        console.print(f"[yellow]{signal.Signals(signum).name}: finishing what is in flight (again to abort)[/]")
         pipe.stop()
+        text = f"{signal.Signals(signum).name}: finishing what is in flight (again to abort)"
+        try:
+            console.print(f"[yellow]{text}[/]", emoji=False)
+        except Exception:  # noqa: BLE001 - the signal landed inside one of rich's own (lazy) imports: say it plainly
+            sys.stderr.write(text + "\n")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
