@@ -35,7 +35,8 @@ What they show (the measured numbers are in the assertion messages and in the co
   Measured (2026-12-02) over a ME-GraphAU run of mean F1 0.993, 200 steps: mean F1 0.988, AU06 0.990,
   AU17 0.942 (400 steps: 0.993, AU17 0.979); over the dim-32 backbone, per seed: above its test.
 - **Seeds and threads**: ``AUFLOW_TEST_SEED`` (default 0) seeds every run and the generated data;
-  ``AUFLOW_TEST_THREADS`` overrides the configs' pinned one thread (tests/models/conftest.py).
+  ``AUFLOW_TEST_THREADS`` sets their thread count: 2 by default on a machine with 2 cores or more, else the
+  configs' pinned 1 (tests/models/conftest.py; both were measured for every seed, above each test).
 """
 
 from __future__ import annotations
