@@ -24,14 +24,19 @@ def machine_label(m: dict) -> str:
     return f"{cpu}, {m['cores']} cores"
 
 
+def markdown_table(columns: list[str], rows: list[list]) -> str:
+    """A Markdown table: the header, its rule, a line per row (each cell as ``str`` gives it)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def pipeline_rows(results: list[dict]) -> str:
-    head = ("| date | machine | profile | detector | models | decode only fps | decode+detect fps | models only faces/s | "
-            "end-to-end fps | e2e / decode+detect | e2e fps incl. start-up | e2e latency p50/p95 ms | face found | expr = reference's | "
-            "reference e2e fps, same run |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    columns = ["date", "machine", "profile", "detector", "models", "decode only fps", "decode+detect fps", "models only faces/s",
+               "end-to-end fps", "e2e / decode+detect", "e2e fps incl. start-up", "e2e latency p50/p95 ms", "face found",
+               "expr = reference's", "reference e2e fps, same run"]
     rows = []
     for r in results:
-        mach = machine_label(r["machine"])
         lat = r["end_to_end"]["latency_ms_capture_to_publish"]
         e2e = r["end_to_end"]
         face = f"{100 * e2e['frames_with_face'] / max(e2e['frames'], 1):.1f} %"
@@ -44,35 +49,31 @@ def pipeline_rows(results: list[dict]) -> str:
         steady = e2e["fps"] if "fps_with_startup" in e2e else "-"
         ratio = r["ratio_e2e_to_decode_detect"] if "fps_with_startup" in e2e else "-"
         models = ", ".join(f"{m} ({r['backends'][m]})" if r.get("backends") else m for m in r["models"])
-        rows.append(f"| {r['date']} | {mach} | {r.get('profile', 'default')} | {r['detector']} | {models} | {r['decode_only']['fps']} | "
-                    f"{r['decode_detect']['fps']} | {r['model_only']['faces_per_s_all_models']} | {steady} | "
-                    f"{ratio} | {e2e.get('fps_with_startup', e2e['fps'])} | {lat.get('p50')}/{lat.get('p95')} | {face} | {agree} | "
-                    f"{ref_fps} |")
-    return head + "\n".join(rows) + "\n"
+        rows.append([r["date"], machine_label(r["machine"]), r.get("profile", "default"), r["detector"], models,
+                     r["decode_only"]["fps"], r["decode_detect"]["fps"], r["model_only"]["faces_per_s_all_models"], steady,
+                     ratio, e2e.get("fps_with_startup", e2e["fps"]), f"{lat.get('p50')}/{lat.get('p95')}", face, agree, ref_fps])
+    return markdown_table(columns, rows)
 
 
 def sources_rows(results: list[dict]) -> str:
-    head = ("| date | machine | decoder | size | plain PyAV fps | auflow source fps (1 stream) | decode p50/p99 ms | "
-            "streams | total fps | per-stream fps (min) | load |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    columns = ["date", "machine", "decoder", "size", "plain PyAV fps", "auflow source fps (1 stream)", "decode p50/p99 ms",
+               "streams", "total fps", "per-stream fps (min)", "load"]
     rows = []
     for r in results:
-        mach = machine_label(r["machine"])
         for run in r["runs"]:
             one, dec = run["auflow_1"], run["auflow_1"].get("decode_ms", {})
             for c in run.get("concurrent") or [{}]:
-                rows.append(f"| {r['date']} | {mach} | {one.get('decoder', r.get('hwaccel'))} | {run['size']} | "
-                            f"{run['pyav_plain']['fps']} | {one['fps']} | {dec.get('p50')}/{dec.get('p99')} | "
-                            f"{c.get('streams', '')} | {c.get('total_fps', '')} | {c.get('per_stream_fps_min', '')} | "
-                            f"{r.get('load_average_1m', '')} |")
-    return head + "\n".join(rows) + "\n"
+                rows.append([r["date"], machine_label(r["machine"]), one.get("decoder", r.get("hwaccel")), run["size"],
+                             run["pyav_plain"]["fps"], one["fps"], f"{dec.get('p50')}/{dec.get('p99')}", c.get("streams", ""),
+                             c.get("total_fps", ""), c.get("per_stream_fps_min", ""), r.get("load_average_1m", "")])
+    return markdown_table(columns, rows)
 
 
 def sweep_rows(results: list[dict]) -> str:
-    head = ("| date | machine | profile | streams | played | end-to-end fps (all streams) | dropped | latency p50/p95/p99 ms | "
-            "no model: fps, latency p99 ms | decode only fps | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    columns = ["date", "machine", "profile", "streams", "played", "end-to-end fps (all streams)", "dropped",
+               "latency p50/p95/p99 ms", "no model: fps, latency p99 ms", "decode only fps", "verdict"]
     rows = []
     for r in results:
-        mach = machine_label(r["machine"])
         for row in r.get("streams_sweep", []) + r.get("live_sweep", []):
             e, c = row["end_to_end"], row["ceiling_no_models"]
             lat, clat = e["latency_ms_capture_to_publish"] or {}, c["latency_ms_capture_to_publish"] or {}
@@ -80,11 +81,11 @@ def sweep_rows(results: list[dict]) -> str:
             dec = row.get("decode_only", {})
             verdict = (f"live (no drop, p99 ≤ {row.get('p99_ms', 100):g} ms)" if e.get("live") else "not live") if live else \
                 f"e2e / no model {row['ratio_to_ceiling']}" + (f", / decode only {row['ratio_to_decode_only']}" if dec else "")
-            rows.append(f"| {r['date']} | {mach} | {r.get('profile', 'default')} | {row['streams']} | "
-                        f"{'at the clip rate' if live else 'as fast as they go'} | {e['fps_total']} | {e.get('dropped', '-')} | "
-                        f"{lat.get('p50')}/{lat.get('p95')}/{lat.get('p99')} | {c['fps_total']}, {clat.get('p99')} | "
-                        f"{dec.get('fps_total', '-')} | {verdict} |")
-    return head + "\n".join(rows) + "\n"
+            rows.append([r["date"], machine_label(r["machine"]), r.get("profile", "default"), row["streams"],
+                         "at the clip rate" if live else "as fast as they go", e["fps_total"], e.get("dropped", "-"),
+                         f"{lat.get('p50')}/{lat.get('p95')}/{lat.get('p99')}", f"{c['fps_total']}, {clat.get('p99')}",
+                         dec.get("fps_total", "-"), verdict])
+    return markdown_table(columns, rows)
 
 
 def render() -> str:
