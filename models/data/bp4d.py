@@ -101,12 +101,12 @@ def index_bp4d(root: str | Path, aus: tuple[str, ...] = BP4D_AUS) -> SampleIndex
             paths.append(img)
             labels.append(code)
             subjects.append(subject)
-    if not paths:
-        raise DatasetError(f"{root}: {sum(1 for _ in files)} label files but no frame with an image and all of "
-                           f"{', '.join(aus)} coded 0/1 ({uncoded} frames not coded, {no_image} without image). {BP4D_LAYOUT}")
-    if uncoded or no_image:
-        log.info("BP4D %s: skipped %d frames with an AU coded 9 and %d without an image", root, uncoded, no_image)
-    return SampleIndex(paths, np.array(labels, np.float32), np.array(subjects, dtype=object))
+    return SampleIndex.collected(
+        paths, labels, subjects,
+        f"{root}: {sum(1 for _ in files)} label files but no frame with an image and all of {', '.join(aus)} coded 0/1 "
+        f"({uncoded} frames not coded, {no_image} without image). {BP4D_LAYOUT}",
+        f"BP4D {root}: skipped {uncoded} frames with an AU coded 9 and {no_image} without an image" if uncoded or no_image
+        else None, log)
 
 
 @AU_DATASET_LOADERS.register("bp4d")

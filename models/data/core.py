@@ -57,6 +57,17 @@ class SampleIndex:
         if len(self.subjects) != len(self.paths):
             raise ValueError(f"{len(self.paths)} paths but {len(self.subjects)} subject ids")
 
+    @classmethod
+    def collected(cls, paths: list[Path], labels: list, subjects: list, empty: str, skipped: str | None,
+                  logger: logging.Logger) -> SampleIndex:
+        """What a dataset loader collected: none is the error ``empty``; what it passed over, ``skipped``, is
+        logged (None: nothing was)."""
+        if not paths:
+            raise DatasetError(empty)
+        if skipped:
+            logger.info(skipped)
+        return cls(paths, np.array(labels, np.float32), np.array(subjects, dtype=object))
+
     def take(self, mask: np.ndarray) -> SampleIndex:
         idx = np.flatnonzero(mask)
         return SampleIndex([self.paths[i] for i in idx], self.labels[idx], self.subjects[idx])

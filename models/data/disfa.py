@@ -102,12 +102,10 @@ def index_disfa(root: str | Path, aus: tuple[str, ...] = DISFA_AUS) -> SampleInd
             paths.append(img)
             labels.append(present[i])
             subjects.append(subject)
-    if not paths:
-        raise DatasetError(f"{root}: labels for {len(subjects_found)} subjects but no frame image found "
-                           f"under img/<subject>/. {DISFA_LAYOUT}")
-    if no_image:
-        log.info("DISFA %s: skipped %d labelled frames without an image", root, no_image)
-    return SampleIndex(paths, np.array(labels, np.float32), np.array(subjects, dtype=object))
+    return SampleIndex.collected(
+        paths, labels, subjects,
+        f"{root}: labels for {len(subjects_found)} subjects but no frame image found under img/<subject>/. {DISFA_LAYOUT}",
+        f"DISFA {root}: skipped {no_image} labelled frames without an image" if no_image else None, log)
 
 
 @AU_DATASET_LOADERS.register("disfa")

@@ -97,12 +97,13 @@ def index_emotionet(root: str | Path, aus: tuple[str, ...] = EMOTIONET_AUS) -> t
         labels.append(codes)
         names.append(name)
         folds.append(fold)
-    if not paths:
-        raise DatasetError(f"{table}: no row with all 12 AUs coded and its image under img/ "
-                           f"({uncoded} rows not fully coded, {no_image} without image). {EMOTIONET_LAYOUT}")
-    if uncoded or no_image:
-        log.info("EmotioNet %s: skipped %d rows with an AU not coded and %d without an image", root, uncoded, no_image)
-    return SampleIndex(paths, np.array(labels, np.float32), np.array(names, dtype=object)), np.array(folds)
+    index = SampleIndex.collected(
+        paths, labels, names,
+        f"{table}: no row with all 12 AUs coded and its image under img/ ({uncoded} rows not fully coded, {no_image} "
+        f"without image). {EMOTIONET_LAYOUT}",
+        f"EmotioNet {root}: skipped {uncoded} rows with an AU not coded and {no_image} without an image"
+        if uncoded or no_image else None, log)
+    return index, np.array(folds)
 
 
 @AU_DATASET_LOADERS.register("emotionet")

@@ -118,6 +118,17 @@ def test_bp4d_wrong_layout_names_the_expected_one(tmp_path):
     assert issubclass(DatasetError, ConfigError)
 
 
+def test_bp4d_logs_what_it_skips_and_without_images_says_so(tmp_path, caplog):
+    make_bp4d(tmp_path)
+    with caplog.at_level("INFO", logger="auflow.models.data.bp4d"):
+        build_dataset("bp4d", "test", fold=1, root=tmp_path, input_size=32)
+    assert "BP4D" in caplog.text and "skipped 5 frames with an AU coded 9 and 0 without an image" in caplog.text  # one per subject
+    for jpg in (tmp_path / "img").rglob("*.jpg"):
+        jpg.unlink()
+    with pytest.raises(DatasetError, match=r"no frame with an image .* \(5 frames not coded, 15 without image\)"):
+        build_dataset("bp4d", "test", fold=1, root=tmp_path)
+
+
 def test_bp4d_needs_a_fold_and_a_known_one(tmp_path):
     make_bp4d(tmp_path)
     with pytest.raises(DatasetError, match="give a fold"):
