@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from auflow.engine.errors import ConfigError, ModelError
+from auflow.engine.errors import ConfigError, ModelError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,6 @@ class _CacheWriter:
         self.crop_shape = crop_shape
         self.on_frame = on_frame
         self.videos: dict[str, _Video] = {}
-        self.errors: dict[str, str] = {}  # key → why its stream ended with an error
         self._lock = threading.Lock()
         self._closed = False
 
@@ -198,8 +197,6 @@ class _CacheWriter:
                 v.meta["complete"] = True
                 v.meta["frames"] = v.last
                 _write_meta(v.folder, v.meta)
-            elif end.final:
-                self.errors[v.key] = end.error or end.reason
 
     def close(self) -> None:
         with self._lock:
@@ -284,7 +281,7 @@ def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video, thr
     short resume at the first frame not yet handled."""
     from auflow.engine.config import ContextCrop, FaceSection, RunConfig
     from auflow.engine.pipeline.core import Pipeline
-    from auflow.engine.sources import FileSource
+    from auflow.engine.runner import preflight
     from auflow.plugins.analyzers.mediapipe_au import PREFERRED_CROP
 
     _require_pyarrow()
@@ -296,7 +293,8 @@ def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video, thr
     crop_cfg = {"size": int(face_cfg.align.options.get("size", 112)), "scale": float(face_cfg.align.options.get("scale", 1.0))}
     result = TeacherPass()
     writer = _CacheWriter(result, (crop_cfg["size"], crop_cfg["size"], 3), on_frame)
-    sources = []
+    described = _describe(teachers)
+    todo: dict[str, tuple[str, Path, dict, int, int, int]] = {}  # uri → key, folder, want, parts, frames and faces done
     for uri in videos:
         path = Path(uri)
         if not path.is_file():
@@ -323,22 +321,24 @@ def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video, thr
         done = int(meta.get("frames_done", 0)) if meta else 0
         if done:
             result.resumed.append(key)
-        src = FileSource(str(path), cam=key)
-        src.open()  # a file FFmpeg cannot read fails here, before the teachers load
-        src.close()
-        src.start_frame = done  # the tracker restarts here
-        sources.append(src)
-        writer.videos[key] = _Video(key, folder, {**want, "key": key, "fps": src.fps, "total_frames": src.total_frames,
-                                                  "frames_done": done, "teacher": _describe(teachers),
-                                                  "min_presence": MIN_PRESENCE, "complete": False,
-                                                  "faces": int(meta.get("faces", 0)) if meta else 0}, len(parts), done)
-    if not sources:
+        todo[uri] = (key, folder, want, len(parts), done, int(meta.get("faces", 0)) if meta else 0)
+    if not todo:
         return result
     # the AU teacher's own crop; black beyond the frame as the v1 cache's (what the shipped starter learnt from)
     face = face_cfg.model_copy(update={"context": ContextCrop(**PREFERRED_CROP, border="black")})
     cfg = RunConfig.model_validate({
         "source": {"workers": "thread", "parallel": 1}, "face": face.model_dump(mode="json"),
         "analyzer": {"models": specs, "threads": threads}, "publish": {"endpoint": None}, "sinks": []})
+    # the run's own pre-flight: each file opened once, so that one FFmpeg cannot read fails before the teachers load
+    sources, failed = preflight(list(todo), cfg, {uri: t[0] for uri, t in todo.items()})
+    if failed:
+        raise SourceError("; ".join(failed.values()))
+    for src in sources:
+        key, folder, want, parts, done, faces = todo[src.uri]
+        src.start_frame = done  # the tracker restarts here
+        writer.videos[key] = _Video(key, folder, {**want, "key": key, "fps": src.fps, "total_frames": src.total_frames,
+                                                  "frames_done": done, "teacher": described, "min_presence": MIN_PRESENCE,
+                                                  "complete": False, "faces": faces}, parts, done)
     pipe: Pipeline | None = None
 
     def started(st) -> None:  # the stream is open: its rate and length are known, the models loaded
@@ -352,7 +352,8 @@ def _cache_videos(videos, cache_dir, teachers, face_cfg, on_frame, on_video, thr
         stats = pipe.run()
     finally:
         writer.close()  # Ctrl-C, a failure: every frame handled is kept
-    errors = {**writer.errors, **{cam: st.error for cam, st in stats.items() if st.error and cam not in writer.errors}}
+    # a video the pass did not complete: its stream's error (or how it ended)
+    errors = {key: stats[key].error or stats[key].reason for key, v in writer.videos.items() if not v.meta["complete"]}
     if errors:
         raise ModelError("the teacher pass failed on " + "; ".join(f"{k}: {e}" for k, e in errors.items())
                          + " (the other videos are cached: re-run to resume)")
