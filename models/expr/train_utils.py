@@ -70,12 +70,12 @@ def fit(
     start = time.perf_counter()
     n = len(inputs)
     model.train()
-    steps = -(-(n - (n % batch_size == 1)) // batch_size)  # drop a last batch of one: BatchNorm cannot train on a single sample
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen)
-        batches = ((inputs[idx], targets[idx]) for idx in order.split(batch_size))
-        mean = run_epoch(batches, steps, lambda x, y: {"loss": loss_fn(model, x, y)}, opt, None, 0, StepHooks(),
-                         f"fit epoch {epoch + 1}", "lower lr", per_sample=True)
+        # a last batch of one is dropped: BatchNorm cannot train on a single sample
+        chunks = [idx for idx in order.split(batch_size) if len(idx) > 1 or batch_size == 1]
+        mean = run_epoch(((inputs[idx], targets[idx]) for idx in chunks), len(chunks), lambda x, y: {"loss": loss_fn(model, x, y)},
+                         opt, None, 0, StepHooks(), f"fit epoch {epoch + 1}", "lower lr", per_sample=True)
         sched.step()
         result.losses.append(mean["loss"])
         log.debug("epoch %d loss %.4f", epoch, result.losses[-1])
