@@ -78,8 +78,7 @@ def data_dir() -> Path:
 
 def one_face(fc: FaceCrops, k: int) -> FaceCrops:
     """Face ``k`` of a frame's FaceCrops, alone (its context crop too, when the face stage cut one)."""
-    ctx = (None, None) if fc.context is None else (fc.context[k:k + 1], fc.context_transforms[k:k + 1])
-    return FaceCrops(fc.meta, fc.faces[k:k + 1], fc.crops[k:k + 1], {}, *ctx)
+    return FaceCrops(fc.meta, fc.faces[k:k + 1], fc.crops[k:k + 1], {}, None if fc.context is None else fc.context[k:k + 1])
 
 
 class Faces:

@@ -7,6 +7,7 @@ indices to give a new object of the same type.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
@@ -138,6 +139,35 @@ class Faces:
 
 
 @dataclass(frozen=True)
+class ContextCrops:
+    """``face.context``: a second, looser crop of each face, for analyzers that look beyond the aligned crop
+    (mediapipe_au's landmark ROI). ``crops`` (N, C, C, 3) BGR uint8; ``transforms`` (N, 2, 3) float, the frame →
+    context-crop affine of each; ``scale``, the ``face.context.scale`` they were cut at (the ArcFace template's
+    looseness: with it, an analyzer places a region in these crops exactly as in an aligned crop of that
+    geometry, without reading it back from a transform)."""
+
+    crops: np.ndarray
+    transforms: np.ndarray
+    scale: float
+
+    def __post_init__(self) -> None:
+        n = len(self.crops) if isinstance(self.crops, np.ndarray) and self.crops.ndim else 0
+        size = self.crops.shape[1] if isinstance(self.crops, np.ndarray) and self.crops.ndim == 4 else None
+        _check("ContextCrops.crops", self.crops, (n, size, size, 3), "u")
+        _check("ContextCrops.transforms", self.transforms, (n, 2, 3), "f")
+        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"ContextCrops.scale must be a positive number, got {self.scale!r}")
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, idx) -> ContextCrops:
+        """The context crops of faces ``idx`` (a slice, index array or mask, as :class:`Faces`)."""
+        idx = np.atleast_1d(np.arange(len(self))[idx])
+        return ContextCrops(self.crops[idx], self.transforms[idx], self.scale)
+
+
+@dataclass(frozen=True)
 class FaceCrops:
     """Aligned face crops of one frame: what leaves the face stage, in either placement.
 
@@ -149,20 +179,16 @@ class FaceCrops:
     faces: Faces
     crops: Any  # np.ndarray, or a torch.Tensor on a device
     latency_ms: dict[str, float] = field(default_factory=dict)
-    #: ``face.context``: a second, looser crop per face (N, C, C, 3) BGR uint8 for analyzers that look
-    #: beyond the aligned crop (mediapipe_au's landmark ROI), and ``context_transforms`` (N, 2, 3) float64,
-    #: the frame → context-crop affine of each; None when not configured
-    context: np.ndarray | None = None
-    context_transforms: np.ndarray | None = None
+    #: ``face.context``: a second, looser crop of each face (:class:`ContextCrops`); None when not configured
+    context: ContextCrops | None = None
 
     def __post_init__(self) -> None:
         n = len(self.faces)
-        if (self.context is None) != (self.context_transforms is None):
-            raise ValueError("FaceCrops.context and context_transforms come together")
         if self.context is not None:
-            size = self.context.shape[1] if self.context.ndim == 4 else None
-            _check("FaceCrops.context", self.context, (n, size, size, 3), "u")
-            _check("FaceCrops.context_transforms", self.context_transforms, (n, 2, 3), "f")
+            if not isinstance(self.context, ContextCrops):
+                raise TypeError(f"FaceCrops.context must be ContextCrops or None, got {type(self.context).__name__}")
+            if len(self.context) != n:
+                raise ValueError(f"FaceCrops.context must hold one crop per face ({n}), got {len(self.context)}")
         if isinstance(self.crops, np.ndarray):
             size = self.crops.shape[1] if self.crops.ndim == 4 else None
             _check("FaceCrops.crops", self.crops, (n, size, size, 3), "u")

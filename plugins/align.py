@@ -26,7 +26,7 @@ from pydantic import Field
 
 from auflow.engine.plugin import CPU, Plugin, PluginConfig, StartContext
 from auflow.engine.registry import ALIGNERS
-from auflow.engine.types import Faces
+from auflow.engine.types import ContextCrops, Faces
 
 #: InsightFace's ArcFace 5-point template for a 112×112 crop (insightface.utils.face_align.arcface_dst):
 #: image-left eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner
@@ -148,18 +148,18 @@ class Aligner(Plugin):
         return np.stack(crops)
 
     def context_crop(self, image_bgr: np.ndarray, faces: Faces, size: int, scale: float,
-                     border: str = "replicate") -> tuple[np.ndarray, np.ndarray]:
+                     border: str = "replicate") -> ContextCrops:
         """``face.context``: a looser crop of each face, (N, size, size, 3) uint8, warped straight at ``size``
-        with the template at ``scale``, and each crop's frame → crop affine (N, 2, 3) float64. Beyond the
-        frame its border pixels are repeated (``border="replicate"``, as MediaPipe's ImageToTensor does) or
-        black (``"black"``, as :meth:`crop`)."""
+        with the template at ``scale``, with each crop's frame → crop affine (N, 2, 3) float64 and ``scale``.
+        Beyond the frame its border pixels are repeated (``border="replicate"``, as MediaPipe's ImageToTensor
+        does) or black (``"black"``, as :meth:`crop`)."""
         if len(faces) == 0:
-            return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3))
+            return ContextCrops(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3)), scale)
         mats = similarity_transform(faces.kps, arcface_template(size, scale))
         mode = {"replicate": cv2.BORDER_REPLICATE, "black": cv2.BORDER_CONSTANT}[border]
         crops = [cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0.0)
                  for m in mats]
-        return np.stack(crops), mats
+        return ContextCrops(np.stack(crops), mats, scale)
 
     def crop_tensors(self, frames, kps, frame_index=None):
         """The batched entry of the shared face stage: the same crops from frames on a torch device,

@@ -45,13 +45,13 @@ class FaceStage:
         faces = self.tracker.update(faces, pkt.meta.frame)
         t2 = time.perf_counter()
         crops = self.aligner.crop(pkt.image, faces)
-        context, mats = (None, None)
+        context = None
         if self.cfg.context is not None:
             c = self.cfg.context
-            context, mats = self.aligner.context_crop(pkt.image, faces, c.size, c.scale, c.border)
+            context = self.aligner.context_crop(pkt.image, faces, c.size, c.scale, c.border)
         t3 = time.perf_counter()
         lat.update(detect=(t1 - t0) * 1e3, track=(t2 - t1) * 1e3, align=(t3 - t2) * 1e3)
-        return FaceCrops(pkt.meta, faces, crops, lat, context, mats)
+        return FaceCrops(pkt.meta, faces, crops, lat, context)
 
     def process_batch(self, packets: Sequence[FramePacket]) -> list[FaceCrops]:
         """The placement contract's entry (frames of this worker's one stream, in order)."""

@@ -137,17 +137,6 @@ def unsupported_columns(labels: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for c in labels if c.split("_")[0] in UNSUPPORTED_AUS)
 
 
-def _context_scale(items: list, size: int) -> float:
-    """The ``scale`` the face stage cut the context crops of ``items`` at (``face.context.scale``), read back from
-    a face's frame → crop affine: a crop at ``scale`` is 1/``scale`` the size of one at 1.0. Rounded to 1e-6 (a
-    config value), so that the ROI warp is the very one an aligned crop of that geometry gets."""
-    item = next(it for it in items if len(it.faces))
-    k = np.hypot(*item.context_transforms[0][:, 0])  # frame → context crop
-    k112 = np.hypot(*similarity_transform(item.faces.kps[:1], arcface_template(112, 1.0))[0][:, 0])  # frame → 112 frame
-    k1 = np.hypot(*similarity_transform(arcface_template(112, 1.0), arcface_template(size, 1.0))[:, 0])  # 112 → size at 1.0
-    return round(float(k1 * k112 / k), 6)
-
-
 @ANALYZERS.register("mediapipe_au")
 class MediaPipeAUAnalyzer(Plugin):
     """FACS AUs (and blendshapes, landmarks) from MediaPipe's landmarker: a teacher, not a trained AU model."""
@@ -320,7 +309,7 @@ class MediaPipeAUAnalyzer(Plugin):
             for j in range(len(item.faces)):
                 track = int(item.faces.track[j])
                 key = (item.meta.cam, item.meta.sid, track) if track >= 0 else None
-                xy = self._tracker.landmarks(key, item.meta.frame, item.context[j], item.context_transforms[j],
+                xy = self._tracker.landmarks(key, item.meta.frame, item.context.crops[j], item.context.transforms[j],
                                              compose(roi_112, to_112[j]), landmark_model)
                 lms.append(warp_landmarks(xy, to_crop[j]).astype(np.float32))  # frame → aligned-crop pixels
                 presence.append(1.0 / (1.0 + np.exp(-logit[0])))
@@ -336,8 +325,10 @@ class MediaPipeAUAnalyzer(Plugin):
         if items and all(it.context is not None for it in items):
             if self.config.track:
                 return self._published(self.run_tracked(items))
-            context = np.concatenate([it.context for it in items])
-            return self._published(self.run(context, _context_scale(items, context.shape[1])))
+            scales = {it.context.scale for it in items}
+            if len(scales) > 1:
+                raise ValueError(f"context crops cut at several scales in one batch: {sorted(scales)}")
+            return self._published(self.run(np.concatenate([it.context.crops for it in items]), scales.pop()))
         return self.analyze(np.concatenate([it.crops for it in items]))
 
     def forget(self, cam: str) -> None:

@@ -213,9 +213,9 @@ def test_per_frame_on_context_crops_is_the_aligned_crop_of_that_geometry_with_ra
     for i, (img, k) in enumerate(zip(frames, kps)):
         faces = Faces(np.array([[0, 0, 10, 10]], np.float32), np.ones(1, np.float32), k[None].astype(np.float32),
                       np.zeros(1, np.int64))
-        ctx, mats = al.context_crop(img, faces, 256, 1.25)
+        ctx = al.context_crop(img, faces, 256, 1.25)
         items.append(FaceCrops(FrameMeta("cam", "s", i, i, (1, 24), 0, img.shape[1], img.shape[0]), faces,
-                               al.crop(img, faces), {}, ctx, mats))
+                               al.crop(img, faces), {}, ctx))
     a = analyzer(track=False, raw=True, outputs=["au", "presence"])
     got = a.analyze_items(items)
     want = analyzer(crop_scale=1.25, raw=True).analyze(crops_of(frames, kps, 256, 1.25))["au"]

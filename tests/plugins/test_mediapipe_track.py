@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from auflow.engine.config import AnalyzerSection, ModelSpec, load_config
-from auflow.engine.types import Faces, FaceCrops, FrameMeta
+from auflow.engine.types import ContextCrops, Faces, FaceCrops, FrameMeta
 from auflow.plugins.align import Aligner, arcface_template
 from auflow.plugins.analyzers.mediapipe_track import ROI_SCALE, ROI_SIZE, RoiTracker, compose, moved, roi_from_landmarks
 
@@ -125,11 +125,19 @@ def test_context_crops_are_checked():
     meta = FrameMeta("c", "s", 0, 0, (1, 25), 0, 64, 64)
     faces = Faces(np.zeros((1, 4)), np.ones(1), np.zeros((1, 5, 2)))
     crops = np.zeros((1, 112, 112, 3), np.uint8)
-    FaceCrops(meta, faces, crops, {}, np.zeros((1, 256, 256, 3), np.uint8), np.zeros((1, 2, 3)))
-    with pytest.raises(ValueError, match="come together"):
+    context = ContextCrops(np.zeros((1, 256, 256, 3), np.uint8), np.zeros((1, 2, 3)), 1.25)
+    assert FaceCrops(meta, faces, crops, {}, context).context.scale == 1.25
+    with pytest.raises(TypeError, match="ContextCrops"):
         FaceCrops(meta, faces, crops, {}, np.zeros((1, 256, 256, 3), np.uint8))
-    with pytest.raises(ValueError, match="context_transforms"):
-        FaceCrops(meta, faces, crops, {}, np.zeros((1, 256, 256, 3), np.uint8), np.zeros((2, 2, 3)))
+    with pytest.raises(ValueError, match="one crop per face"):
+        FaceCrops(meta, Faces(np.zeros((2, 4)), np.ones(2), np.zeros((2, 5, 2))), np.zeros((2, 112, 112, 3), np.uint8), {},
+                  context)
+    with pytest.raises(ValueError, match="ContextCrops.transforms"):
+        ContextCrops(np.zeros((1, 256, 256, 3), np.uint8), np.zeros((2, 2, 3)), 1.25)
+    for bad in (0.0, -1.0, float("nan"), None):
+        with pytest.raises(ValueError, match="scale"):
+            ContextCrops(np.zeros((1, 256, 256, 3), np.uint8), np.zeros((1, 2, 3)), bad)
+    assert len(context[[]]) == 0 and context[0:1].crops.shape == (1, 256, 256, 3)
 
 
 def test_the_context_crop_is_the_aligned_crop_looser_with_its_transform():
@@ -137,11 +145,11 @@ def test_the_context_crop_is_the_aligned_crop_looser_with_its_transform():
     img = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
     kps = arcface_template(112, 1.0)[None] * 2.0 + (200.0, 80.0)
     al = Aligner(Aligner.Config(size=112))
-    crops, mats = al.context_crop(img, Faces(np.zeros((1, 4)), np.ones(1), kps.astype(np.float32)), 256, 1.5)
-    assert crops.shape == (1, 256, 256, 3) and mats.shape == (1, 2, 3)
-    assert np.allclose(_apply(mats[0], kps[0]), arcface_template(256, 1.5), atol=1e-4)
-    empty, m0 = al.context_crop(img, Faces(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))), 256, 1.5)
-    assert empty.shape == (0, 256, 256, 3) and m0.shape == (0, 2, 3)
+    ctx = al.context_crop(img, Faces(np.zeros((1, 4)), np.ones(1), kps.astype(np.float32)), 256, 1.5)
+    assert ctx.crops.shape == (1, 256, 256, 3) and ctx.transforms.shape == (1, 2, 3) and ctx.scale == 1.5
+    assert np.allclose(_apply(ctx.transforms[0], kps[0]), arcface_template(256, 1.5), atol=1e-4)
+    empty = al.context_crop(img, Faces(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))), 256, 1.5)
+    assert empty.crops.shape == (0, 256, 256, 3) and empty.transforms.shape == (0, 2, 3)
 
 
 # -- on real frames: the teacher with and without tracking, through the analyzer --------------------------
@@ -152,9 +160,9 @@ def _items(frames, kps, stage_cfg, first=0):
     for i, (img, k) in enumerate(zip(frames, kps)):
         faces = Faces(np.array([[0, 0, 10, 10]], np.float32), np.ones(1, np.float32), k[None].astype(np.float32),
                       np.zeros(1, np.int64))
-        ctx, mats = al.context_crop(img, faces, stage_cfg.size, stage_cfg.scale)
+        ctx = al.context_crop(img, faces, stage_cfg.size, stage_cfg.scale)
         items.append(FaceCrops(FrameMeta("cam", "s", first + i, first + i, (1, 24), 0, img.shape[1], img.shape[0]), faces,
-                               al.crop(img, faces), {}, ctx, mats))
+                               al.crop(img, faces), {}, ctx))
     return items
 
 
