@@ -273,8 +273,9 @@ CONFIG_KEYS: list[str] = []
 # ---------------------------------------------------------------------------------------------
 # runners
 
-class Hang(Exception):
-    pass
+class Hang(BaseException):
+    """An input ran past ``--hang-s`` (raised by :func:`deadline`'s alarm). Not an Exception, so that
+    the ``except Exception`` that counts a traceback never takes a hang for one."""
 
 
 @contextlib.contextmanager
@@ -291,6 +292,35 @@ def deadline(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
+class Tally:
+    """What the inputs of one step did: ``counts`` by outcome (accepted, refused, hangs, tracebacks, …), the
+    slowest input, and examples of the findings."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.examples: list[str] = []
+        self.slowest = 0.0
+
+    @contextlib.contextmanager
+    def timed(self, hang_s: float):
+        """One input: timed, and counted as a hang when it runs past ``hang_s`` (the block is cut there)."""
+        t0 = time.perf_counter()
+        try:
+            with deadline(hang_s):
+                yield
+        except Hang:
+            self.counts["hangs"] += 1
+        finally:
+            self.slowest = max(self.slowest, time.perf_counter() - t0)
+
+    def finding(self, kind: str, example: str, limit: int = 500) -> None:
+        self.counts[kind] += 1
+        self.examples.append(example[:limit])
+
+    def report(self, digits: int = 1, **head) -> dict:
+        return {**head, **self.counts, "slowest_ms": round(self.slowest * 1e3, digits), "examples": self.examples[:10]}
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -300,24 +330,19 @@ def run_decoder(n: int, rng: random.Random, hang_s: float) -> dict:
     from auflow.engine.errors import WireError
     from auflow.engine.wire.format import decode
 
-    counts, tracebacks, slowest = Counter(), [], 0.0
+    tally = Tally()
     for _ in range(n):
         frames = wire_message(rng)
-        t0 = time.perf_counter()
-        try:
-            with deadline(hang_s):
-                header = decode(frames, tolerant=rng.random() < 0.5)
-                check_decoded(header)
-            counts["accepted"] += 1
-        except WireError:
-            counts["refused"] += 1
-        except Hang:
-            counts["hangs"] += 1
-        except Exception as e:  # noqa: BLE001 - the finding
-            counts["tracebacks"] += 1
-            tracebacks.append(f"{type(e).__name__}: {e} <- {[f[:80] for f in frames]!r}"[:500])
-        slowest = max(slowest, time.perf_counter() - t0)
-    return {"messages": n, **counts, "slowest_ms": round(slowest * 1e3, 2), "examples": tracebacks[:10]}
+        tolerant = rng.random() < 0.5
+        with tally.timed(hang_s):
+            try:
+                check_decoded(decode(frames, tolerant=tolerant))
+                tally.counts["accepted"] += 1
+            except WireError:
+                tally.counts["refused"] += 1
+            except Exception as e:  # noqa: BLE001 - the finding
+                tally.finding("tracebacks", f"{type(e).__name__}: {e} <- {[f[:80] for f in frames]!r}")
+    return tally.report(2, messages=n)
 
 
 def run_subscriber(n: int, rng: random.Random) -> dict:
@@ -444,61 +469,48 @@ def run_configs(n: int, rng: random.Random, hang_s: float) -> dict:
     from auflow.engine.errors import ConfigError
 
     seeds = [Path(p).read_text() for p in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))]
-    counts, tracebacks, multiline, slowest = Counter(), [], 0, 0.0
+    tally, multiline = Tally(), 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.yaml"
         for _ in range(n):
             path.write_bytes(config_text(rng, seeds))
             overrides = [override_item(rng) for _ in range(rng.choice([0, 0, 1, 2]))]
-            t0 = time.perf_counter()
-            try:
-                with deadline(hang_s):
+            with tally.timed(hang_s):
+                try:
                     load_config(path, overrides)
-                counts["accepted"] += 1
-            except ConfigError as e:
-                counts["refused"] += 1
-                multiline += "\n" in str(e)
-            except Hang:
-                counts["hangs"] += 1
-            except Exception as e:  # noqa: BLE001
-                counts["tracebacks"] += 1
-                tracebacks.append(f"{type(e).__name__}: {str(e)[:200]} <- {path.read_bytes()[:200]!r} {overrides!r}")
-            slowest = max(slowest, time.perf_counter() - t0)
-    return {"configs": n, **counts, "multi_line_errors": multiline, "slowest_ms": round(slowest * 1e3, 1),
-            "examples": tracebacks[:10]}
+                    tally.counts["accepted"] += 1
+                except ConfigError as e:
+                    tally.counts["refused"] += 1
+                    multiline += "\n" in str(e)
+                except Exception as e:  # noqa: BLE001
+                    tally.finding("tracebacks", f"{type(e).__name__}: {str(e)[:200]} <- {path.read_bytes()[:200]!r} {overrides!r}")
+    return tally.report(configs=n, multi_line_errors=multiline)
 
 
 def run_cli(n: int, rng: random.Random, hang_s: float) -> dict:
     from auflow.engine.cli.main import app
     from typer.testing import CliRunner
 
-    runner = CliRunner()
-    counts, bad, slowest = Counter(), [], 0.0
+    runner, tally = CliRunner(), Tally()
     for _ in range(n):
-        args = cli_args(rng)
-        t0 = time.perf_counter()
-        try:
-            with deadline(hang_s):
-                res = runner.invoke(app, args, env={"COLUMNS": "400", "NO_COLOR": "1"})
-        except Hang:
-            counts["hangs"] += 1
+        args, res = cli_args(rng), None
+        with tally.timed(hang_s):
+            res = runner.invoke(app, args, env={"COLUMNS": "400", "NO_COLOR": "1"})
+        if res is None:  # a hang
             continue
-        slowest = max(slowest, time.perf_counter() - t0)
         text = res.output
         clean = res.exception is None or isinstance(res.exception, SystemExit)
         error_lines = [ln for ln in text.splitlines() if ln.startswith("error: ")]
         usage = "Usage:" in text  # click's own usage error (a bad --wait-subscribers): exit 2, no traceback
         if not clean or "Traceback" in text:
-            counts["tracebacks"] += 1
-            bad.append(f"{args!r}: {res.exception!r}"[:400])
+            tally.finding("tracebacks", f"{args!r}: {res.exception!r}", 400)
         elif res.exit_code == 0:
-            counts["accepted"] += 1
+            tally.counts["accepted"] += 1
         elif res.exit_code in (2, 3) and (usage or len(error_lines) == 1):
-            counts[f"exit_{res.exit_code}"] += 1
+            tally.counts[f"exit_{res.exit_code}"] += 1
         else:
-            counts["unexpected"] += 1
-            bad.append(f"{args!r}: exit {res.exit_code}: {text[-300:]!r}")
-    return {"invocations": n, **counts, "slowest_ms": round(slowest * 1e3, 1), "examples": bad[:10]}
+            tally.finding("unexpected", f"{args!r}: exit {res.exit_code}: {text[-300:]!r}")
+    return tally.report(invocations=n)
 
 
 def run_uris(n: int, rng: random.Random, hang_s: float) -> dict:
@@ -510,13 +522,13 @@ def run_uris(n: int, rng: random.Random, hang_s: float) -> dict:
     from auflow.engine.sources.core import cam_id_from
     from auflow.engine.wire.format import topic
 
-    counts, bad = Counter(), []
+    tally = Tally()
     safe_cam = re.compile(r"^[A-Za-z0-9_.-]+$")
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             u, pw = uri(rng) if i % 4 else (str(Path(tmp) / file_name(rng)), None)
-            try:
-                with deadline(hang_s):
+            with tally.timed(hang_s):
+                try:
                     cam = cam_id_from(u)
                     assert safe_cam.match(cam), f"camera id {cam!r} is not topic-safe"
                     topic("result", cam)
@@ -533,16 +545,13 @@ def run_uris(n: int, rng: random.Random, hang_s: float) -> dict:
                             expand_inputs([u])
                         except SourceError:
                             pass
-                        counts["accepted"] += 1
+                        tally.counts["accepted"] += 1
                     except SourceError as e:
                         assert "\n" not in str(e) and (pw is None or pw not in str(e)), str(e)
-                        counts["refused"] += 1
-            except Hang:
-                counts["hangs"] += 1
-            except Exception as e:  # noqa: BLE001
-                counts["tracebacks"] += 1
-                bad.append(f"{type(e).__name__}: {str(e)[:200]} <- {u[:200]!r}")
-    return {"uris": n, **counts, "examples": bad[:10]}
+                        tally.counts["refused"] += 1
+                except Exception as e:  # noqa: BLE001
+                    tally.finding("tracebacks", f"{type(e).__name__}: {str(e)[:200]} <- {u[:200]!r}")
+    return tally.report(uris=n)
 
 
 def main() -> None:

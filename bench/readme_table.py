@@ -31,61 +31,54 @@ def markdown_table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pipeline_rows(results: list[dict]) -> str:
-    columns = ["date", "machine", "profile", "detector", "models", "decode only fps", "decode+detect fps", "models only faces/s",
-               "end-to-end fps", "e2e / decode+detect", "e2e fps incl. start-up", "e2e latency p50/p95 ms", "face found",
-               "expr = reference's", "reference e2e fps, same run"]
-    rows = []
-    for r in results:
-        lat = r["end_to_end"]["latency_ms_capture_to_publish"]
-        e2e = r["end_to_end"]
-        face = f"{100 * e2e['frames_with_face'] / max(e2e['frames'], 1):.1f} %"
-        # the quality reference: the default config until 2026-12-05 (against `fast`), the accurate profile since
-        agree = r.get("expr_agreement_with_reference") or r.get("expr_agreement_with_default")
-        ref = r.get("reference_profile", "default")
-        ref_fps = (r.get("reference_end_to_end") or r.get("reference_default") or {}).get("fps", "-")
-        agree = f"{100 * agree['ratio']:.1f} % ({ref})" if agree else "-"
-        # since 2026-12-02 `fps` runs from the first decoded frame (as the ceilings); before, from the worker's spawn
-        steady = e2e["fps"] if "fps_with_startup" in e2e else "-"
-        ratio = r["ratio_e2e_to_decode_detect"] if "fps_with_startup" in e2e else "-"
-        models = ", ".join(f"{m} ({r['backends'][m]})" if r.get("backends") else m for m in r["models"])
-        rows.append([r["date"], machine_label(r["machine"]), r.get("profile", "default"), r["detector"], models,
-                     r["decode_only"]["fps"], r["decode_detect"]["fps"], r["model_only"]["faces_per_s_all_models"], steady,
-                     ratio, e2e.get("fps_with_startup", e2e["fps"]), f"{lat.get('p50')}/{lat.get('p95')}", face, agree, ref_fps])
-    return markdown_table(columns, rows)
+PIPELINE_COLUMNS = ["date", "machine", "profile", "detector", "models", "decode only fps", "decode+detect fps",
+                    "models only faces/s", "end-to-end fps", "e2e / decode+detect", "e2e fps incl. start-up",
+                    "e2e latency p50/p95 ms", "face found", "expr = reference's", "reference e2e fps, same run"]
+SOURCES_COLUMNS = ["date", "machine", "decoder", "size", "plain PyAV fps", "auflow source fps (1 stream)", "decode p50/p99 ms",
+                   "streams", "total fps", "per-stream fps (min)", "load"]
+SWEEP_COLUMNS = ["date", "machine", "profile", "streams", "played", "end-to-end fps (all streams)", "dropped",
+                 "latency p50/p95/p99 ms", "no model: fps, latency p99 ms", "decode only fps", "verdict"]
 
 
-def sources_rows(results: list[dict]) -> str:
-    columns = ["date", "machine", "decoder", "size", "plain PyAV fps", "auflow source fps (1 stream)", "decode p50/p99 ms",
-               "streams", "total fps", "per-stream fps (min)", "load"]
-    rows = []
-    for r in results:
-        for run in r["runs"]:
-            one, dec = run["auflow_1"], run["auflow_1"].get("decode_ms", {})
-            for c in run.get("concurrent") or [{}]:
-                rows.append([r["date"], machine_label(r["machine"]), one.get("decoder", r.get("hwaccel")), run["size"],
-                             run["pyav_plain"]["fps"], one["fps"], f"{dec.get('p50')}/{dec.get('p99')}", c.get("streams", ""),
-                             c.get("total_fps", ""), c.get("per_stream_fps_min", ""), r.get("load_average_1m", "")])
-    return markdown_table(columns, rows)
+def pipeline_row(r: dict) -> list:
+    """A pipeline_bench run: its ceilings, end to end, and the agreement with the quality reference."""
+    lat = r["end_to_end"]["latency_ms_capture_to_publish"]
+    e2e = r["end_to_end"]
+    face = f"{100 * e2e['frames_with_face'] / max(e2e['frames'], 1):.1f} %"
+    # the quality reference: the default config until 2026-12-05 (against `fast`), the accurate profile since
+    agree = r.get("expr_agreement_with_reference") or r.get("expr_agreement_with_default")
+    ref = r.get("reference_profile", "default")
+    ref_fps = (r.get("reference_end_to_end") or r.get("reference_default") or {}).get("fps", "-")
+    agree = f"{100 * agree['ratio']:.1f} % ({ref})" if agree else "-"
+    # since 2026-12-02 `fps` runs from the first decoded frame (as the ceilings); before, from the worker's spawn
+    steady = e2e["fps"] if "fps_with_startup" in e2e else "-"
+    ratio = r["ratio_e2e_to_decode_detect"] if "fps_with_startup" in e2e else "-"
+    models = ", ".join(f"{m} ({r['backends'][m]})" if r.get("backends") else m for m in r["models"])
+    return [r["date"], machine_label(r["machine"]), r.get("profile", "default"), r["detector"], models,
+            r["decode_only"]["fps"], r["decode_detect"]["fps"], r["model_only"]["faces_per_s_all_models"], steady,
+            ratio, e2e.get("fps_with_startup", e2e["fps"]), f"{lat.get('p50')}/{lat.get('p95')}", face, agree, ref_fps]
 
 
-def sweep_rows(results: list[dict]) -> str:
-    columns = ["date", "machine", "profile", "streams", "played", "end-to-end fps (all streams)", "dropped",
-               "latency p50/p95/p99 ms", "no model: fps, latency p99 ms", "decode only fps", "verdict"]
-    rows = []
-    for r in results:
-        for row in r.get("streams_sweep", []) + r.get("live_sweep", []):
-            e, c = row["end_to_end"], row["ceiling_no_models"]
-            lat, clat = e["latency_ms_capture_to_publish"] or {}, c["latency_ms_capture_to_publish"] or {}
-            live = row.get("realtime", False)
-            dec = row.get("decode_only", {})
-            verdict = (f"live (no drop, p99 ≤ {row.get('p99_ms', 100):g} ms)" if e.get("live") else "not live") if live else \
-                f"e2e / no model {row['ratio_to_ceiling']}" + (f", / decode only {row['ratio_to_decode_only']}" if dec else "")
-            rows.append([r["date"], machine_label(r["machine"]), r.get("profile", "default"), row["streams"],
-                         "at the clip rate" if live else "as fast as they go", e["fps_total"], e.get("dropped", "-"),
-                         f"{lat.get('p50')}/{lat.get('p95')}/{lat.get('p99')}", f"{c['fps_total']}, {clat.get('p99')}",
-                         dec.get("fps_total", "-"), verdict])
-    return markdown_table(columns, rows)
+def sources_row(r: dict, run: dict, c: dict) -> list:
+    """One clip size of a sources_bench run, with one of its concurrent-stream figures (``c``, or {})."""
+    one, dec = run["auflow_1"], run["auflow_1"].get("decode_ms", {})
+    return [r["date"], machine_label(r["machine"]), one.get("decoder", r.get("hwaccel")), run["size"],
+            run["pyav_plain"]["fps"], one["fps"], f"{dec.get('p50')}/{dec.get('p99')}", c.get("streams", ""),
+            c.get("total_fps", ""), c.get("per_stream_fps_min", ""), r.get("load_average_1m", "")]
+
+
+def sweep_row(r: dict, row: dict) -> list:
+    """One stream count of a --streams or --live-streams sweep, against its no-model (and decode-only) ceiling."""
+    e, c = row["end_to_end"], row["ceiling_no_models"]
+    lat, clat = e["latency_ms_capture_to_publish"] or {}, c["latency_ms_capture_to_publish"] or {}
+    live = row.get("realtime", False)
+    dec = row.get("decode_only", {})
+    verdict = (f"live (no drop, p99 ≤ {row.get('p99_ms', 100):g} ms)" if e.get("live") else "not live") if live else \
+        f"e2e / no model {row['ratio_to_ceiling']}" + (f", / decode only {row['ratio_to_decode_only']}" if dec else "")
+    return [r["date"], machine_label(r["machine"]), r.get("profile", "default"), row["streams"],
+            "at the clip rate" if live else "as fast as they go", e["fps_total"], e.get("dropped", "-"),
+            f"{lat.get('p50')}/{lat.get('p95')}/{lat.get('p99')}", f"{c['fps_total']}, {clat.get('p99')}",
+            dec.get("fps_total", "-"), verdict]
 
 
 def render() -> str:
@@ -103,17 +96,21 @@ def render() -> str:
              "and *e2e / decode+detect* divides it by the ceiling; *incl. start-up* counts from the stream worker's spawn "
              "(its imports, opening the file, the detector's set-up) — the only end-to-end figure before 2026-12-02 "
              "(those rows show '-' for the first two). JSON in `bench/results/`.")
-    body = [intro, "", pipeline_rows(results) if results else "(no results yet)"]
+    body = [intro, "", markdown_table(PIPELINE_COLUMNS, [pipeline_row(r) for r in results]) if results else "(no results yet)"]
     if sweeps:
         body += ["", "Several streams at once (`--streams N,...`: N copies of the clip as fast as they go, against the same N "
                  "with no model and only decoded; `--live-streams N,...`: N copies each played at the clip's 23.98 fps as a "
                  "camera would deliver it, `source.realtime`, latency from when each frame was due to its result's publication; "
                  "*live* = no frame dropped and p99 ≤ 100 ms; fps = frames of all streams / the run's wall time, the streams' "
-                 "start-up included):", "", sweep_rows(sweeps)]
+                 "start-up included):", "",
+                 markdown_table(SWEEP_COLUMNS, [sweep_row(r, row) for r in sweeps
+                                                for row in r.get("streams_sweep", []) + r.get("live_sweep", [])])]
     sources = sorted((json.loads(p.read_text()) for p in (ROOT / "bench/results").glob("sources-*.json")), key=lambda r: r["date"])
     if sources:
         body += ["", "Sources (`bench/sources_bench.py`: generated H.264 clips, decode + conversion to BGR only; several "
-                 "streams run each in its own spawned process, as the pipeline's workers):", "", sources_rows(sources)]
+                 "streams run each in its own spawned process, as the pipeline's workers):", "",
+                 markdown_table(SOURCES_COLUMNS, [sources_row(r, run, c) for r in sources for run in r["runs"]
+                                                  for c in run.get("concurrent") or [{}]])]
     return START + "\n" + "\n".join(body) + END
 
 

@@ -8,18 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.table import Table
 
 from ..configfile import parse_override
 from ..errors import ConfigError
+from .progress import Bars
 
 
 def agreement_table(agree: dict[str, Any], title: str) -> Table:
@@ -57,21 +51,15 @@ def expr_agreement_table(agree: dict[str, Any], title: str) -> Table:
     return table
 
 
-class DistillProgress:
+class DistillProgress(Bars):
+    """A bar per video of the teacher pass (cached, resumed or run), then one over the training steps."""
+
     def __init__(self, out: Console) -> None:
+        super().__init__(out, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[info]}"))
         self.out = out
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=out, transient=False)
         self.video_tasks: dict[str, int] = {}
         self.train_task = None
-
-    def __enter__(self) -> DistillProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
 
     def callbacks(self):
         from auflow.models.train.distill import DistillCallbacks

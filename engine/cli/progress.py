@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Self
+
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..pipeline.core import StreamStats
-from ..runner import RunOutcome
+if TYPE_CHECKING:
+    from ..pipeline.core import StreamStats
+    from ..runner import RunOutcome
 
 
-class RunProgress:
-    """One bar per stream: frames done of the container's count, fps, faces."""
+class Bars:
+    """The bars of a long command (run, archive, train, distill): rich's Progress with ``columns`` and then
+    the time elapsed and remaining, shown while the ``with`` block runs; ``transient`` clears them at its end."""
 
-    def __init__(self, console: Console) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[fps]:>6.1f} fps"), TextColumn("{task.fields[faces]} faces"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-        )
-        self.tasks: dict[str, int] = {}
+    def __init__(self, console: Console, *columns: ProgressColumn, transient: bool = False) -> None:
+        self.progress = Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient)
 
-    def __enter__(self) -> RunProgress:
+    def __enter__(self) -> Self:
         self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
+
+
+class RunProgress(Bars):
+    """One bar per stream: frames done of the container's count, fps, faces."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[fps]:>6.1f} fps"), TextColumn("{task.fields[faces]} faces"))
+        self.tasks: dict[str, int] = {}
 
     def update(self, st: StreamStats) -> None:
         task = self.tasks.get(st.cam)
@@ -36,23 +44,14 @@ class RunProgress:
             self.progress.update(task, completed=st.frames_out, fps=st.fps, faces=st.faces)
 
 
-class ArchiveProgress:
+class ArchiveProgress(Bars):
     """executor ray: one bar over the batch: videos ended of all, frames/s over the cluster, videos per node."""
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
-            TextColumn("{task.fields[fps]:>7.1f} frames/s"), TextColumn("{task.fields[nodes]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-        )
+        super().__init__(console, TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[failed]} failed"), TextColumn("{task.fields[fps]:>7.1f} frames/s"),
+                         TextColumn("{task.fields[nodes]}"))
         self.task: int | None = None
-
-    def __enter__(self) -> ArchiveProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
 
     def update(self, p: dict) -> None:
         if self.task is None:

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.table import Table
+
+from .progress import Bars
 
 
 #: paper 004's names of the nine metrics (Table 1), ↓ lower is better
@@ -72,22 +74,14 @@ def summary_line(metrics) -> str:
     return f"mean F1 {100 * metrics.mean_f1:.1f}, mean accuracy {100 * metrics.mean_accuracy:.1f}"
 
 
-class TrainProgress:
+class TrainProgress(Bars):
     """A bar per stage epoch (batches done, running loss) and a metrics table after each evaluated epoch."""
 
     def __init__(self, out: Console) -> None:
+        super().__init__(out, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("loss {task.fields[loss]:.4f}"), transient=True)
         self.out = out
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=out, transient=True)
         self.task = None
-
-    def __enter__(self) -> TrainProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
 
     def callbacks(self):
         from auflow.models.train import TrainCallbacks

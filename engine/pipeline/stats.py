@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 from ..types import EndOfStream, SessionCounters  # noqa: F401 - EndOfStream re-exported (it lives in types)
 
 
+#: the per-session counts that :class:`StreamStats` sums over a stream's sessions
+SESSION_COUNTS = ("frames", "dropped", "decimated", "decode_errors")
+
+
+def _over_sessions(count: str, doc: str) -> property:
+    """A read-only total of the ``count`` of :class:`SessionCounters` over every session of the stream."""
+    return property(lambda self: self._total(count), doc=doc)
+
+
 @dataclass
 class StreamStats:
     cam: str
@@ -54,7 +63,7 @@ class StreamStats:
 
     def close_session(self, c: SessionCounters | None) -> None:
         if c is not None:
-            for name in ("frames", "dropped", "decimated", "decode_errors"):
+            for name in SESSION_COUNTS:
                 setattr(self.closed, name, getattr(self.closed, name) + getattr(c, name))
         self.session = SessionCounters(sid=self.sid)
 
@@ -62,22 +71,10 @@ class StreamStats:
         current = getattr(self.session, name) if self.session.sid and self.session.sid == self.sid else 0
         return getattr(self.closed, name) + current
 
-    @property
-    def frames_in(self) -> int:
-        """Frames decoded over every session (decimated and dropped ones included)."""
-        return self._total("frames")
-
-    @property
-    def dropped(self) -> int:
-        return self._total("dropped")
-
-    @property
-    def decimated(self) -> int:
-        return self._total("decimated")
-
-    @property
-    def decode_errors(self) -> int:
-        return self._total("decode_errors")
+    frames_in = _over_sessions("frames", "Frames decoded over every session (decimated and dropped ones included).")
+    dropped = _over_sessions("dropped", "Frames the live queue discarded (downstream was slower), over every session.")
+    decimated = _over_sessions("decimated", "Frames skipped on purpose (analyze_fps), over every session.")
+    decode_errors = _over_sessions("decode_errors", "Damaged packets/frames and early ends, over every session.")
 
     @property
     def fps(self) -> float:

@@ -91,25 +91,10 @@ from .distill_cache import CachedVideo, TeacherPass, cache_videos, load_cache
 from .distill_config import FACS_AUS, RESUME_FREE, DistillConfig, load_distill_config
 from .distill_recipe import DistillRecipe, distilled_card
 from .distill_split import person_of, split_rows
-from .distill_student import (
-    _build_student,
-    _predict,
-    _predict_windows,
-    _teachers,
-    _window_data,
-    expr_windows,
-    is_temporal_expr,
-)
+from .distill_student import _build_student, _predict, _predict_windows, _teachers, _window_data, expr_windows, is_temporal_expr
 from .loop import run_epoch
 from .state import atomic_save, read_state
-from .trainer import (
-    _determinism,
-    _device,
-    _LRFactor,
-    _optimizer,
-    _seed_everything,
-    epoch_seed,
-)
+from .trainer import _determinism, _device, _LRFactor, _optimizer, _seed_everything, epoch_seed
 
 log = logging.getLogger(__name__)
 

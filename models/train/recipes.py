@@ -39,12 +39,7 @@ from auflow.engine.registry import Registry
 # registers baseline_au (the no-graph control trained by BaselineRecipe below) for code that imports
 # only the trainer; auflow.models.zoo should import it too, so that list_models() shows it
 from auflow.models.au import baseline as _baseline  # noqa: F401
-from auflow.models.losses import (
-    PAPER_LAMBDA,
-    au_class_weights,
-    me_graphau_loss,
-    weighted_asymmetric_loss,
-)
+from auflow.models.losses import PAPER_LAMBDA, au_class_weights, me_graphau_loss, weighted_asymmetric_loss
 from auflow.models.metrics import au_metrics
 from pydantic import Field, ValidationError
 
