@@ -290,15 +290,23 @@ def resolve_au_names(
 
 def graph_setup(name: str, sets: Mapping[str, tuple[str, ...]], default_set: str, au_names, dataset: str | None,
                 num_classes: int | None, k: int | None, input_size: int, paper_k: Mapping[str, int], default_k: int, backbone: str,
-                backbone_kw: dict[str, Any] | None, dim: int | None) -> tuple[tuple[str, ...], int, nn.Module, int]:
-    """What the graph AU factories (ME-GraphAU, Topo-AU) resolve alike: the label set, K of the AU
-    graph, the input size check, the backbone and the node size C (backbone channels / 4 by default,
-    as the authors' code, / 8 for ``mobilenet_v2``)."""
+                backbone_kw: dict[str, Any] | None, dim: int | None, min_dim: int = 1,
+                **counts: int) -> tuple[tuple[str, ...], int, nn.Module, int]:
+    """What the graph AU factories (ME-GraphAU, Topo-AU) resolve alike: their ``counts`` (layers,
+    reductions: each >= 1), the label set, K of the AU graph, the input size check, the backbone and the
+    node size C (backbone channels / 4 by default, as the authors' code, / 8 for ``mobilenet_v2``), at
+    least ``min_dim``. A :class:`ModelError` names what is out of range."""
+    for key, value in counts.items():
+        if value < 1:
+            raise ModelError(f"{key} must be >= 1, got {value}")
     names, found = labels.resolve_au_names(au_names, dataset, num_classes, sets, default_set, name)
     k = resolve_k(k, found, len(names), paper_k, default_k)
     check_input_size(input_size)
     net = build_backbone(backbone, **(backbone_kw or {}))
-    return names, k, net, dim if dim is not None else net.out_channels // DIM_DIVISOR.get(backbone, 4)
+    dim = dim if dim is not None else net.out_channels // DIM_DIVISOR.get(backbone, 4)
+    if dim < min_dim:
+        raise ModelError(f"{name}: dim={dim} must be >= {min_dim}")
+    return names, k, net, dim
 
 
 def graph_config(backbone: str, names: tuple[str, ...], input_size: int, k: int, dim: int,
@@ -335,16 +343,12 @@ def me_graphau(
       ARM, whose cost grows with the square of the positions (N·D)²; None (default) = every position,
       as the paper, whose ResNet-50 map is 7×7. For backbones cut early (large maps), e.g. 6.
     """
-    if gcn_layers < 1:
-        raise ModelError(f"gcn_layers must be >= 1, got {gcn_layers}")
     if edge_grid is not None and edge_grid < 1:
         raise ModelError(f"edge_grid must be >= 1 (or null), got {edge_grid}")
+    # dim >= 2: the cross attention's keys are dim / 2 wide
     names, k, net, dim = graph_setup("me_graphau", AU_SETS, "bp4d", au_names, dataset, num_classes, k, input_size, PAPER_K,
-                                     DEFAULT_K, backbone, backbone_kw, dim)
-    n = len(names)
-    if dim < 2:
-        raise ModelError(f"dim={dim} is too small for the cross attention (needs >= 2)")
-    model = MEGraphAU(net, n, dim, k, gcn_layers, edge_grid)
+                                     DEFAULT_K, backbone, backbone_kw, dim, min_dim=2, gcn_layers=gcn_layers)
+    model = MEGraphAU(net, len(names), dim, k, gcn_layers, edge_grid)
     config = graph_config(backbone, names, input_size, k, dim, backbone_kw, gcn_layers=gcn_layers)
     if edge_grid is not None:  # absent from older cards: they load as before
         config["edge_grid"] = edge_grid

@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auflow.engine.errors import ModelError
 from auflow.models import register_model
 from auflow.models.au import labels
 from auflow.models.au.me_graphau import TokenLinear, graph_config, graph_setup, he_linears, knn_adjacency, similarity_head
@@ -234,16 +233,9 @@ def topo_au(
     - ``gnn_layers``: GNN depth (1 in the released code); ``ccfg_reduction`` (C / 8 relation
       channels) and ``ccfg_lambda`` (λ of Eq. 11) shape the CCFG.
     """
-    if gnn_layers < 1:
-        raise ModelError(f"gnn_layers must be >= 1, got {gnn_layers}")
-    if ccfg_reduction < 1:
-        raise ModelError(f"ccfg_reduction must be >= 1, got {ccfg_reduction}")
     names, k, net, dim = graph_setup("topo_au", AU_SETS, "disfa", au_names, dataset, num_classes, k, input_size, PAPER_K,
-                                     DEFAULT_K, backbone, backbone_kw, dim)
-    n = len(names)
-    if dim < 1:
-        raise ModelError(f"dim={dim} must be >= 1")
-    model = TopoAU(net, n, dim, k, gnn_layers, ccfg_reduction, ccfg_lambda)
+                                     DEFAULT_K, backbone, backbone_kw, dim, gnn_layers=gnn_layers, ccfg_reduction=ccfg_reduction)
+    model = TopoAU(net, len(names), dim, k, gnn_layers, ccfg_reduction, ccfg_lambda)
     config = graph_config(backbone, names, input_size, k, dim, backbone_kw, gnn_layers=gnn_layers,
                           ccfg_reduction=ccfg_reduction, ccfg_lambda=ccfg_lambda)
     model.card = ModelCard("topo_au", "au", names, config, input_size,

@@ -267,3 +267,16 @@ def test_topo_au_loss_is_eq15_hand_computed():
     out = topo_au_loss({"probs": p}, y, w)
     assert out["loss"].item() == pytest.approx(float(want), rel=1e-6)
     assert out["loss"].item() == pytest.approx(weighted_asymmetric_loss(p, y, w).item())  # Eq. (17): L = L_WA
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("me_graphau", {"dim": 1}, "me_graphau: dim=1 must be >= 2"),  # the cross attention's keys are dim / 2 wide
+    ("me_graphau", {"gcn_layers": 0}, "gcn_layers must be >= 1"),
+    ("me_graphau", {"edge_grid": 0}, "edge_grid must be >= 1"),
+    ("topo_au", {"dim": 0}, "topo_au: dim=0 must be >= 1"),
+    ("topo_au", {"gnn_layers": 0}, "gnn_layers must be >= 1"),
+    ("topo_au", {"ccfg_reduction": 0}, "ccfg_reduction must be >= 1"),
+])
+def test_graph_models_name_an_option_out_of_range(name, options, message):
+    with pytest.raises(ModelError, match=message):
+        create_model(name, backbone="mobilenet_v2", input_size=64, **options)
