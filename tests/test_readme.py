@@ -1,7 +1,7 @@
 """The README and docs/ say what the code does: the first screen holds the two commands and the quick
 start, every `auflow …` command line they show names a real subcommand and real options (as
 `auflow SUB --help` lists them), every `make` target exists, links resolve, the output excerpt and
-the picture come from a real run, and the assets table mirrors engine/assets.py."""
+the picture come from a real run, and the assets table mirrors engine/assets.json."""
 
 from __future__ import annotations
 
