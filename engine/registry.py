@@ -31,7 +31,9 @@ class Registry(Generic[T]):
 
     # -- registration -------------------------------------------------------------------------
     def register(self, name: str | None = None) -> Callable[[T], T]:
-        """Decorator: ``@DETECTORS.register("yunet")``. The name defaults to the object's."""
+        """Decorator: ``@DETECTORS.register("yunet")``. The name defaults to the object's. A class with a
+        ``name`` attribute (a :class:`~auflow.engine.plugin.Plugin`) gets the registered one, so that it is
+        written once."""
 
         def deco(obj: T) -> T:
             key = name or getattr(obj, "__name__")
@@ -41,6 +43,11 @@ class Registry(Generic[T]):
                     f"{self.kind} {key!r} is already registered by "
                     f"{getattr(existing, '__module__', '?')}.{getattr(existing, '__qualname__', existing)}"
                 )
+            own = vars(obj).get("name") if isinstance(obj, type) else None
+            if own not in (None, "", key):
+                raise RegistryError(f"{obj.__qualname__} declares name {own!r} but is registered as {self.kind} {key!r}")
+            if isinstance(obj, type) and hasattr(obj, "name") and not own:
+                obj.name = key
             self._entries[key] = obj
             return obj
 

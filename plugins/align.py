@@ -104,8 +104,6 @@ def estimate_transform(kps: np.ndarray, size: int = 112, scale: float = 1.0) -> 
 class Aligner(Plugin):
     """Aligned square face crops from 5 landmarks: InsightFace's norm_crop, optionally looser."""
 
-    name = "norm_crop"
-
     class Config(PluginConfig):
         size: int = Field(112, ge=16, le=1024, description="crop side in pixels")
         scale: float = Field(1.0, gt=0.0, le=4.0, description=">1 shows more context around the face (looser crop)")

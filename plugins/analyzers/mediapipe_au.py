@@ -141,7 +141,6 @@ def unsupported_columns(labels: tuple[str, ...]) -> tuple[str, ...]:
 class MediaPipeAUAnalyzer(Plugin):
     """FACS AUs (and blendshapes, landmarks) from MediaPipe's landmarker: a teacher, not a trained AU model."""
 
-    name = "mediapipe_au"
     #: AUs it cannot measure (null in its output; a student distilled from it inherits them)
     unsupported_aus: ClassVar[tuple[str, ...]] = UNSUPPORTED_AUS
     #: the crop geometry this analyzer would ask the face stage for (not wired into the engine yet)

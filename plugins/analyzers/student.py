@@ -137,8 +137,6 @@ def temporal_gate(card, min_top1: float = MIN_TOP1) -> tuple[bool, str]:
 class StudentOrTeacherAnalyzer(Plugin):
     """A distilled student if its card passes the gate, else its teacher, for one output."""
 
-    name = "student"
-
     class Config(PluginConfig):
         checkpoint: str = Field(..., description="starter:NAME (shipped) or a path to a distilled checkpoint")
         model: str | None = Field(None, description="the registry model the checkpoint must hold (None: the card's)")

@@ -239,8 +239,6 @@ def batched_nms(boxes: Any, valid: Any, iou_threshold: float) -> Any:
 class RetinaFaceDetector(Plugin):
     """RetinaFace-MobileNet0.25: boxes, scores and 5 arcface-order landmarks; batched; CPU or GPU."""
 
-    name = "retinaface"
-
     class Config(PluginConfig):
         score_threshold: float = Field(0.9, ge=0.0, le=1.0, description="keep faces scoring above this")
         nms_threshold: float = Field(0.4, gt=0.0, le=1.0, description="suppress boxes overlapping a better one above this IoU")

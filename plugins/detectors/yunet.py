@@ -162,8 +162,6 @@ class _FaceDetectCnn:
 class YuNetDetector(Plugin):
     """YuNet via ``yuface``: boxes, scores (0–1) and 5 arcface-order landmarks, CPU only."""
 
-    name = "yunet"
-
     class Config(PluginConfig):
         score_threshold: float = Field(0.6, ge=0.0, le=1.0, description="keep faces scoring above this (0–1)")
         max_side: int = Field(640, ge=32, le=YUNET_MAX_SIDE,

@@ -66,8 +66,6 @@ _LK = {"winSize": (21, 21), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_EPS | 
 class YuNetROIDetector(Plugin):
     """YuNet on a region around the previous frame's faces, the whole frame every ``full_every`` frames."""
 
-    name = "yunet_roi"
-
     class Config(YuNetDetector.Config):
         roi_max_side: int = Field(160, ge=32, le=YUNET_MAX_SIDE,
                                   description="downscale the region around the previous faces so its longest side is ≤ this")

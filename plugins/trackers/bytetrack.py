@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 class ByteTrack(Plugin):
     """Stable per-person ids for the faces of one stream. One instance per stream session."""
 
-    name = "bytetrack"
-
     class Config(PluginConfig):
         lost_track_buffer: int = Field(30, ge=0, description="frames (at 30 fps) a lost track is kept for re-association")
         frame_rate: float = Field(30.0, gt=0.0, description="the stream's frame rate: turns frame indices into time")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from auflow.engine.errors import RegistryError
-from auflow.engine.registry import ANALYZERS, DETECTORS, MODELS, SINKS, TRACKERS, Registry
+from auflow.engine.registry import ALIGNERS, ANALYZERS, DETECTORS, MODELS, SINKS, TRACKERS, Registry
 
 
 def test_unknown_name_lists_registered_names():
@@ -59,3 +59,27 @@ def test_backends_and_backbones_are_registries_and_the_config_choices_are_the_ba
         load_backend("nope", None, None)
     with pytest.raises(ModelError, match="unknown backbone 'os:system'"):
         build_backbone("os:system")  # no external-plugin lookup through a backbone name
+
+
+def test_a_plugin_is_named_by_its_registration_alone():
+    from auflow.engine.plugin import Plugin
+
+    reg: Registry = Registry("thing")
+
+    @reg.register("first")
+    class First(Plugin):
+        pass
+
+    @reg.register("second")
+    class Second(First):  # a subclass registered under its own name gets that one, not its parent's
+        pass
+
+    assert (First.name, Second.name) == ("first", "second")
+    with pytest.raises(RegistryError, match="Third declares name 'other' but is registered as thing 'third'"):
+        @reg.register("third")
+        class Third(Plugin):
+            name = "other"
+    # the built-in plugins too: every detector, aligner, tracker, analyzer and sink answers to its name
+    for registry in (DETECTORS, ALIGNERS, TRACKERS, ANALYZERS, SINKS):
+        for name in registry:
+            assert registry.get(name).name == name, (registry.kind, name)
