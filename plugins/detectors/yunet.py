@@ -158,6 +158,24 @@ class _FaceDetectCnn:
             return None
 
 
+def _import_yuface():
+    """The ``yuface`` module, with the raw binding ``c_detect`` that its wrapper ``yuface.detect`` calls (checked
+    against 2023.5.1); a :class:`ModelError` saying what to install, or to use retinaface, where it is not."""
+    try:
+        import yuface
+    except ImportError as e:
+        where = f"Python {sys.version_info.major}.{sys.version_info.minor}"
+        raise ModelError(
+            f"detector 'yunet' needs the yuface package, which cannot be imported on {where} ({e}); "
+            "yuface ships wheels for CPython 3.10 and 3.11 only: install it there with `pip install yuface`, "
+            "or use the detector 'retinaface' (torch, any Python, CPU or GPU)"
+        ) from e
+    if getattr(yuface, "c_detect", None) is None:
+        raise ModelError(f"yuface {getattr(yuface, '__version__', '?')} has no c_detect; install yuface==2023.5.1 "
+                         "or use the detector 'retinaface'")
+    return yuface
+
+
 @DETECTORS.register("yunet")
 class YuNetDetector(Plugin):
     """YuNet via ``yuface``: boxes, scores (0–1) and 5 arcface-order landmarks, CPU only."""
@@ -175,24 +193,10 @@ class YuNetDetector(Plugin):
         self._threads: _OpenMPThreads | None = None
 
     def start(self, ctx: StartContext = CPU) -> None:
-        if self._detect is not None:
-            return
-        try:
-            import yuface
-        except ImportError as e:
-            where = f"Python {sys.version_info.major}.{sys.version_info.minor}"
-            raise ModelError(
-                f"detector 'yunet' needs the yuface package, which cannot be imported on {where} ({e}); "
-                "yuface ships wheels for CPython 3.10 and 3.11 only: install it there with `pip install yuface`, "
-                "or use the detector 'retinaface' (torch, any Python, CPU or GPU)"
-            ) from e
-        detect = getattr(yuface, "c_detect", None)
-        if detect is None:  # the raw binding the wrapper `yuface.detect` calls; checked against 2023.5.1
-            raise ModelError(f"yuface {getattr(yuface, '__version__', '?')} has no c_detect; install yuface==2023.5.1 "
-                             "or use the detector 'retinaface'")
-        self._detect = _FaceDetectCnn.from_yuface(yuface) or detect
-        if self.config.threads:
-            self._threads = _OpenMPThreads(yuface.__file__)
+        if self._detect is None:
+            yuface = _import_yuface()
+            self._detect = _FaceDetectCnn.from_yuface(yuface) or yuface.c_detect
+            self._threads = _OpenMPThreads(yuface.__file__) if self.config.threads else None
 
     def stop(self) -> None:
         self._detect = None

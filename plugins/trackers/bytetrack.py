@@ -53,20 +53,11 @@ class ByteTrack(Plugin):
         self._last_frame: int | None = None
 
     def start(self, ctx: StartContext = CPU) -> None:
-        if self._tracker is not None:
-            return
-        from trackers import ByteTrackTracker
+        if self._tracker is None:
+            from trackers import ByteTrackTracker
 
-        c = self.config
-        self._tracker = ByteTrackTracker(
-            lost_track_buffer=c.lost_track_buffer,
-            frame_rate=c.frame_rate,
-            track_activation_threshold=c.track_activation_threshold,
-            minimum_consecutive_frames=c.minimum_consecutive_frames,
-            minimum_iou_threshold=c.minimum_iou_threshold,
-            high_conf_det_threshold=c.high_conf_det_threshold,
-        )
-        self._last_frame = None
+            self._tracker = ByteTrackTracker(**self.config.model_dump())  # the Config's fields are its arguments
+            self._last_frame = None
 
     def stop(self) -> None:
         self._tracker = None
