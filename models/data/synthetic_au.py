@@ -156,8 +156,10 @@ def _pt(x: float, y: float) -> tuple[int, int]:
     return int(round(x * CANVAS * 16)), int(round(y * CANVAS * 16))
 
 
-def _pts(xy: list[tuple[float, float]]) -> np.ndarray:
-    return np.array([_pt(x, y) for x, y in xy], np.int32)
+def _pts(xy) -> np.ndarray:
+    """:func:`_pt` of every point of ``xy`` (N, 2) at once (the same float64 products, rounded half to even as
+    ``round`` does)."""
+    return np.rint(np.asarray(xy, np.float64) * CANVAS * 16).astype(np.int32)
 
 
 def render_face(intensity: dict[str, float], look: _Look, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -220,13 +222,14 @@ def render_face(intensity: dict[str, float], look: _Look, size: int, rng: np.ran
     corner = -0.07 * i["AU12"] + 0.06 * i["AU15"]
     gap = 0.04 * i["AU25"] + 0.09 * i["AU26"]
     xs = np.linspace(-1.0, 1.0, 17)
-    upper = [(0.5 + look.mouth_w * x, my - gap / 2 * (1 - x * x) + corner * x * x) for x in xs]
-    lower = [(0.5 + look.mouth_w * x, my + gap / 2 * (1 - x * x) + corner * x * x) for x in xs]
-    band = [0.022 * (1 - 0.7 * x * x) for x in xs]  # lip thickness, thinner towards the corners
+    mx, bend, opening = 0.5 + look.mouth_w * xs, corner * xs * xs, gap / 2 * (1 - xs * xs)
+    upper, lower = np.stack([mx, my - opening + bend], 1), np.stack([mx, my + opening + bend], 1)
+    band = 0.022 * (1 - 0.7 * xs * xs)  # lip thickness, thinner towards the corners
     if gap > 0.004:
-        cv2.fillPoly(img, [_pts(upper + lower[::-1])], (60, 15, 25), aa, sh)
-    cv2.fillPoly(img, [_pts([(x, y - t) for (x, y), t in zip(upper, band)] + upper[::-1])], look.lips, aa, sh)
-    cv2.fillPoly(img, [_pts(lower + [(x, y + t) for (x, y), t in zip(lower[::-1], band[::-1])])], look.lips, aa, sh)
+        cv2.fillPoly(img, [_pts(np.concatenate([upper, lower[::-1]]))], (60, 15, 25), aa, sh)
+    top, bottom = np.stack([mx, upper[:, 1] - band], 1), np.stack([mx, lower[:, 1] + band], 1)  # the lips' outer edges
+    cv2.fillPoly(img, [_pts(np.concatenate([top, upper[::-1]]))], look.lips, aa, sh)
+    cv2.fillPoly(img, [_pts(np.concatenate([lower, bottom[::-1]]))], look.lips, aa, sh)
 
     # pose jitter and resize to the output in one warp
     m = cv2.getRotationMatrix2D((CANVAS / 2, CANVAS / 2), look.angle, look.scale * size / CANVAS)
@@ -247,7 +250,7 @@ def _intensities(labels: np.ndarray, rng: np.random.Generator) -> dict[str, floa
     return out
 
 
-#: rendered images kept per (seed, split, image size): a face costs ~2.4 ms to draw, and training runs
+#: rendered images kept per (seed, split, image size): a face costs ~1 ms to draw (2-core Zen 4), and training runs
 #: over the same stream for several epochs (and, in the tests, several runs share one stream)
 RENDER_CACHE_BYTES = 1 << 30
 _RENDERED: OrderedDict[tuple[int, str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
