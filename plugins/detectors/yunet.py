@@ -180,17 +180,16 @@ def _import_yuface():
 class YuNetDetector(Plugin):
     """YuNet via ``yuface``: boxes, scores (0–1) and 5 arcface-order landmarks, CPU only."""
 
+    #: between start() and stop(): the detector call, and the OpenMP thread setting it runs under
+    _detect: Callable[[np.ndarray], np.ndarray] | None = None
+    _threads: _OpenMPThreads | None = None
+
     class Config(PluginConfig):
         score_threshold: float = Field(0.6, ge=0.0, le=1.0, description="keep faces scoring above this (0–1)")
         max_side: int = Field(640, ge=32, le=YUNET_MAX_SIDE,
                               description="downscale the frame so its longest side is ≤ this before detecting")
         min_face: float = Field(0.0, ge=0.0, description="drop faces whose shorter box side is below this (frame px)")
         threads: int = Field(1, ge=0, le=256, description="OpenMP threads per call; 0 = yuface's default (all cores)")
-
-    def __init__(self, config: PluginConfig | None = None) -> None:
-        super().__init__(config)
-        self._detect = None
-        self._threads: _OpenMPThreads | None = None
 
     def start(self, ctx: StartContext = CPU) -> None:
         if self._detect is None:

@@ -23,6 +23,7 @@ How trackers 2.6.1 behaves, read from its source and checked in tests/plugins/te
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 class ByteTrack(Plugin):
     """Stable per-person ids for the faces of one stream. One instance per stream session."""
 
+    #: between start() and stop(): the library's tracker, and the last frame it was given
+    _tracker: Any = None
+    _last_frame: int | None = None
+
     class Config(PluginConfig):
         lost_track_buffer: int = Field(30, ge=0, description="frames (at 30 fps) a lost track is kept for re-association")
         frame_rate: float = Field(30.0, gt=0.0, description="the stream's frame rate: turns frame indices into time")
@@ -46,11 +51,6 @@ class ByteTrack(Plugin):
         minimum_iou_threshold: float = Field(0.2, ge=0.0, le=1.0, description="min IoU of a detection with a track's predicted box")
         high_conf_det_threshold: float = Field(0.7, ge=0.0, le=1.0,
                                                description="scores below this only extend existing tracks (ByteTrack stage 2)")
-
-    def __init__(self, config: PluginConfig | None = None) -> None:
-        super().__init__(config)
-        self._tracker = None
-        self._last_frame: int | None = None
 
     def start(self, ctx: StartContext = CPU) -> None:
         if self._tracker is None:
