@@ -47,14 +47,8 @@ class BaselineAU(nn.Module):
 
 
 @register_model("baseline_au")
-def baseline_au(
-    backbone: str = "resnet50",
-    dataset: str | None = None,
-    au_names: tuple[str, ...] | list[str] | None = None,
-    input_size: int = 224,
-    dropout: float = 0.0,
-    backbone_kw: dict[str, Any] | None = None,
-) -> BaselineAU:
+def baseline_au(backbone: str = "resnet50", dataset: str | None = None, au_names: tuple[str, ...] | list[str] | None = None,
+                input_size: int = 224, dropout: float = 0.0, backbone_kw: dict[str, Any] | None = None) -> BaselineAU:
     """Build the no-graph baseline, randomly initialised (``card.kind == "untrained"``).
 
     Labels: ``au_names``, or ``dataset`` (``bp4d`` default, ``disfa``, ``emotionet``).

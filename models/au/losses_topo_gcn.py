@@ -152,14 +152,8 @@ def au_detection_loss(
     return {"loss": softmax + lambda2 * dice, "softmax": softmax, "dice": dice}
 
 
-def au_gcn_loss(
-    outputs: Mapping[str, torch.Tensor],
-    targets: torch.Tensor,
-    stage: int,
-    weights: torch.Tensor | None = None,
-    lambda1: float = PAPER_LAMBDA1,
-    lambda2: float = PAPER_LAMBDA2,
-) -> dict[str, torch.Tensor]:
+def au_gcn_loss(outputs: Mapping[str, torch.Tensor], targets: torch.Tensor, stage: int, weights: torch.Tensor | None = None,
+                lambda1: float = PAPER_LAMBDA1, lambda2: float = PAPER_LAMBDA2) -> dict[str, torch.Tensor]:
     """The paper's two stages (Sec. 4.1) on ``model.forward_aux(x)``:
 
     - stage 1 (auto-encoders, 12 epochs): L_ROI, Eq. (3)
