@@ -21,6 +21,7 @@ Figures are printed and written, never asserted (the tests assert parity).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -50,13 +51,9 @@ def sync(device: str) -> None:
 
 
 def demo_frames(n: int) -> list[np.ndarray]:
-    out = []
+    """The demo clip's first ``n`` frames (BGR)."""
     with av.open(str(asset_path("demo_video"))) as c:
-        for f in c.decode(video=0):
-            out.append(f.to_ndarray(format="bgr24"))
-            if len(out) == n:
-                break
-    return out
+        return [f.to_ndarray(format="bgr24") for f in itertools.islice(c.decode(video=0), n)]
 
 
 def retinaface_parity(frames: list[np.ndarray], device: str) -> dict:

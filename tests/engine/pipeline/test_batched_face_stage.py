@@ -7,6 +7,8 @@ the CPU FaceStage).
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -31,13 +33,8 @@ def demo_frames() -> list[np.ndarray]:
 
     if expected_path("demo_video") is None:
         pytest.skip("asset demo_video is not installed (run `make assets`)")
-    out = []
     with av.open(str(asset_path("demo_video"))) as c:
-        for frame in c.decode(video=0):
-            out.append(frame.to_ndarray(format="bgr24"))
-            if len(out) == FRAMES:
-                break
-    return out
+        return [f.to_ndarray(format="bgr24") for f in itertools.islice(c.decode(video=0), FRAMES)]
 
 
 def _cfg(size: int = 112, scale: float = 1.0, max_side: int = 640) -> FaceSection:
