@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from model_checks import assert_batch_independent
 
 from auflow.engine.errors import ModelError
 from auflow.engine.types import EXPRESSIONS
@@ -91,10 +92,7 @@ def test_streaming_frames_one_by_one_give_the_offline_windows(model):
 
 
 def test_batch_of_one_equals_the_same_clip_in_a_batch(model, clips):
-    with torch.no_grad():
-        batch = model(clips)
-        for i in range(len(clips)):
-            torch.testing.assert_close(model(clips[i : i + 1]), batch[i : i + 1], atol=1e-5, rtol=0)
+    assert_batch_independent(model, clips)
 
 
 def test_the_order_of_frames_matters(model, clips):

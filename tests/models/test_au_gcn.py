@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from model_checks import assert_batch_independent
 
 from auflow.engine.errors import ModelError
 from auflow.models import create_model, list_models, save_checkpoint
@@ -264,10 +265,7 @@ def test_each_roi_has_its_own_auto_encoder(model, images):
 
 
 def test_batch_of_one_equals_the_same_sample_in_a_batch(model, images):
-    with torch.no_grad():
-        batch = model(images)
-        for i in range(len(images)):
-            torch.testing.assert_close(model(images[i : i + 1]), batch[i : i + 1], atol=1e-5, rtol=0)
+    assert_batch_independent(model, images)
 
 
 def test_every_parameter_gets_a_finite_grad_over_both_stages():

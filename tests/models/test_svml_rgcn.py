@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from model_checks import assert_batch_independent
 
 from auflow.engine.errors import AssetError, ModelError
 from auflow.models import create_model, list_models, save_checkpoint
@@ -162,10 +163,7 @@ def test_the_graph_shapes_the_classifier(model):
 
 
 def test_batch_of_one_equals_the_same_image_in_a_batch(model, images):
-    with torch.no_grad():
-        batch = model(images)
-        for i in range(len(images)):
-            torch.testing.assert_close(model(images[i : i + 1]), batch[i : i + 1], atol=1e-6, rtol=0)
+    assert_batch_independent(model, images, atol=1e-6)
 
 
 def test_every_parameter_gets_a_finite_grad():

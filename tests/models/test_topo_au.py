@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from model_checks import assert_batch_independent, randomise_bn
 
 from auflow.engine.errors import ModelError
 from auflow.models import create_model, list_models, save_checkpoint
@@ -16,23 +17,10 @@ from auflow.models.losses import au_class_weights, weighted_asymmetric_loss
 SIZE = 112
 
 
-def _randomise_bn(module: torch.nn.Module) -> None:
-    """Random BN statistics, so eval mode is not an identity that hides wiring mistakes."""
-    with torch.no_grad():
-        for mod in module.modules():
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                mod.running_mean.uniform_(-0.1, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.1, 0.1)
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = topo_au(backbone="resnet18", input_size=SIZE).eval()
-    _randomise_bn(m)
-    return m
+    return randomise_bn(topo_au(backbone="resnet18", input_size=SIZE).eval(), affine=True)
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +51,7 @@ def test_aux_outputs(model, images):
 
 
 def test_batch_of_one_equals_the_same_sample_in_a_batch(model, images):
-    with torch.no_grad():
-        batch = model(images)
-        for i in range(len(images)):
-            torch.testing.assert_close(model(images[i : i + 1]), batch[i : i + 1], atol=1e-5, rtol=0)
+    assert_batch_independent(model, images)
 
 
 def test_every_parameter_gets_a_finite_grad():
@@ -111,7 +96,7 @@ def test_mafg_attention_is_the_sum_of_separable_multiscale_strips():
 def test_mafg_nodes_are_eq4_per_au_linear_blocks_then_gap():
     torch.manual_seed(0)
     mafg = MAFG(dim=4, num_aus=3).eval()
-    _randomise_bn(mafg)
+    randomise_bn(mafg, affine=True)
     x = torch.randn(2, 4, 3, 5)
     with torch.no_grad():
         v = mafg(x)
@@ -128,7 +113,7 @@ def test_mafg_nodes_are_eq4_per_au_linear_blocks_then_gap():
 def test_gnn_layer_is_eq5_to_eq9_with_per_node_batchnorm():
     torch.manual_seed(0)
     layer = AUGraphLayer(dim=6, num_aus=5, k=2).eval()
-    _randomise_bn(layer)
+    randomise_bn(layer, affine=True)
     v = torch.randn(2, 5, 6)
     with torch.no_grad():
         out, adj = layer(v)
@@ -166,7 +151,7 @@ def test_ccfg_gives_each_au_its_own_features():
     """Eq. (12) has a φ_i per AU; the released code's shared block would give N equal rows."""
     torch.manual_seed(0)
     ccfg = CCFG(dim=8, num_aus=3, reduction=4).eval()
-    _randomise_bn(ccfg)
+    randomise_bn(ccfg, affine=True)
     with torch.no_grad():
         v = ccfg(torch.randn(2, 8, 3, 4))
     assert v.shape == (2, 3, 8)

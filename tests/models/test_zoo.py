@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from model_checks import assert_batch_independent, randomise_bn
 
 from auflow.engine.registry import MODELS
 from auflow.models import create_model, list_models
@@ -36,14 +37,7 @@ def _options(name: str, wanted: dict) -> dict:
 
 def _build(name: str, wanted: dict) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = create_model(name, **_options(name, wanted)).eval()
-    # random BN statistics, so eval mode is not an identity that hides wiring mistakes
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                mod.running_mean.uniform_(-0.1, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-    return model
+    return randomise_bn(create_model(name, **_options(name, wanted)).eval())
 
 
 def _inputs(model: torch.nn.Module, batch: int = BATCH, seed: int = 1) -> torch.Tensor:
@@ -115,11 +109,7 @@ def test_backward_reaches_every_parameter(built):
 
 def test_batch_of_one_equals_the_same_sample_in_a_batch(built):
     _, model = built
-    x = _inputs(model)
-    with torch.no_grad():
-        batch = model(x)
-        for i in range(BATCH):
-            torch.testing.assert_close(model(x[i : i + 1]), batch[i : i + 1], atol=1e-5, rtol=0)
+    assert_batch_independent(model, _inputs(model))
 
 
 def test_torch_export_matches_eager(built):
