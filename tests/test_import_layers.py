@@ -1,9 +1,10 @@
 """Imports point one way (issue 20): the engine does not import plugins or models, except its CLI.
 
-The contract is import-linter's, in pyproject.toml ([tool.importlinter]); its ignored imports are today's
-debt. import-linter (grimp) reads packages from the file system, and the editable install maps
-``auflow.engine``, ``auflow.models``, ... from other folders, so the test lays the package out as the wheel
-does (links, or a copy of engine/ for the negative check) and runs ``lint-imports`` on that.
+The contract is import-linter's, in pyproject.toml ([tool.importlinter]), and it ignores no import;
+should one ever be listed as debt (ignore_imports), the test fails once it is paid, so the list stays
+true. import-linter (grimp) reads packages from the file system, and the editable install maps
+``auflow.engine``, ``auflow.models``, ... from other folders, so the test lays the package out as the
+wheel does (links, or a copy of engine/ for the negative check) and runs ``lint-imports`` on that.
 """
 
 from __future__ import annotations
