@@ -5,12 +5,6 @@ from __future__ import annotations
 
 import torch
 
-# float32 convolutions take other kernels for a batch of 1 than for a batch of 4 (1.3e-5 apart on an
-# AMX Xeon); a sample that saw its batch-mates (a train-mode BN, a pooling over the batch axis) is off
-# by far more than this
-BATCH_ATOL = 1e-4
-
-
 def randomise_bn(module: torch.nn.Module, affine: bool = False) -> torch.nn.Module:
     """Random BN running statistics (with ``affine``, scale and shift too), so eval mode is not an
     identity that hides wiring mistakes. Draws from torch's global generator; returns ``module``."""
@@ -25,8 +19,10 @@ def randomise_bn(module: torch.nn.Module, affine: bool = False) -> torch.nn.Modu
     return module
 
 
-def assert_batch_independent(model: torch.nn.Module, inputs: torch.Tensor, atol: float = BATCH_ATOL) -> None:
-    """Each sample run alone gives what it gives inside the batch ``inputs``."""
+def assert_batch_independent(model: torch.nn.Module, inputs: torch.Tensor, *, atol: float) -> None:
+    """Each sample run alone gives what it gives inside the batch ``inputs``, within ``atol`` (each test
+    names its own: what its model's float32 kernels need, far below what a sample that saw its batch-mates,
+    through a train-mode BN or a pooling over the batch axis, is off by)."""
     with torch.no_grad():
         batch = model(inputs)
         for i in range(len(inputs)):

@@ -63,7 +63,8 @@ def test_aux_outputs(model, images):
 
 
 def test_batch_of_one_equals_the_same_sample_in_a_batch(model, images):
-    assert_batch_independent(model, images)
+    # 1e-4: float32 convolutions take other kernels for a batch of 1 (1.3e-5 apart on an AMX Xeon)
+    assert_batch_independent(model, images, atol=1e-4)
 
 
 def test_every_parameter_gets_a_finite_grad():
